@@ -176,3 +176,10 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+
+class Unimplemented(C3Error):
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+_BY_CODE[Unimplemented.code] = Unimplemented

@@ -1,0 +1,165 @@
+"""Job commands: squeue, logs, cancel, pull."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+import grpc
+from c3.storage_client import StorageClient
+
+from c3 import config as project_config
+from c3.errors import ConfigError, FailedPrecondition, from_rpc_error
+from c3.v1 import common_pb2, coordinator_pb2
+from c3ctl import render, session
+from c3ctl.aio import run
+from c3ctl.cmd_deploy import job_summary
+
+ARTIFACTS_DIR = "c3-artifacts"
+
+
+def _job_json(job: common_pb2.Job) -> dict[str, object]:
+    data = job_summary(job)
+    data.update(
+        project=job.spec.project,
+        job_name=job.spec.job_name or None,
+        runtime_seconds=round(render.runtime_of(job), 3),
+        failure_reason=render.reason_name(job.failure_reason) if job.failure_reason else None,
+        exit_code=job.exit_code if job.state == common_pb2.JOB_STATE_FAILED else None,
+        message=job.message or None,
+        startup={
+            "allocation_ms": job.startup.allocation_ms,
+            "agent_pickup_ms": job.startup.agent_pickup_ms,
+            "workspace_fetch_ms": job.startup.workspace_fetch_ms,
+            "environment_ms": job.startup.environment_ms,
+            "script_start_ms": job.startup.script_start_ms,
+        },
+    )
+    return data
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
+@click.option("-n", "--limit", default=50, show_default=True, help="How many jobs to list.")
+def squeue(as_json: bool, limit: int) -> None:
+    """List your jobs with status, GPU profile and runtime."""
+
+    async def go() -> list[common_pb2.Job]:
+        async with session.coordinator() as s:
+            reply = await s.call("ListJobs", coordinator_pb2.ListJobsRequest(limit=limit))
+            assert isinstance(reply, coordinator_pb2.ListJobsResponse)
+            return list(reply.jobs)
+
+    jobs = run(go())
+    if as_json:
+        click.echo(json.dumps({"jobs": [_job_json(j) for j in jobs]}))
+    elif not jobs:
+        render.err.print("no jobs yet: run `c3ctl deploy -f` in a project")
+    else:
+        render.out.print(render.jobs_table(jobs))
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming until the job ends.")
+def logs(job_id: str, follow: bool) -> None:
+    """Print a job's output (and status changes)."""
+
+    async def go() -> None:
+        async with session.coordinator() as s:
+            request = coordinator_pb2.StreamJobEventsRequest(job_id=job_id, follow=follow)
+            try:
+                async for event in s.stub.StreamJobEvents(request, metadata=s.metadata):
+                    render.job_event(event)
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc) from None
+
+    try:
+        run(go())
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+@click.command()
+@click.argument("job_ids", nargs=-1, required=True)
+def cancel(job_ids: tuple[str, ...]) -> None:
+    """Cancel one or more jobs."""
+
+    async def go() -> list[common_pb2.Job]:
+        async with session.coordinator() as s:
+            reply = await s.call("CancelJob", coordinator_pb2.CancelJobRequest(job_ids=list(job_ids)))
+            assert isinstance(reply, coordinator_pb2.CancelJobResponse)
+            return list(reply.jobs)
+
+    for job in run(go()):
+        render.err.print(f"{job.id}: {render.status_line(job.state)}")
+
+
+async def pull_job(
+    s: session.CoordinatorSession, storage: StorageClient, job: common_pb2.Job, dest_root: Path
+) -> Path:
+    """Download a job's artifacts into dest_root/<job id>, all or nothing, and mark it SYNCED."""
+    if job.state not in (common_pb2.JOB_STATE_COMPLETED, common_pb2.JOB_STATE_SYNCED):
+        raise FailedPrecondition(
+            f"{job.id} is {render.state_name(job.state)}; only COMPLETED jobs have artifacts to pull"
+        )
+    version = await storage.resolve(job.artifacts_path or f"/jobs/{job.id}")
+    tree = await storage.get_manifest(version.manifest_digest)
+    dest_root.mkdir(parents=True, exist_ok=True)
+    final = dest_root / job.id
+    staging = Path(tempfile.mkdtemp(prefix=f".{job.id}.", dir=dest_root))
+    try:
+        await storage.download_tree(tree, staging)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if job.state == common_pb2.JOB_STATE_COMPLETED:
+        await s.call("MarkSynced", coordinator_pb2.MarkSyncedRequest(job_id=job.id))
+    return final
+
+
+@click.command()
+@click.argument("job_id", required=False)
+def pull(job_id: str | None) -> None:
+    """Download artifacts of JOB_ID (or of every completed, unsynced job of this project)."""
+    try:
+        project_root: Path | None = project_config.find_project_file(Path.cwd()).parent
+    except ConfigError:
+        if not job_id:
+            raise
+        project_root = None
+    dest_root = (project_root or Path.cwd()) / ARTIFACTS_DIR
+
+    async def go() -> list[tuple[common_pb2.Job, Path]]:
+        async with session.coordinator(project_root) as s:
+            if job_id:
+                reply = await s.call("GetJob", coordinator_pb2.GetJobRequest(job_id=job_id))
+                jobs = [reply.job]  # type: ignore[attr-defined]
+            else:
+                cfg = project_config.load_project(project_config.find_project_file(Path.cwd()))
+                reply = await s.call("ListJobs", coordinator_pb2.ListJobsRequest(
+                    states=[common_pb2.JOB_STATE_COMPLETED], project=cfg.project))
+                jobs = list(reply.jobs)  # type: ignore[attr-defined]
+            if not jobs:
+                return []
+            token = await s.storage_token()
+            async with StorageClient(token.storage_address, token.token) as storage:
+                return [(job, await pull_job(s, storage, job, dest_root)) for job in jobs]
+
+    pulled = run(go())
+    if not pulled:
+        render.err.print("nothing to pull: no completed, unsynced jobs for this project")
+    for job, path in pulled:
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+        render.err.print(f"{job.id}: {len(files)} files → {shown}/")
+        for f in files:
+            sys.stdout.write(f"{f.relative_to(path)}\n")

@@ -1,0 +1,105 @@
+"""How c3ctl shows things: job events, tables, sizes, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from c3.v1 import common_pb2, daemon_pb2
+
+_no_color = bool(os.environ.get("NO_COLOR"))
+err = Console(stderr=True, highlight=False, no_color=_no_color, soft_wrap=True)
+out = Console(highlight=False, no_color=_no_color, soft_wrap=True)
+
+STATE_COLORS = {
+    "PENDING": "yellow", "SCHEDULING": "yellow", "RUNNING": "cyan", "COMPLETED": "green",
+    "SYNCED": "green", "FAILED": "red", "CANCELED": "magenta", "TIMED_OUT": "red",
+}
+
+
+def state_name(state: int) -> str:
+    return common_pb2.JobState.Name(state).removeprefix("JOB_STATE_")
+
+
+def reason_name(reason: int) -> str:
+    return common_pb2.FailureReason.Name(reason).removeprefix("FAILURE_REASON_")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def human_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def status_line(state: int, reason: int = 0, exit_code: int = 0, message: str = "") -> str:
+    name = state_name(state)
+    text = f"[{STATE_COLORS.get(name, 'white')}]● {name}[/]"
+    if state == common_pb2.JOB_STATE_FAILED:
+        text += f" ({reason_name(reason)}"
+        if reason == common_pb2.FAILURE_REASON_EXIT_CODE:
+            text += f" {exit_code}"
+        text += ")"
+    if message:
+        text += f" [dim]{escape(message)}[/]"
+    return text
+
+
+def job_event(event: common_pb2.JobEvent) -> None:
+    if event.HasField("log"):
+        stream = sys.stderr if event.log.stream == common_pb2.LOG_STREAM_STDERR else sys.stdout
+        stream.write(event.log.text if event.log.text.endswith("\n") else event.log.text + "\n")
+        stream.flush()
+    elif event.HasField("status"):
+        s = event.status
+        err.print(status_line(s.state, s.failure_reason, s.exit_code, s.message))
+    elif event.HasField("truncated_bytes"):
+        err.print(f"[yellow]… {human_bytes(event.truncated_bytes)} of output dropped (log limit)[/]")
+
+
+def push_stats(stats: daemon_pb2.PushStats) -> str:
+    return (
+        f"pushed {stats.files_scanned} files ({human_bytes(stats.bytes_total)}): "
+        f"{stats.files_hashed} hashed, {stats.blobs_new} new, "
+        f"{human_bytes(stats.bytes_sent)} sent in {stats.seconds:.2f}s"
+    )
+
+
+def runtime_of(job: common_pb2.Job) -> float:
+    if job.runtime_seconds:
+        return job.runtime_seconds
+    if job.started_at.seconds:
+        end = job.finished_at.ToSeconds() if job.finished_at.seconds else time.time()
+        return max(0.0, end - job.started_at.ToSeconds())
+    return 0.0
+
+
+def jobs_table(jobs: list[common_pb2.Job]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("ID", "PROJECT", "NAME", "STATUS", "GPU", "RUNTIME", "INFO"):
+        table.add_column(column)
+    for job in jobs:
+        name = state_name(job.state)
+        table.add_row(
+            job.id,
+            job.spec.project,
+            job.spec.job_name or "-",
+            f"[{STATE_COLORS.get(name, 'white')}]{name}[/]",
+            job.gpu_profile or job.spec.gpu or "any",
+            human_duration(runtime_of(job)),
+            escape(job.message or (reason_name(job.failure_reason) if job.failure_reason else "")),
+        )
+    return table

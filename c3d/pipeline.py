@@ -1,0 +1,182 @@
+"""Deploy: scan → hash (through the stat index) → push what is missing → submit → follow."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from c3.hashindex import HashIndex
+from c3.storage_client import LocalBlob, StorageClient
+
+from c3 import config as project_config
+from c3 import grpcutil, manifest, workspace
+from c3.errors import C3Error, from_rpc_error
+from c3.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc, daemon_pb2
+
+FINAL_STATES = {
+    common_pb2.JOB_STATE_COMPLETED,
+    common_pb2.JOB_STATE_SYNCED,
+    common_pb2.JOB_STATE_FAILED,
+    common_pb2.JOB_STATE_CANCELED,
+    common_pb2.JOB_STATE_TIMED_OUT,
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which coordinator and credential a request runs against."""
+
+    coordinator_address: str
+    api_key: str
+
+
+class CoordinatorClient:
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.channel = grpcutil.channel(target.coordinator_address)
+        self.stub = coordinator_pb2_grpc.CoordinatorStub(self.channel)
+        self.metadata = grpcutil.bearer(target.api_key) if target.api_key else ()
+
+    async def call(self, method: str, request: object, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+        try:
+            return await getattr(self.stub, method)(request, metadata=self.metadata, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def events(self, job_id: str, after_seq: int = 0) -> AsyncIterator[common_pb2.JobEvent]:
+        call = self.stub.StreamJobEvents(
+            coordinator_pb2.StreamJobEventsRequest(job_id=job_id, after_seq=after_seq, follow=True),
+            metadata=self.metadata,
+        )
+        try:
+            async for event in call:
+                yield event
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+class Pusher:
+    """Turns a directory into a stored manifest, moving only blobs the server lacks."""
+
+    def __init__(self, index: HashIndex) -> None:
+        self.index = index
+
+    async def push_tree(
+        self,
+        root: Path,
+        storage: StorageClient,
+        server_key: str,
+        files: list[workspace.WorkspaceFile] | None = None,
+    ) -> tuple[str, daemon_pb2.PushStats]:
+        started = time.monotonic()
+        if files is None:
+            files = await asyncio.to_thread(workspace.scan, root)
+        entries, hash_stats = await self.index.digests(root, [(f.path, f.stat) for f in files])
+        tree = manifest.build(entries)
+        digests = {e.digest for e in tree.entries}
+        known = await self.index.known_present(server_key, digests)
+        candidates = [
+            LocalBlob(root / e.path, e.digest, e.size) for e in tree.entries if e.digest not in known
+        ]
+        pushed = await storage.push_files(_unique(candidates))
+        await self.index.mark_present(server_key, digests)
+        digest = await storage.put_manifest(tree)
+        stats = daemon_pb2.PushStats(
+            files_scanned=hash_stats.files_scanned,
+            files_hashed=hash_stats.files_hashed,
+            blobs_new=pushed.blobs_new,
+            bytes_sent=pushed.bytes_sent,
+            bytes_total=manifest.total_size(tree),
+            seconds=time.monotonic() - started,
+        )
+        return digest, stats
+
+
+def _unique(blobs: list[LocalBlob]) -> list[LocalBlob]:
+    seen: set[str] = set()
+    out = []
+    for blob in blobs:
+        if blob.digest not in seen:
+            seen.add(blob.digest)
+            out.append(blob)
+    return out
+
+
+async def resolve_datasets(
+    cfg: project_config.ProjectConfig,
+    storage: StorageClient,
+    pusher: Pusher,
+    server_key: str,
+) -> AsyncIterator[tuple[common_pb2.DatasetMount, daemon_pb2.PushStats | None]]:
+    """Each dataset mount resolved to an exact version; local directories uploaded first."""
+    for ds in cfg.datasets:
+        stats = None
+        if ds.local_dir is not None:
+            digest, stats = await pusher.push_tree(ds.local_dir, storage, server_key)
+            version = await storage.commit(f"/datasets/{ds.local_dir.name}", digest,
+                                           message=f"uploaded by deploy of {cfg.project}")
+        else:
+            version = await storage.resolve(ds.ref)
+        yield (
+            common_pb2.DatasetMount(
+                ref=ds.ref,
+                mount=ds.mount,
+                resolved_path=version.path,
+                version=version.version,
+                manifest_digest=version.manifest_digest,
+            ),
+            stats,
+        )
+
+
+async def deploy(
+    request: daemon_pb2.DeployRequest, pusher: Pusher
+) -> AsyncIterator[daemon_pb2.DeployEvent]:
+    project_dir = Path(request.project_dir)
+    cfg_path = project_config.find_project_file(project_dir)
+    cfg = await asyncio.to_thread(project_config.load_project, cfg_path)
+    client = CoordinatorClient(Target(request.coordinator_address, request.api_key))
+    try:
+        token = await client.call("IssueStorageToken", coordinator_pb2.IssueStorageTokenRequest())
+        server_key = f"{token.storage_address}"
+        async with StorageClient(token.storage_address, token.token) as storage:
+            digest, stats = await pusher.push_tree(cfg.root, storage, server_key)
+            yield daemon_pb2.DeployEvent(pushed=stats)
+            mounts = []
+            async for mount, ds_stats in resolve_datasets(cfg, storage, pusher, server_key):
+                mounts.append(mount)
+                if ds_stats is not None:
+                    yield daemon_pb2.DeployEvent(
+                        notice=f"dataset {mount.resolved_path} v{mount.version}: "
+                        f"{ds_stats.blobs_new} new blobs, {ds_stats.bytes_sent} bytes sent"
+                    )
+        spec = project_config.job_spec(cfg, workspace_manifest_digest=digest)
+        del spec.datasets[:]
+        spec.datasets.extend(mounts)
+        if request.provider:
+            spec.provider = request.provider
+        reply = await client.call("SubmitJob", coordinator_pb2.SubmitJobRequest(spec=spec))
+        job = reply.job
+        yield daemon_pb2.DeployEvent(submitted=job)
+        if not request.follow:
+            return
+        async for event in client.events(job.id):
+            yield daemon_pb2.DeployEvent(job_event=event)
+            if event.HasField("status") and event.status.state in FINAL_STATES:
+                break
+        final = await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=job.id))
+        yield daemon_pb2.DeployEvent(finished=final.job)
+    finally:
+        await client.close()
+
+
+__all__ = ["FINAL_STATES", "C3Error", "CoordinatorClient", "Pusher", "Target", "deploy"]

@@ -1,0 +1,77 @@
+"""The Daemon gRPC service: thin handlers over the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from grpc import aio
+
+import c3
+from c3 import workspace
+from c3.errors import InvalidArgument, Unimplemented
+from c3.v1 import common_pb2, daemon_pb2, daemon_pb2_grpc
+from c3d.pipeline import CoordinatorClient, Pusher, Target, deploy
+
+
+class DaemonService(daemon_pb2_grpc.DaemonServicer):
+    def __init__(self, pusher: Pusher, shutdown: asyncio.Event) -> None:
+        self.pusher = pusher
+        self.shutdown = shutdown
+        self.started = time.monotonic()
+        self.deploy_lock = asyncio.Lock()
+
+    async def Deploy(
+        self, request: daemon_pb2.DeployRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[daemon_pb2.DeployEvent]:
+        if not os.path.isabs(request.project_dir):
+            raise InvalidArgument(f"project_dir must be absolute, got {request.project_dir!r}")
+        async for event in deploy(request, self.pusher):
+            yield event
+
+    async def Logs(
+        self, request: daemon_pb2.LogsRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[common_pb2.JobEvent]:
+        client = CoordinatorClient(Target(request.coordinator_address, request.api_key))
+        try:
+            async for event in client.events(request.job_id):
+                yield event
+        finally:
+            await client.close()
+
+    async def ListFiles(
+        self, request: daemon_pb2.ListFilesRequest, context: aio.ServicerContext
+    ) -> daemon_pb2.ListFilesResponse:
+        root = Path(request.project_dir)
+        if request.ignored:
+            _, ignored = await asyncio.to_thread(workspace.scan_with_ignored, root)
+            return daemon_pb2.ListFilesResponse(
+                files=[daemon_pb2.ListedFile(path=i.path, rule=i.rule) for i in ignored]
+            )
+        files = await asyncio.to_thread(workspace.scan, root)
+        listed = [daemon_pb2.ListedFile(path=f.path, size=f.stat.st_size) for f in files]
+        return daemon_pb2.ListFilesResponse(files=listed, total_size=sum(f.size for f in listed))
+
+    async def Status(
+        self, request: daemon_pb2.DaemonStatusRequest, context: aio.ServicerContext
+    ) -> daemon_pb2.DaemonStatusResponse:
+        return daemon_pb2.DaemonStatusResponse(
+            version=c3.__version__, pid=os.getpid(), uptime_seconds=time.monotonic() - self.started
+        )
+
+    async def Shutdown(
+        self, request: daemon_pb2.ShutdownRequest, context: aio.ServicerContext
+    ) -> daemon_pb2.ShutdownResponse:
+        self.shutdown.set()
+        return daemon_pb2.ShutdownResponse()
+
+    async def Watch(self, request, context):  # type: ignore[no-untyped-def]
+        raise Unimplemented("watch mode is not available in this version of c3d")
+        yield  # pragma: no cover - makes this an async generator
+
+    async def Pull(self, request, context):  # type: ignore[no-untyped-def]
+        raise Unimplemented("pull runs in c3ctl in this version")
+        yield  # pragma: no cover
