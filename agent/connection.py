@@ -1,0 +1,233 @@
+"""The agent's link to the coordinator: register, hold one bidirectional stream, send
+heartbeats with jitter, and reconnect with backoff when the stream drops (a coordinator
+restart), still reporting the job that kept running meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from agent.jobs import JobExecutor
+from c3.errors import C3Error, Unauthenticated, from_rpc_error
+from c3.grpcutil import bearer, channel
+from c3.v1 import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+CREDENTIAL_FILE = "agent-credential.json"
+MAX_QUEUED_LOG_BATCHES = 20_000
+BACKOFF_START, BACKOFF_MAX = 0.2, 5.0
+
+
+def read_provisioning_secret(path: Path) -> str:
+    """The secret from the coordinator's bootstrap JSON (`agent_secret`) or a plain file."""
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise Unauthenticated(f"cannot read --secret-file {path}: {exc.strerror}") from exc
+    if text.startswith("{"):
+        try:
+            secret = json.loads(text).get("agent_secret", "")
+        except (ValueError, AttributeError) as exc:
+            raise Unauthenticated(f"--secret-file {path}: invalid JSON ({exc})") from exc
+        if not secret:
+            raise Unauthenticated(f"--secret-file {path}: no \"agent_secret\" key")
+        return str(secret)
+    if not text:
+        raise Unauthenticated(f"--secret-file {path} is empty")
+    return text
+
+
+@dataclass
+class Identity:
+    agent_id: str = ""
+    credential: str = ""
+
+    @classmethod
+    def load(cls, data_dir: Path) -> Identity:
+        try:
+            raw = json.loads((data_dir / CREDENTIAL_FILE).read_text())
+            return cls(str(raw["agent_id"]), str(raw["credential"]))
+        except (OSError, ValueError, KeyError):
+            return cls()
+
+    def save(self, data_dir: Path) -> None:
+        path = data_dir / CREDENTIAL_FILE
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"agent_id": self.agent_id, "credential": self.credential}, f)
+        os.replace(tmp, path)
+
+
+class Outbox:
+    """Messages for the coordinator, kept across reconnects (status updates are never
+    dropped; log batches are dropped only past a large bound while disconnected)."""
+
+    def __init__(self) -> None:
+        self._items: deque[agent_pb2.AgentMessage] = deque()
+        self._ready = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._log_batches = 0
+
+    def put(self, message: agent_pb2.AgentMessage) -> None:
+        if message.HasField("logs"):
+            if self._log_batches >= MAX_QUEUED_LOG_BATCHES:
+                return
+            self._log_batches += 1
+        self._items.append(message)
+        self._empty.clear()
+        self._ready.set()
+
+    def push_front(self, message: agent_pb2.AgentMessage) -> None:
+        self._items.appendleft(message)
+        self._empty.clear()
+        if message.HasField("logs"):
+            self._log_batches += 1
+        self._ready.set()
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()
+
+    async def get(self) -> agent_pb2.AgentMessage:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        message = self._items.popleft()
+        if not self._items:
+            self._empty.set()
+        if message.HasField("logs"):
+            self._log_batches -= 1
+        return message
+
+
+class Connection:
+    def __init__(self, *, address: str, secret: str, data_dir: Path,
+                 capabilities: agent_pb2.AgentCapabilities, executor: JobExecutor,
+                 outbox: Outbox, credentials: grpc.ChannelCredentials | None = None) -> None:
+        self.address = address
+        self.secret = secret
+        self.data_dir = data_dir
+        self.capabilities = capabilities
+        self.executor = executor
+        self.outbox = outbox
+        self.credentials = credentials
+        self.identity = Identity.load(data_dir)
+        self.heartbeat_s = 5.0
+        self.connected = asyncio.Event()
+        self.released = asyncio.Event()
+
+    def heartbeat(self) -> None:
+        """Queue a heartbeat now (also used to report idle the moment a job ends)."""
+        self.outbox.put(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(
+            running_job_ids=self.executor.running_job_ids(),
+            cached_projects=self.executor.cached_projects(),
+            cached_env_hashes=self.executor.cached_env_hashes(),
+        )))
+
+    async def _register(self, stub: agent_pb2_grpc.AgentGatewayStub) -> None:
+        request = agent_pb2.RegisterAgentRequest(
+            capabilities=self.capabilities,
+            cached_projects=self.executor.cached_projects(),
+            cached_env_hashes=self.executor.cached_env_hashes(),
+        )
+        if self.identity.credential:
+            request.secret, request.agent_id = self.identity.credential, self.identity.agent_id
+            try:
+                reply = await stub.Register(request, timeout=15)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+                    raise
+                log.warning("stored credential refused (%s); enrolling again", exc.details())
+                self.identity = Identity()
+        if not self.identity.credential:
+            request.secret, request.agent_id = self.secret, ""
+            reply = await stub.Register(request, timeout=15)
+        self.identity = Identity(reply.agent_id, reply.credential)
+        self.identity.save(self.data_dir)
+        if reply.heartbeat_interval_ms:
+            self.heartbeat_s = reply.heartbeat_interval_ms / 1000
+        log.info("registered as %s (%s)", reply.agent_id, self.capabilities.profile)
+
+    async def run(self) -> None:
+        """Stay connected until cancelled or released by the coordinator."""
+        backoff = BACKOFF_START
+        while not self.released.is_set():
+            try:
+                async with channel(self.address, self.credentials) as ch:
+                    stub = agent_pb2_grpc.AgentGatewayStub(ch)
+                    await self._register(stub)
+                    backoff = BACKOFF_START
+                    await self._stream(stub)
+            except grpc.aio.AioRpcError as exc:
+                error = from_rpc_error(exc)
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    log.error("coordinator refused this agent: %s", error)
+                else:
+                    log.warning("coordinator link lost: %s", error)
+            except C3Error as exc:
+                log.warning("coordinator link: %s", exc)
+            self.connected.clear()
+            if self.released.is_set():
+                break
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _stream(self, stub: agent_pb2_grpc.AgentGatewayStub) -> None:
+        call = stub.Connect(metadata=bearer(self.identity.credential))
+        self.heartbeat()  # first message: what runs here and what is cached
+        writer = asyncio.create_task(self._write(call))
+        beats = asyncio.create_task(self._beat())
+        self.connected.set()
+        try:
+            while True:
+                message = await call.read()
+                if message is grpc.aio.EOF:
+                    log.warning("coordinator closed the stream")
+                    return
+                self._handle(message)
+        finally:
+            beats.cancel()
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await writer
+            call.cancel()
+
+    def _handle(self, message: agent_pb2.CoordinatorMessage) -> None:
+        kind = message.WhichOneof("kind")
+        if kind == "assignment":
+            log.info("assignment %s", message.assignment.job.id)
+            self.executor.assign(message.assignment)
+            self.heartbeat()
+        elif kind == "cancel":
+            c = message.cancel
+            log.info("cancel %s (%s)", c.job_id, c.reason)
+            self.executor.cancel(c.job_id, c.state, c.reason)
+        elif kind == "release":
+            log.info("released by the coordinator")
+            self.released.set()
+
+    async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
+        while True:
+            message = await self.outbox.get()
+            try:
+                await call.write(message)
+            except BaseException:
+                self.outbox.push_front(message)  # resent on the next stream
+                raise
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s * random.uniform(0.8, 1.2))
+            self.heartbeat()

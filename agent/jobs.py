@@ -1,0 +1,283 @@
+"""Turns an Assignment into a finished job: workspace, datasets, environment, run,
+artifacts, final status, clean-up. One job at a time (the agent owns its GPUs whole).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from agent import artifacts
+from agent.discovery import HostInfo
+from agent.envs import EnvCache, EnvError
+from agent.logbatch import LogBatcher
+from agent.runner import DEFAULT_GRACE_SECONDS, Ending, ScriptRun
+from agent.sandbox import JobLayout, LaunchSpec, ReadOnlyMount
+from agent.workspace import DatasetCache, fetch_workspace
+from c3.blobcache import BlobCache
+from c3.errors import C3Error
+from c3.storage_client import StorageClient
+from c3.v1 import agent_pb2, common_pb2
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[agent_pb2.AgentMessage], None]
+StorageFactory = Callable[[str, str], Any]  # (address, token) -> async context manager client
+DEFAULT_BLOB_CACHE_BYTES = 20 << 30
+
+S = common_pb2
+
+
+class JobFailed(Exception):
+    def __init__(self, reason: common_pb2.FailureReason.ValueType, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class _Active:
+    job: common_pb2.Job
+    task: asyncio.Task[None] | None = None
+    run: ScriptRun | None = None
+    stop_state: common_pb2.JobState.ValueType = S.JOB_STATE_UNSPECIFIED
+    stop_reason: str = ""
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+class JobExecutor:
+    def __init__(self, *, data_dir: Path, host: HostInfo, sandboxed: bool, unsandboxed_ok: bool,
+                 emit: Emit, on_idle: Callable[[], None] = lambda: None,
+                 storage_factory: StorageFactory | None = None,
+                 grace_seconds: float = DEFAULT_GRACE_SECONDS,
+                 blob_cache_bytes: int = DEFAULT_BLOB_CACHE_BYTES,
+                 sandbox_problem: str = "") -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.sandboxed = sandboxed
+        self.unsandboxed_ok = unsandboxed_ok
+        self.sandbox_problem = sandbox_problem
+        self._emit = emit
+        self._on_idle = on_idle
+        self._storage_factory = storage_factory or (lambda addr, tok: StorageClient(addr, tok))
+        self.grace_seconds = grace_seconds
+        self.jobs_dir = data_dir / "jobs"
+        self.blobs = BlobCache(data_dir / "blobs", blob_cache_bytes)
+        self.datasets = DatasetCache(data_dir / "datasets", self.blobs)
+        self.envs = EnvCache(data_dir / "envs")
+        self._active: dict[str, _Active] = {}
+        self._projects: set[str] = set()
+        # Leftovers of a previous run of this agent (crash, SIGKILL): never reused.
+        if self.jobs_dir.exists():
+            shutil.rmtree(self.jobs_dir, ignore_errors=True)
+
+    # -- what the connection reports -------------------------------------------------
+    def running_job_ids(self) -> list[str]:
+        return sorted(self._active)
+
+    def cached_projects(self) -> list[str]:
+        return sorted(self._projects)
+
+    def cached_env_hashes(self) -> list[str]:
+        return self.envs.cached_hashes()
+
+    # -- commands from the coordinator -------------------------------------------------
+    def assign(self, assignment: agent_pb2.Assignment) -> None:
+        job = assignment.job
+        if job.id in self._active:
+            return  # re-sent after a reconnect: already running it
+        if self._active:
+            busy = next(iter(self._active))
+            self._status(job.id, S.JOB_STATE_FAILED, reason=S.FAILURE_REASON_INTERNAL,
+                         message=f"agent is busy with job {busy}; it runs one job at a time")
+            return
+        self._status(job.id, S.JOB_STATE_SCHEDULING)  # pickup acknowledgement
+        active = _Active(job)
+        self._active[job.id] = active
+        active.task = asyncio.create_task(self._run(active, assignment), name=f"job-{job.id}")
+
+    def cancel(self, job_id: str, state: common_pb2.JobState.ValueType, reason: str) -> None:
+        active = self._active.get(job_id)
+        if active is None or active.stop_state:
+            return
+        active.stop_state = state if state in (S.JOB_STATE_TIMED_OUT,) else S.JOB_STATE_CANCELED
+        active.stop_reason = reason or "canceled"
+        if active.run is not None:
+            ending = Ending.TIMED_OUT if active.stop_state == S.JOB_STATE_TIMED_OUT else Ending.CANCELED
+            active.run.stop(ending, active.stop_reason)
+        elif active.task is not None:
+            active.task.cancel()
+
+    async def wait_idle(self) -> None:
+        tasks = [a.task for a in self._active.values() if a.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def shutdown(self) -> None:
+        """Stop whatever runs (the agent is going away) and wait for the reports."""
+        for job_id in list(self._active):
+            self.cancel(job_id, S.JOB_STATE_CANCELED, "the agent is shutting down")
+        tasks = [a.task for a in self._active.values() if a.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- one job -----------------------------------------------------------------------
+    def _status(self, job_id: str, state: common_pb2.JobState.ValueType, *,
+                reason: common_pb2.FailureReason.ValueType = S.FAILURE_REASON_UNSPECIFIED,
+                exit_code: int = 0, message: str = "",
+                startup: common_pb2.StartupBreakdown | None = None,
+                artifacts_path: str = "", artifacts_version: int = 0) -> None:
+        at = Timestamp()
+        at.GetCurrentTime()
+        update = agent_pb2.JobStatusUpdate(
+            job_id=job_id, state=state, failure_reason=reason, exit_code=exit_code,
+            message=message, artifacts_path=artifacts_path, artifacts_version=artifacts_version,
+            at=at,
+        )
+        if startup is not None:
+            update.startup.CopyFrom(startup)
+        self._emit(agent_pb2.AgentMessage(status=update))
+
+    async def _send_logs(self, batch: agent_pb2.LogBatch) -> None:
+        self._emit(agent_pb2.AgentMessage(logs=batch))
+
+    async def _run(self, active: _Active, assignment: agent_pb2.Assignment) -> None:
+        job = active.job
+        received = time.monotonic()
+        logs = LogBatcher(job.id, self._send_logs)
+        logs.start()
+        job_dir = self.jobs_dir / job.id
+        final: tuple[Any, ...] = (S.JOB_STATE_FAILED, S.FAILURE_REASON_INTERNAL, 0, "", "", 0)
+        try:
+            final = await self._execute(active, assignment, logs, job_dir, received)
+        except asyncio.CancelledError:
+            state = active.stop_state or S.JOB_STATE_CANCELED
+            final = (state, S.FAILURE_REASON_UNSPECIFIED, 0, active.stop_reason, "", 0)
+        except JobFailed as exc:
+            logs.system(f"c3: {exc.message}")
+            final = (S.JOB_STATE_FAILED, exc.reason, 0, exc.message, "", 0)
+        except Exception as exc:  # a bug in the agent must fail the job, not the agent
+            log.exception("job %s: internal error", job.id)
+            final = (S.JOB_STATE_FAILED, S.FAILURE_REASON_INTERNAL, 0, f"agent error: {exc}", "", 0)
+        finally:
+            await logs.close()
+            state, reason, code, message, path, version = final
+            self._status(job.id, state, reason=reason, exit_code=code, message=message,
+                         artifacts_path=path, artifacts_version=version)
+            await asyncio.to_thread(shutil.rmtree, job_dir, True)
+            self._active.pop(job.id, None)
+            self._on_idle()
+
+    async def _execute(self, active: _Active, assignment: agent_pb2.Assignment,
+                       logs: LogBatcher, job_dir: Path, received: float) -> tuple[Any, ...]:
+        job, spec = active.job, active.job.spec
+        if not self.sandboxed and not self.unsandboxed_ok:
+            raise JobFailed(S.FAILURE_REASON_ENV_ERROR,
+                            f"this agent cannot sandbox jobs ({self.sandbox_problem}); "
+                            "its operator must fix bubblewrap or start it with --allow-unsandboxed")
+        layout = JobLayout.under(job_dir)
+        await asyncio.to_thread(layout.create)
+        startup = common_pb2.StartupBreakdown()
+        if assignment.HasField("assigned_at") and assignment.assigned_at.seconds:
+            startup.agent_pickup_ms = max(
+                0.0, (time.time_ns() - assignment.assigned_at.ToNanoseconds()) / 1e6)
+        async with self._storage_factory(assignment.storage_address,
+                                         assignment.storage_token) as client:
+            mounts = await self._fetch(client, spec, layout, logs)
+            startup.workspace_fetch_ms = _ms(time.monotonic() - received)
+            self._projects.add(spec.project)
+            t_env = time.monotonic()
+            venv: Path | None = None
+            read_only: tuple[Path, ...] = ()
+            if spec.python_project:
+                try:
+                    env = await self.envs.ensure(layout.workspace, spec.python_project,
+                                                 spec.workdir, logs.system)
+                except EnvError as exc:
+                    raise JobFailed(S.FAILURE_REASON_ENV_ERROR, exc.message) from exc
+                venv, read_only = env.venv, env.read_only
+            startup.environment_ms = _ms(time.monotonic() - t_env)
+            launch = LaunchSpec(layout=layout, script=spec.script, workdir=spec.workdir,
+                                datasets=mounts, venv=venv, extra_read_only=read_only,
+                                cuda_visible_devices=self.host.cuda_visible_devices)
+            run = ScriptRun(launch, sandboxed=self.sandboxed, logs=logs,
+                            time_limit_seconds=spec.time_limit_seconds,
+                            grace_seconds=self.grace_seconds)
+            t_spawn = time.monotonic()
+            try:
+                await run.start()
+            except C3Error as exc:
+                raise JobFailed(S.FAILURE_REASON_WORKSPACE_ERROR, exc.message) from exc
+            startup.script_start_ms = _ms(time.monotonic() - t_spawn)
+            active.run = run
+            self._status(job.id, S.JOB_STATE_RUNNING, startup=startup,
+                         message=f"running on {self.host.hostname} ({self.host.profile})")
+            if active.stop_state:  # a cancel raced the spawn
+                run.stop(Ending.TIMED_OUT if active.stop_state == S.JOB_STATE_TIMED_OUT
+                         else Ending.CANCELED, active.stop_reason)
+            result = await run.wait()
+            return await self._finish(client, active, layout, logs, result)
+
+    async def _fetch(self, client: Any, spec: common_pb2.JobSpec, layout: JobLayout,
+                     logs: LogBatcher) -> tuple[ReadOnlyMount, ...]:
+        try:
+            stats = await fetch_workspace(client, spec.workspace_manifest_digest,
+                                          layout.workspace, self.blobs)
+        except (C3Error, OSError) as exc:
+            raise JobFailed(S.FAILURE_REASON_WORKSPACE_ERROR,
+                            f"could not fetch the workspace: {exc}") from exc
+        logs.system(f"c3: workspace ready ({stats.files} files, "
+                    f"{stats.bytes_fetched} bytes fetched)")
+        if spec.datasets and not self.sandboxed:
+            raise JobFailed(S.FAILURE_REASON_WORKSPACE_ERROR,
+                            "datasets are mounted inside the sandbox, which this agent lacks")
+        mounts = []
+        for dataset in spec.datasets:
+            try:
+                mounts.append(await self.datasets.materialise(client, dataset))
+            except (C3Error, OSError) as exc:
+                raise JobFailed(S.FAILURE_REASON_WORKSPACE_ERROR,
+                                f"dataset {dataset.ref} at {dataset.mount}: {exc}") from exc
+        return tuple(mounts)
+
+    async def _finish(self, client: Any, active: _Active, layout: JobLayout, logs: LogBatcher,
+                      result: Any) -> tuple[Any, ...]:
+        job = active.job
+        script_ok = result.ending is Ending.EXITED and result.exit_code == 0
+        path, version = "", 0
+        try:
+            info, collection = await artifacts.upload(
+                client, job.id, job.spec.project, layout.artifacts, layout.workspace,
+                list(job.spec.output))
+            path, version = info.path, info.version
+            for note in collection.skipped:
+                logs.system(f"c3: artifact skipped: {note}")
+            logs.system(f"c3: {len(collection.files)} artifact files committed to {path} "
+                        f"(v{version})")
+        except (C3Error, OSError) as exc:
+            logs.system(f"c3: artifact upload failed: {exc}")
+            if script_ok:
+                return (S.JOB_STATE_FAILED, S.FAILURE_REASON_UPLOAD_ERROR, 0,
+                        f"the script succeeded but its artifacts could not be uploaded: {exc}",
+                        "", 0)
+        if result.ending is Ending.CANCELED:
+            return (S.JOB_STATE_CANCELED, S.FAILURE_REASON_UNSPECIFIED, result.exit_code,
+                    result.reason, path, version)
+        if result.ending is Ending.TIMED_OUT:
+            return (S.JOB_STATE_TIMED_OUT, S.FAILURE_REASON_UNSPECIFIED, result.exit_code,
+                    result.reason, path, version)
+        if result.exit_code != 0:
+            return (S.JOB_STATE_FAILED, S.FAILURE_REASON_EXIT_CODE, result.exit_code,
+                    f"the script exited with code {result.exit_code}", path, version)
+        return (S.JOB_STATE_COMPLETED, S.FAILURE_REASON_UNSPECIFIED, 0, "", path, version)

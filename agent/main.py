@@ -1,0 +1,135 @@
+"""`c3-agent`: a GPU (or CPU) worker that dials the coordinator and runs jobs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from agent.connection import Connection, Outbox, read_provisioning_secret
+from agent.discovery import discover
+from agent.jobs import DEFAULT_BLOB_CACHE_BYTES, JobExecutor
+from agent.runner import DEFAULT_GRACE_SECONDS
+from agent.sandbox import probe_bwrap
+from c3.errors import C3Error
+from c3.v1 import agent_pb2
+
+log = logging.getLogger("c3-agent")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="c3-agent", description=__doc__)
+    p.add_argument("--coordinator", required=True, metavar="HOST:PORT",
+                   help="address of the coordinator's AgentGateway")
+    p.add_argument("--secret-file", required=True, type=Path,
+                   help="provisioning secret: the coordinator's bootstrap JSON "
+                        "(key agent_secret) or a plain-text file")
+    p.add_argument("--data-dir", required=True, type=Path,
+                   help="agent state: credential, blob/dataset/env caches, job dirs")
+    p.add_argument("--profile", default="", help="override the discovered profile code")
+    p.add_argument("--provider", default="local")
+    p.add_argument("--region", default="local")
+    p.add_argument("--gpus", default=None,
+                   help="comma-separated GPU indices this agent owns (default: all)")
+    p.add_argument("--allow-unsandboxed", action="store_true",
+                   help="run jobs without bubblewrap when it cannot work on this host")
+    p.add_argument("--grace-seconds", type=float, default=DEFAULT_GRACE_SECONDS,
+                   help="time between SIGTERM and SIGKILL when a job is stopped")
+    p.add_argument("--blob-cache-bytes", type=int, default=DEFAULT_BLOB_CACHE_BYTES)
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+def _gpu_indices(value: str | None) -> list[int] | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise C3Error(f"--gpus {value!r}: expected comma-separated indices such as 0,1") from None
+
+
+async def serve(args: argparse.Namespace) -> int:
+    secret = read_provisioning_secret(args.secret_file)
+    data_dir: Path = args.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        host = await discover(_gpu_indices(args.gpus), args.profile)
+    except ValueError as exc:
+        raise C3Error(str(exc)) from exc
+    problem = await probe_bwrap()
+    sandboxed = problem is None
+    if problem:
+        if args.allow_unsandboxed:
+            log.warning("no sandbox: %s; running jobs UNSANDBOXED (--allow-unsandboxed)",
+                        problem)
+        else:
+            log.error("no sandbox: %s; jobs will be refused (start with "
+                      "--allow-unsandboxed to run them without one)", problem)
+    log.info("host %s: profile %s, %d GPU(s) [%s], sandbox %s", host.hostname, host.profile,
+             host.gpu_count, host.cuda_visible_devices or "-", "bwrap" if sandboxed else "none")
+    outbox = Outbox()
+    connection: Connection | None = None
+
+    def on_idle() -> None:
+        if connection is not None:
+            connection.heartbeat()
+
+    executor = JobExecutor(
+        data_dir=data_dir, host=host, sandboxed=sandboxed,
+        unsandboxed_ok=args.allow_unsandboxed, emit=outbox.put, on_idle=on_idle,
+        grace_seconds=args.grace_seconds, blob_cache_bytes=args.blob_cache_bytes,
+        sandbox_problem=problem or "",
+    )
+    caps = agent_pb2.AgentCapabilities(
+        profile=host.profile, gpu_class=host.gpu_class, gpu_count=host.gpu_count,
+        provider=args.provider, region=args.region, capacity=1, docker=False,
+        sandbox=sandboxed, hostname=socket.gethostname(),
+    )
+    connection = Connection(address=args.coordinator, secret=secret, data_dir=data_dir,
+                            capabilities=caps, executor=executor, outbox=outbox)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    link = asyncio.create_task(connection.run())
+    stopper = asyncio.create_task(stop.wait())
+    released = asyncio.create_task(connection.released.wait())
+    await asyncio.wait({link, stopper, released}, return_when=asyncio.FIRST_COMPLETED)
+    if stop.is_set():
+        log.info("stopping: canceling running jobs")
+        await executor.shutdown()
+    else:
+        await executor.wait_idle()
+    # Let the final status reports go out if the link is up (bounded).
+    if connection.connected.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(outbox.wait_empty(), timeout=5)
+    for task in (link, stopper, released):
+        task.cancel()
+    await asyncio.gather(link, stopper, released, return_exceptions=True)
+    log.info("agent stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s c3-agent %(levelname)s %(message)s")
+    try:
+        code = asyncio.run(serve(args))
+    except C3Error as exc:
+        print(f"c3-agent: {exc}", file=sys.stderr)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""python.project environments with the real uv (offline: a project without dependencies
+needs no index), and the job script running inside them, sandboxed and not."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from agent.envs import EnvCache, EnvError, find_uv
+from agent.logbatch import LogBatcher
+from agent.runner import run_script
+from agent.sandbox import JobLayout, LaunchSpec, probe_bwrap
+from c3.v1 import agent_pb2
+
+PYPROJECT = '[project]\nname = "demo"\nversion = "0.1.0"\nrequires-python = ">=3.11"\ndependencies = []\n'
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JobLayout:
+    if find_uv() is None:
+        pytest.skip("uv is not installed")
+    monkeypatch.setenv("UV_OFFLINE", "1")
+    layout = JobLayout.under(tmp_path / "job")
+    layout.create()
+    proj = layout.workspace / "py"
+    proj.mkdir()
+    (proj / "pyproject.toml").write_text(PYPROJECT)
+    (layout.workspace / "run.sh").write_text(
+        'python -c "import sys, os; print(sys.prefix); print(os.environ[\'VIRTUAL_ENV\'])"\n')
+    return layout
+
+
+async def lock(directory: Path) -> None:
+    uv = find_uv()
+    assert uv is not None
+    proc = await asyncio.create_subprocess_exec(uv, "lock", "--offline", cwd=directory)
+    assert await proc.wait() == 0
+
+
+async def test_missing_and_stale_lock_name_the_fix(project: JobLayout, tmp_path: Path) -> None:
+    cache = EnvCache(tmp_path / "envs")
+    with pytest.raises(EnvError, match=r"uv\.lock is missing; run `uv lock`"):
+        await cache.ensure(project.workspace, "py", "", print)
+    await lock(project.workspace / "py")
+    (project.workspace / "py" / "pyproject.toml").write_text(
+        PYPROJECT.replace("dependencies = []", 'dependencies = ["requests"]'))
+    with pytest.raises(EnvError, match="run `uv lock`"):
+        await cache.ensure(project.workspace, "py", "", print)
+    assert cache.cached_hashes() == []
+
+
+@pytest.mark.parametrize("sandboxed", [False, True], ids=["unsandboxed", "bwrap"])
+async def test_env_built_once_then_cached_and_used_by_the_script(
+    project: JobLayout, tmp_path: Path, sandboxed: bool
+) -> None:
+    if sandboxed and await probe_bwrap() is not None:
+        pytest.skip("bubblewrap cannot run on this host")
+    await lock(project.workspace / "py")
+    cache = EnvCache(tmp_path / "envs")
+    said: list[str] = []
+    first, second = await asyncio.gather(
+        cache.ensure(project.workspace, "py", "", said.append),
+        cache.ensure(project.workspace, "py", "", said.append))
+    assert first == second
+    assert sum("building environment" in s for s in said) == 1
+    assert cache.cached_hashes() == [first.env_hash]
+
+    lines: list[str] = []
+
+    async def send(batch: agent_pb2.LogBatch) -> None:
+        lines.extend(line.text for line in batch.lines)
+
+    logs = LogBatcher("j", send)
+    logs.start()
+    spec = LaunchSpec(layout=project, script="run.sh", venv=first.venv,
+                      extra_read_only=first.read_only)
+    result = await run_script(spec, sandboxed=sandboxed, logs=logs)
+    await logs.close()
+    assert result.exit_code == 0, lines
+    assert lines == [str(first.venv), str(first.venv)]

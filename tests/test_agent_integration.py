@@ -1,0 +1,213 @@
+"""A real `c3-agent` process against the real coordinator and storaged (both in-process
+gRPC servers on free ports): a job's workspace is fetched, its output streams back, its
+artifacts are committed under /jobs/<id>; cancel stops the whole process group."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("c3.blobcache")
+pytest.importorskip("c3.storage_download")
+
+from grpc import aio
+
+from c3.grpcutil import bearer, channel
+from c3.manifest import build, sha256_file
+from c3.storage_client import LocalBlob, StorageClient
+from c3.tokens import TokenSigner, TokenVerifier
+from c3.v1 import common_pb2
+from c3.v1 import coordinator_pb2 as pb
+from coordinator.testing import client, config_for_test, eventually, start_coordinator
+from storaged.server import StoragedConfig, StoragedServer
+
+S = common_pb2
+FINISHED = {S.JOB_STATE_COMPLETED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELED, S.JOB_STATE_TIMED_OUT}
+
+RUN_SH = """set -e
+echo "hello from the agent"
+echo "secret=${C3_AGENT_SECRET:-none}"
+echo "home=$HOME workdir=$C3_JOB_WORKDIR"
+bash ./helper.sh > "$C3_ARTIFACTS_DIR/out.txt"
+mkdir -p results && echo 42 > results/answer.txt
+"""
+
+
+@dataclass
+class Stack:
+    coordinator: object
+    api_key: str
+    address: str
+    storage_address: str
+    channel: aio.Channel
+    agent: subprocess.Popen[bytes]
+
+
+async def push_workspace(stack: Stack, root: Path) -> str:
+    reply = await client(stack.channel).IssueStorageToken(
+        pb.IssueStorageTokenRequest(), metadata=bearer(stack.api_key))
+    entries, blobs = [], []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest, size = sha256_file(path)
+        blobs.append(LocalBlob(path, digest, size))
+        entries.append(S.ManifestEntry(path=path.relative_to(root).as_posix(), digest=digest,
+                                       size=size, executable=os.access(path, os.X_OK)))
+    async with StorageClient(reply.storage_address, reply.token) as storage:
+        await storage.push_files(blobs)
+        return await storage.put_manifest(build(entries))
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    coord_dir = tmp_path / "coord"
+    coord_dir.mkdir()
+    signer = TokenSigner.load_or_create(coord_dir / "signing-key.pem")
+    storaged = await StoragedServer.start(
+        StoragedConfig(data_dir=tmp_path / "store", listen="127.0.0.1:0"),
+        TokenVerifier.from_pem(signer.public_key_pem()))
+    app, boot = await start_coordinator(
+        config_for_test(coord_dir, storage_address=storaged.address))
+    env = dict(os.environ, C3_AGENT_SECRET="host-secret-must-not-leak")
+    agent = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-m", "agent.main", "--coordinator", app.address,
+         "--secret-file", str(coord_dir / "bootstrap.json"), "--data-dir",
+         str(tmp_path / "agent"), "--grace-seconds", "1", "--allow-unsandboxed"],
+        env=env)
+    ch = channel(app.address)
+    try:
+        await eventually(lambda: list(app.scheduler.idle_agents()), timeout=30,
+                         what="the agent to register and connect")
+        yield Stack(app, boot.api_key, app.address, storaged.address, ch, agent)
+    finally:
+        if agent.poll() is None:
+            agent.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(agent.wait, 20)
+        await ch.close()
+        await app.stop()
+        await storaged.stop()
+
+
+async def events_until_done(stack: Stack, job_id: str, seen: list[S.JobEvent],
+                            on_event: object = None) -> S.JobState.ValueType:
+    stream = client(stack.channel).StreamJobEvents(
+        pb.StreamJobEventsRequest(job_id=job_id), metadata=bearer(stack.api_key))
+    async for event in stream:
+        seen.append(event)
+        if callable(on_event):
+            await on_event(event)
+        if event.HasField("status") and event.status.state in FINISHED:
+            return event.status.state
+    raise AssertionError("event stream ended before the job finished")
+
+
+async def test_agent_runs_a_job_end_to_end_and_cancel_kills_the_group(
+    stack: Stack, tmp_path: Path
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "run.sh").write_text(RUN_SH)
+    (ws / "helper.sh").write_text("echo artifact-body\n")
+    digest = await push_workspace(stack, ws)
+    c, md = client(stack.channel), bearer(stack.api_key)
+    job = (await c.SubmitJob(pb.SubmitJobRequest(spec=S.JobSpec(
+        project="demo", script="run.sh", workspace_manifest_digest=digest,
+        output=["results"])), metadata=md)).job
+    events: list[S.JobEvent] = []
+    state = await asyncio.wait_for(events_until_done(stack, job.id, events), 60)
+    lines = [e.log.text for e in events if e.HasField("log")]
+    assert state == S.JOB_STATE_COMPLETED, (lines, events[-1])
+    assert "hello from the agent" in lines
+    assert "secret=none" in lines
+    done = (await c.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)).job
+    assert done.artifacts_path == f"/jobs/{job.id}" and done.artifacts_version == 1
+    assert done.startup.workspace_fetch_ms > 0
+    token = (await c.IssueStorageToken(pb.IssueStorageTokenRequest(), metadata=md)).token
+    async with StorageClient(stack.storage_address, token) as storage:
+        version = await storage.resolve(f"/jobs/{job.id}")
+        manifest = await storage.get_manifest(version.manifest_digest)
+        assert sorted(e.path for e in manifest.entries) == ["out.txt", "results/answer.txt"]
+        pulled = tmp_path / "pulled"
+        await storage.download_tree(manifest, pulled)
+    assert (pulled / "out.txt").read_text() == "artifact-body\n"
+
+    # A job that leaves a background child; cancel must end both and free the agent.
+    (ws / "run.sh").write_text("sleep 300 &\necho started $$\nsleep 300\n")
+    digest = await push_workspace(stack, ws)
+    job = (await c.SubmitJob(pb.SubmitJobRequest(spec=S.JobSpec(
+        project="demo", script="run.sh", workspace_manifest_digest=digest)), metadata=md)).job
+    canceled = False
+
+    async def cancel_once_started(event: S.JobEvent) -> None:
+        nonlocal canceled
+        if not canceled and event.HasField("log") and event.log.text.startswith("started"):
+            canceled = True
+            await c.CancelJob(pb.CancelJobRequest(job_ids=[job.id]), metadata=md)
+
+    events = []
+    state = await asyncio.wait_for(events_until_done(stack, job.id, events, cancel_once_started), 60)
+    assert canceled and state == S.JOB_STATE_CANCELED
+    await eventually(lambda: not _sleepers_under(stack.agent.pid), timeout=15,
+                     what="the job's processes to be gone")
+    await eventually(lambda: list(stack.coordinator.scheduler.idle_agents()),  # type: ignore[attr-defined]
+                     what="the agent to be idle again")
+
+    stack.agent.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(stack.agent.wait, 20) == 0
+
+
+def _sleepers_under(agent_pid: int) -> list[int]:
+    """`sleep 300` processes whose session began under the agent (the job's group)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", b"300"]:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if stat[0] != "Z":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+async def test_failures_carry_their_reason_and_the_agent_takes_the_next_job(
+    stack: Stack, tmp_path: Path
+) -> None:
+    c, md = client(stack.channel), bearer(stack.api_key)
+
+    async def submit_and_wait(**fields: Any) -> S.Job:
+        job = (await c.SubmitJob(pb.SubmitJobRequest(spec=S.JobSpec(project="demo", **fields)),
+                                 metadata=md)).job
+        await asyncio.wait_for(events_until_done(stack, job.id, []), 60)
+        return (await c.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)).job
+
+    missing = await submit_and_wait(script="run.sh", workspace_manifest_digest="ab" * 32)
+    assert (missing.state, missing.failure_reason) == (S.JOB_STATE_FAILED,
+                                                      S.FAILURE_REASON_WORKSPACE_ERROR)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "fail.sh").write_text("echo failing; exit 3\n")
+    (ws / "slow.sh").write_text("sleep 300 &\nsleep 300\n")
+    digest = await push_workspace(stack, ws)
+    failed = await submit_and_wait(script="fail.sh", workspace_manifest_digest=digest)
+    assert (failed.state, failed.failure_reason, failed.exit_code) == (
+        S.JOB_STATE_FAILED, S.FAILURE_REASON_EXIT_CODE, 3)
+    no_script = await submit_and_wait(script="nope.sh", workspace_manifest_digest=digest)
+    assert no_script.failure_reason == S.FAILURE_REASON_WORKSPACE_ERROR
+    assert "nope.sh" in no_script.message
+    timed = await submit_and_wait(script="slow.sh", workspace_manifest_digest=digest,
+                                  time_limit_seconds=1)
+    assert timed.state == S.JOB_STATE_TIMED_OUT
+    await eventually(lambda: not _sleepers_under(stack.agent.pid), timeout=15,
+                     what="the timed-out job's processes to be gone")
