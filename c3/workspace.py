@@ -9,7 +9,7 @@ after `.gitignore` of the same directory, so they can add exclusions and also re
 (`!pattern`) what git ignores. An excluded directory is never entered, so nothing below it
 can be re-included, as in git.
 
-Always excluded: `.git`, `.c3.local`, virtualenvs (a directory holding `pyvenv.cfg` or
+Always excluded: `.git`, `.c3.local`, `c3-artifacts/` (pulled outputs), virtualenvs (a directory holding `pyvenv.cfg` or
 `conda-meta`, or named `.venv`/`venv`), caches, and editor temp files.
 
 Symlinks: a link to a regular file inside the project ships as that file's content; links
@@ -32,6 +32,8 @@ IGNORE_FILES = (".gitignore", ".c3ignore")
 BUILTIN_DIRS = frozenset({
     ".git", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache",
     ".ipynb_checkpoints", ".tox", "node_modules",
+    # Where `c3 pull` puts artifacts: shipping them back would feed outputs in as inputs.
+    "c3-artifacts",
 })
 BUILTIN_FILES = frozenset({".c3.local", ".git"})
 VENV_MARKERS = ("pyvenv.cfg", "conda-meta")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 import grpc
+from rich.markup import escape
 
 from c3 import config as project_config
 from c3.errors import from_rpc_error
@@ -31,6 +32,36 @@ def job_summary(job: common_pb2.Job) -> dict[str, object]:
     }
 
 
+SUCCESS = (common_pb2.JOB_STATE_COMPLETED, common_pb2.JOB_STATE_SYNCED)
+
+
+def show_event(
+    event: daemon_pb2.DeployEvent, *, follow: bool, as_json: bool
+) -> common_pb2.Job | None:
+    """Print one deploy event; returns the job when the event says it finished."""
+    kind = event.WhichOneof("kind")
+    if kind == "pushed":
+        if not as_json:
+            render.err.print(f"[dim]{render.push_stats(event.pushed)}[/]")
+    elif kind == "notice":
+        render.err.print(f"[dim]{escape(event.notice)}[/]")
+    elif kind == "submitted":
+        job = event.submitted
+        if as_json:
+            click.echo(json.dumps(job_summary(job)))
+        else:
+            render.err.print(f"submitted [bold]{job.id}[/] ({job.spec.project}, gpu {job.spec.gpu or 'any'})")
+            if not follow:
+                click.echo(job.id)
+    elif kind == "job_event":
+        render.job_event(event.job_event)
+    elif kind == "finished":
+        if event.finished.state in SUCCESS:
+            render.err.print(f"[dim]artifacts: c3ctl pull {event.finished.id}[/]")
+        return event.finished
+    return None
+
+
 class _Detach:
     job_id = ""
 
@@ -49,31 +80,11 @@ async def _deploy(project_dir: Path, follow: bool, provider: str, as_json: bool,
         await daemon.ensure_running()
         try:
             async for event in daemon.stub.Deploy(request):
-                kind = event.WhichOneof("kind")
-                if kind == "pushed":
-                    if not as_json:
-                        render.err.print(f"[dim]{render.push_stats(event.pushed)}[/]")
-                elif kind == "notice":
-                    render.err.print(f"[dim]{event.notice}[/]")
-                elif kind == "submitted":
+                if event.HasField("submitted"):
                     detach.job_id = event.submitted.id
-                    if as_json:
-                        click.echo(json.dumps(job_summary(event.submitted)))
-                    else:
-                        render.err.print(
-                            f"submitted [bold]{event.submitted.id}[/] "
-                            f"({event.submitted.spec.project}, gpu {event.submitted.spec.gpu or 'any'})"
-                        )
-                        if not follow:
-                            click.echo(event.submitted.id)
-                elif kind == "job_event":
-                    render.job_event(event.job_event)
-                elif kind == "finished":
-                    job = event.finished
-                    if job.state not in (common_pb2.JOB_STATE_COMPLETED, common_pb2.JOB_STATE_SYNCED):
-                        exit_code = 1
-                    else:
-                        render.err.print(f"[dim]artifacts: c3ctl pull {job.id}[/]")
+                finished = show_event(event, follow=follow, as_json=as_json)
+                if finished is not None and finished.state not in SUCCESS:
+                    exit_code = 1
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
     return exit_code
@@ -84,8 +95,16 @@ async def _deploy(project_dir: Path, follow: bool, provider: str, as_json: bool,
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object describing the job.")
 @click.option("-p", "--provider", default=lambda: os.environ.get("C3_PROVIDER", ""),
               help="Provider to run on (also C3_PROVIDER).")
-def deploy(follow: bool, as_json: bool, provider: str) -> None:
+@click.option("--watch", "watch_mode", is_flag=True, help="Redeploy on every save (as `c3ctl watch`).")
+def deploy(follow: bool, as_json: bool, provider: str, watch_mode: bool) -> None:
     """Push the project (nearest .c3 upward) and run it."""
+    if watch_mode:
+        if as_json:
+            raise click.UsageError("--watch streams every run; it cannot be combined with --json")
+        from c3ctl.cmd_watch import watch_project
+
+        watch_project(provider)
+        return
     if as_json and follow:
         raise click.UsageError("--json cannot be combined with -f: use `c3ctl logs -f JOB` to follow")
     cfg_path = project_config.find_project_file(Path.cwd())

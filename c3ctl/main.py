@@ -21,6 +21,7 @@ from c3ctl.cmd_hardware import list_hardware
 from c3ctl.cmd_init import init
 from c3ctl.cmd_jobs import cancel, logs, pull, squeue
 from c3ctl.cmd_stack import down, status, up
+from c3ctl.cmd_watch import watch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,7 +32,7 @@ def cli() -> None:
 
 for command in (
     init, deploy, squeue, logs, cancel, pull, list_hardware, balance, apikey, whoami,
-    up, down, status, daemon, ls_files,
+    up, down, status, daemon, ls_files, watch,
 ):
     cli.add_command(command)
 

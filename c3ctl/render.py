@@ -13,8 +13,11 @@ from rich.table import Table
 from c3.v1 import common_pb2, daemon_pb2
 
 _no_color = bool(os.environ.get("NO_COLOR"))
-err = Console(stderr=True, highlight=False, no_color=_no_color, soft_wrap=True)
-out = Console(highlight=False, no_color=_no_color, soft_wrap=True)
+# Piped output is not wrapped at 80 columns: tables stay one row per line for grep/awk.
+err = Console(stderr=True, highlight=False, no_color=_no_color, soft_wrap=True,
+              width=None if sys.stderr.isatty() else 4096)
+out = Console(highlight=False, no_color=_no_color, soft_wrap=True,
+              width=None if sys.stdout.isatty() else 4096)
 
 STATE_COLORS = {
     "PENDING": "yellow", "SCHEDULING": "yellow", "RUNNING": "cyan", "COMPLETED": "green",
@@ -23,11 +26,11 @@ STATE_COLORS = {
 
 
 def state_name(state: int) -> str:
-    return common_pb2.JobState.Name(state).removeprefix("JOB_STATE_")
+    return common_pb2.JobState.Name(common_pb2.JobState.ValueType(state)).removeprefix("JOB_STATE_")
 
 
 def reason_name(reason: int) -> str:
-    return common_pb2.FailureReason.Name(reason).removeprefix("FAILURE_REASON_")
+    return common_pb2.FailureReason.Name(common_pb2.FailureReason.ValueType(reason)).removeprefix("FAILURE_REASON_")
 
 
 def human_bytes(n: float) -> str:
@@ -87,6 +90,19 @@ def runtime_of(job: common_pb2.Job) -> float:
     return 0.0
 
 
+def _info(job: common_pb2.Job) -> str:
+    """Why a job waits or why it ended badly; nothing for a job that is fine."""
+    if job.state == common_pb2.JOB_STATE_FAILED:
+        reason = reason_name(job.failure_reason)
+        if job.failure_reason == common_pb2.FAILURE_REASON_EXIT_CODE:
+            reason += f" {job.exit_code}"
+        return f"{reason}: {job.message}" if job.message else reason
+    if job.state in (common_pb2.JOB_STATE_PENDING, common_pb2.JOB_STATE_CANCELED,
+                     common_pb2.JOB_STATE_TIMED_OUT):
+        return job.message
+    return ""
+
+
 def jobs_table(jobs: list[common_pb2.Job]) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("ID", "PROJECT", "NAME", "STATUS", "GPU", "RUNTIME", "INFO"):
@@ -100,6 +116,6 @@ def jobs_table(jobs: list[common_pb2.Job]) -> Table:
             f"[{STATE_COLORS.get(name, 'white')}]{name}[/]",
             job.gpu_profile or job.spec.gpu or "any",
             human_duration(runtime_of(job)),
-            escape(job.message or (reason_name(job.failure_reason) if job.failure_reason else "")),
+            escape(_info(job)),
         )
     return table

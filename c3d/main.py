@@ -11,12 +11,12 @@ import socket
 import sys
 from pathlib import Path
 
-from c3.hashindex import HashIndex
-
 from c3 import grpcutil
+from c3.hashindex import HashIndex
 from c3.paths import c3_paths, ensure_private_dir
 from c3.v1 import daemon_pb2_grpc
 from c3d.pipeline import Pusher
+from c3d.projects import Projects
 from c3d.server import DaemonService
 
 log = logging.getLogger("c3d")
@@ -46,7 +46,8 @@ async def serve(socket_path: Path) -> None:
     index = HashIndex(paths.daemon_state_dir / "index.sqlite")
     await index.open()
     shutdown = asyncio.Event()
-    service = DaemonService(Pusher(index), shutdown)
+    projects = Projects(index)
+    service = DaemonService(Pusher(projects), shutdown)
     old_umask = os.umask(0o177)  # the socket file is created 0600
     try:
         server = await grpcutil.create_server(
@@ -62,6 +63,7 @@ async def serve(socket_path: Path) -> None:
     log.info("c3d %s listening on %s", os.getpid(), socket_path)
     await shutdown.wait()
     await server.stop(1.0)
+    await projects.close()
     await index.close()
     socket_path.unlink(missing_ok=True)
 

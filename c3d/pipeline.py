@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from c3.hashindex import HashIndex
-from c3.storage_client import LocalBlob, StorageClient
 
 from c3 import config as project_config
 from c3 import grpcutil, manifest, workspace
-from c3.errors import C3Error, from_rpc_error
+from c3.errors import C3Error, ConfigError, from_rpc_error
+from c3.storage_client import LocalBlob, StorageClient
 from c3.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc, daemon_pb2
+from c3d.projects import Projects
 
 FINAL_STATES = {
     common_pb2.JOB_STATE_COMPLETED,
@@ -67,38 +68,57 @@ class CoordinatorClient:
 class Pusher:
     """Turns a directory into a stored manifest, moving only blobs the server lacks."""
 
-    def __init__(self, index: HashIndex) -> None:
-        self.index = index
+    def __init__(self, projects: Projects) -> None:
+        self.projects = projects
+        self.hashes = projects.hashes
 
-    async def push_tree(
-        self,
-        root: Path,
-        storage: StorageClient,
-        server_key: str,
-        files: list[workspace.WorkspaceFile] | None = None,
+    async def push_workspace(
+        self, root: Path, storage: StorageClient, server_key: str
     ) -> tuple[str, daemon_pb2.PushStats]:
+        """The project's workspace, from its live index (only changed files are hashed)."""
         started = time.monotonic()
-        if files is None:
-            files = await asyncio.to_thread(workspace.scan, root)
-        entries, hash_stats = await self.index.digests(root, [(f.path, f.stat) for f in files])
+        project = await self.projects.get(root)
+        tree, index_stats = await project.index.manifest()
+        stats = await self._push(root, tree, storage, server_key)
+        stats.files_scanned = index_stats.files_scanned
+        stats.files_hashed = index_stats.files_hashed
+        stats.seconds = time.monotonic() - started
+        return await storage.put_manifest(tree), stats
+
+    async def push_directory(
+        self, root: Path, storage: StorageClient, server_key: str
+    ) -> tuple[str, daemon_pb2.PushStats]:
+        """A directory that is not watched (a dataset): scanned now, hashed through the index."""
+        started = time.monotonic()
+        files = await asyncio.to_thread(workspace.scan, root)
+        entries, hash_stats = await self.hashes.digests(root, [(f.path, f.stat) for f in files])
         tree = manifest.build(entries)
+        stats = await self._push(root, tree, storage, server_key)
+        stats.files_scanned = hash_stats.files_scanned
+        stats.files_hashed = hash_stats.files_hashed
+        stats.seconds = time.monotonic() - started
+        return await storage.put_manifest(tree), stats
+
+    async def _push(
+        self, root: Path, tree: common_pb2.Manifest, storage: StorageClient, server_key: str
+    ) -> daemon_pb2.PushStats:
         digests = {e.digest for e in tree.entries}
-        known = await self.index.known_present(server_key, digests)
+        known = await self.hashes.known_present(server_key, digests)
         candidates = [
             LocalBlob(root / e.path, e.digest, e.size) for e in tree.entries if e.digest not in known
         ]
         pushed = await storage.push_files(_unique(candidates))
-        await self.index.mark_present(server_key, digests)
-        digest = await storage.put_manifest(tree)
-        stats = daemon_pb2.PushStats(
-            files_scanned=hash_stats.files_scanned,
-            files_hashed=hash_stats.files_hashed,
+        await self.hashes.mark_present(server_key, digests)
+        return daemon_pb2.PushStats(
             blobs_new=pushed.blobs_new,
             bytes_sent=pushed.bytes_sent,
             bytes_total=manifest.total_size(tree),
-            seconds=time.monotonic() - started,
         )
-        return digest, stats
+
+
+def server_identity(storage_address: str, api_key: str) -> str:
+    """Key of the known-present cache: one store as seen by one credential (orgs differ)."""
+    return f"{storage_address}|{hashlib.sha256(api_key.encode()).hexdigest()[:16]}"
 
 
 def _unique(blobs: list[LocalBlob]) -> list[LocalBlob]:
@@ -121,7 +141,7 @@ async def resolve_datasets(
     for ds in cfg.datasets:
         stats = None
         if ds.local_dir is not None:
-            digest, stats = await pusher.push_tree(ds.local_dir, storage, server_key)
+            digest, stats = await pusher.push_directory(ds.local_dir, storage, server_key)
             version = await storage.commit(f"/datasets/{ds.local_dir.name}", digest,
                                            message=f"uploaded by deploy of {cfg.project}")
         else:
@@ -139,17 +159,26 @@ async def resolve_datasets(
 
 
 async def deploy(
-    request: daemon_pb2.DeployRequest, pusher: Pusher
+    request: daemon_pb2.DeployRequest, pusher: Pusher, *, supersedes: common_pb2.Job | None = None
 ) -> AsyncIterator[daemon_pb2.DeployEvent]:
+    """One deploy. With `supersedes`, that earlier run is cancelled once this one is
+    accepted and its agent (which holds the blobs and environment) is preferred."""
     project_dir = Path(request.project_dir)
     cfg_path = project_config.find_project_file(project_dir)
     cfg = await asyncio.to_thread(project_config.load_project, cfg_path)
+    project = await pusher.projects.get(cfg.root)
+    rule = await asyncio.to_thread(project.index.matcher.explain, cfg.script, False)
+    if rule is not None:
+        raise ConfigError(
+            f"{cfg.path}: script: {cfg.script} is left out of the workspace by {rule}; "
+            f"remove that rule or add `!{cfg.script}` to .c3ignore"
+        )
     client = CoordinatorClient(Target(request.coordinator_address, request.api_key))
     try:
         token = await client.call("IssueStorageToken", coordinator_pb2.IssueStorageTokenRequest())
-        server_key = f"{token.storage_address}"
+        server_key = server_identity(token.storage_address, request.api_key)
         async with StorageClient(token.storage_address, token.token) as storage:
-            digest, stats = await pusher.push_tree(cfg.root, storage, server_key)
+            digest, stats = await pusher.push_workspace(cfg.root, storage, server_key)
             yield daemon_pb2.DeployEvent(pushed=stats)
             mounts = []
             async for mount, ds_stats in resolve_datasets(cfg, storage, pusher, server_key):
@@ -164,7 +193,12 @@ async def deploy(
         spec.datasets.extend(mounts)
         if request.provider:
             spec.provider = request.provider
-        reply = await client.call("SubmitJob", coordinator_pb2.SubmitJobRequest(spec=spec))
+        submit = coordinator_pb2.SubmitJobRequest(spec=spec)
+        if supersedes is not None:
+            previous = await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=supersedes.id))
+            submit.supersedes_job_id = supersedes.id
+            submit.prefer_agent_id = previous.job.agent_id
+        reply = await client.call("SubmitJob", submit)
         job = reply.job
         yield daemon_pb2.DeployEvent(submitted=job)
         if not request.follow:

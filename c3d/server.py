@@ -15,11 +15,14 @@ from c3 import workspace
 from c3.errors import InvalidArgument, Unimplemented
 from c3.v1 import common_pb2, daemon_pb2, daemon_pb2_grpc
 from c3d.pipeline import CoordinatorClient, Pusher, Target, deploy
+from c3d.watchmode import WatchState, watch
 
 
 class DaemonService(daemon_pb2_grpc.DaemonServicer):
     def __init__(self, pusher: Pusher, shutdown: asyncio.Event) -> None:
         self.pusher = pusher
+        self.projects = pusher.projects
+        self.watching: dict[Path, WatchState] = {}
         self.shutdown = shutdown
         self.started = time.monotonic()
         self.deploy_lock = asyncio.Lock()
@@ -59,7 +62,12 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
         self, request: daemon_pb2.DaemonStatusRequest, context: aio.ServicerContext
     ) -> daemon_pb2.DaemonStatusResponse:
         return daemon_pb2.DaemonStatusResponse(
-            version=c3.__version__, pid=os.getpid(), uptime_seconds=time.monotonic() - self.started
+            version=c3.__version__,
+            pid=os.getpid(),
+            uptime_seconds=time.monotonic() - self.started,
+            watched_projects=[str(p) for p in self.watching],
+            indexed_projects=[str(p) for p in self.projects.known()],
+            warnings=self.projects.warnings,
         )
 
     async def Shutdown(
@@ -68,9 +76,38 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
         self.shutdown.set()
         return daemon_pb2.ShutdownResponse()
 
-    async def Watch(self, request, context):  # type: ignore[no-untyped-def]
-        raise Unimplemented("watch mode is not available in this version of c3d")
-        yield  # pragma: no cover - makes this an async generator
+    async def Watch(
+        self, request: daemon_pb2.WatchRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[daemon_pb2.DeployEvent]:
+        root = Path(request.project_dir)
+        if not root.is_absolute():
+            raise InvalidArgument(f"project_dir must be absolute, got {request.project_dir!r}")
+        project = await self.projects.get(root)
+        state = self.watching.setdefault(project.root, WatchState())
+        state.sessions += 1
+        try:
+            async for event in watch(request, self.pusher, project, state):
+                yield event
+        finally:
+            state.sessions -= 1
+            if state.sessions == 0:
+                del self.watching[project.root]
+
+    async def SetWatchPaused(
+        self, request: daemon_pb2.SetWatchPausedRequest, context: aio.ServicerContext
+    ) -> daemon_pb2.SetWatchPausedResponse:
+        state = self.watching.get(Path(request.project_dir).resolve())
+        if state is None:
+            return daemon_pb2.SetWatchPausedResponse(watching=False)
+        state.paused = request.paused
+        state.wake.set()
+        return daemon_pb2.SetWatchPausedResponse(watching=True)
+
+    async def Unwatch(
+        self, request: daemon_pb2.UnwatchRequest, context: aio.ServicerContext
+    ) -> daemon_pb2.UnwatchResponse:
+        self.projects.forget(Path(request.project_dir))
+        return daemon_pb2.UnwatchResponse()
 
     async def Pull(self, request, context):  # type: ignore[no-untyped-def]
         raise Unimplemented("pull runs in c3ctl in this version")

@@ -109,7 +109,8 @@ def test_deploy_streams_live_pulls_and_dedups(stack_env: dict[str, str], tmp_pat
     assert proc.returncode == 0, err
     assert "last line from the job" in rest
     assert "COMPLETED" in err
-    assert "3 files" in err and "3 new" in err  # .c3, run.sh, src/model.py; debug.log ignored
+    # .c3, .gitignore, run.sh, src/model.py; debug.log is ignored
+    assert "4 files" in err and "4 new" in err
 
     pulled = c3ctl(stack_env, "pull", cwd=project)
     assert pulled.returncode == 0, pulled.stderr

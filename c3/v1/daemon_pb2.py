@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from c3.v1 import common_pb2 as c3_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x63\x33/v1/daemon.proto\x12\x05\x63\x33.v1\x1a\x12\x63\x33/v1/common.proto\"t\n\rDeployRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x04 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x05 \x01(\t\"\x85\x01\n\tPushStats\x12\x15\n\rfiles_scanned\x18\x01 \x01(\x04\x12\x14\n\x0c\x66iles_hashed\x18\x02 \x01(\x04\x12\x11\n\tblobs_new\x18\x03 \x01(\x04\x12\x12\n\nbytes_sent\x18\x04 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x05 \x01(\x04\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\"6\n\x08Progress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\"\xd7\x01\n\x0b\x44\x65ployEvent\x12#\n\x08progress\x18\x01 \x01(\x0b\x32\x0f.c3.v1.ProgressH\x00\x12\"\n\x06pushed\x18\x02 \x01(\x0b\x32\x10.c3.v1.PushStatsH\x00\x12\x1f\n\tsubmitted\x18\x03 \x01(\x0b\x32\n.c3.v1.JobH\x00\x12$\n\tjob_event\x18\x04 \x01(\x0b\x32\x0f.c3.v1.JobEventH\x00\x12\x10\n\x06notice\x18\x05 \x01(\tH\x00\x12\x1e\n\x08\x66inished\x18\x06 \x01(\x0b\x32\n.c3.v1.JobH\x00\x42\x06\n\x04kind\"c\n\x0cWatchRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x04 \x01(\t\"%\n\x0eUnwatchRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\"\x11\n\x0fUnwatchResponse\"[\n\x0bLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x04 \x01(\t\"`\n\x0bPullRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0bproject_dir\x18\x02 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x04 \x01(\t\"x\n\tPullEvent\x12#\n\x08progress\x18\x01 \x01(\x0b\x32\x0f.c3.v1.ProgressH\x00\x12\x0e\n\x04\x66ile\x18\x02 \x01(\tH\x00\x12\x1c\n\x06synced\x18\x03 \x01(\x0b\x32\n.c3.v1.JobH\x00\x12\x10\n\x06notice\x18\x04 \x01(\tH\x00\x42\x06\n\x04kind\"8\n\x10ListFilesRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\x12\x0f\n\x07ignored\x18\x02 \x01(\x08\"6\n\nListedFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04rule\x18\x03 \x01(\t\"I\n\x11ListFilesResponse\x12 \n\x05\x66iles\x18\x01 \x03(\x0b\x32\x11.c3.v1.ListedFile\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\"\x15\n\x13\x44\x61\x65monStatusRequest\"f\n\x14\x44\x61\x65monStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x18\n\x10watched_projects\x18\x03 \x03(\t\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\"\x11\n\x0fShutdownRequest\"\x12\n\x10ShutdownResponse2\xcb\x03\n\x06\x44\x61\x65mon\x12\x34\n\x06\x44\x65ploy\x12\x14.c3.v1.DeployRequest\x1a\x12.c3.v1.DeployEvent0\x01\x12\x32\n\x05Watch\x12\x13.c3.v1.WatchRequest\x1a\x12.c3.v1.DeployEvent0\x01\x12\x38\n\x07Unwatch\x12\x15.c3.v1.UnwatchRequest\x1a\x16.c3.v1.UnwatchResponse\x12-\n\x04Logs\x12\x12.c3.v1.LogsRequest\x1a\x0f.c3.v1.JobEvent0\x01\x12.\n\x04Pull\x12\x12.c3.v1.PullRequest\x1a\x10.c3.v1.PullEvent0\x01\x12>\n\tListFiles\x12\x17.c3.v1.ListFilesRequest\x1a\x18.c3.v1.ListFilesResponse\x12\x41\n\x06Status\x12\x1a.c3.v1.DaemonStatusRequest\x1a\x1b.c3.v1.DaemonStatusResponse\x12;\n\x08Shutdown\x12\x16.c3.v1.ShutdownRequest\x1a\x17.c3.v1.ShutdownResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x63\x33/v1/daemon.proto\x12\x05\x63\x33.v1\x1a\x12\x63\x33/v1/common.proto\"t\n\rDeployRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x04 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x05 \x01(\t\"\x85\x01\n\tPushStats\x12\x15\n\rfiles_scanned\x18\x01 \x01(\x04\x12\x14\n\x0c\x66iles_hashed\x18\x02 \x01(\x04\x12\x11\n\tblobs_new\x18\x03 \x01(\x04\x12\x12\n\nbytes_sent\x18\x04 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x05 \x01(\x04\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\"6\n\x08Progress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\"\xd7\x01\n\x0b\x44\x65ployEvent\x12#\n\x08progress\x18\x01 \x01(\x0b\x32\x0f.c3.v1.ProgressH\x00\x12\"\n\x06pushed\x18\x02 \x01(\x0b\x32\x10.c3.v1.PushStatsH\x00\x12\x1f\n\tsubmitted\x18\x03 \x01(\x0b\x32\n.c3.v1.JobH\x00\x12$\n\tjob_event\x18\x04 \x01(\x0b\x32\x0f.c3.v1.JobEventH\x00\x12\x10\n\x06notice\x18\x05 \x01(\tH\x00\x12\x1e\n\x08\x66inished\x18\x06 \x01(\x0b\x32\n.c3.v1.JobH\x00\x42\x06\n\x04kind\"c\n\x0cWatchRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x04 \x01(\t\"%\n\x0eUnwatchRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\"\x11\n\x0fUnwatchResponse\"<\n\x15SetWatchPausedRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\x12\x0e\n\x06paused\x18\x02 \x01(\x08\"*\n\x16SetWatchPausedResponse\x12\x10\n\x08watching\x18\x01 \x01(\x08\"[\n\x0bLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x04 \x01(\t\"`\n\x0bPullRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0bproject_dir\x18\x02 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x04 \x01(\t\"x\n\tPullEvent\x12#\n\x08progress\x18\x01 \x01(\x0b\x32\x0f.c3.v1.ProgressH\x00\x12\x0e\n\x04\x66ile\x18\x02 \x01(\tH\x00\x12\x1c\n\x06synced\x18\x03 \x01(\x0b\x32\n.c3.v1.JobH\x00\x12\x10\n\x06notice\x18\x04 \x01(\tH\x00\x42\x06\n\x04kind\"8\n\x10ListFilesRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\x12\x0f\n\x07ignored\x18\x02 \x01(\x08\"6\n\nListedFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04rule\x18\x03 \x01(\t\"I\n\x11ListFilesResponse\x12 \n\x05\x66iles\x18\x01 \x03(\x0b\x32\x11.c3.v1.ListedFile\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\"\x15\n\x13\x44\x61\x65monStatusRequest\"\x92\x01\n\x14\x44\x61\x65monStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x18\n\x10watched_projects\x18\x03 \x03(\t\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12\x18\n\x10indexed_projects\x18\x05 \x03(\t\x12\x10\n\x08warnings\x18\x06 \x03(\t\"\x11\n\x0fShutdownRequest\"\x12\n\x10ShutdownResponse2\x9a\x04\n\x06\x44\x61\x65mon\x12\x34\n\x06\x44\x65ploy\x12\x14.c3.v1.DeployRequest\x1a\x12.c3.v1.DeployEvent0\x01\x12\x32\n\x05Watch\x12\x13.c3.v1.WatchRequest\x1a\x12.c3.v1.DeployEvent0\x01\x12\x38\n\x07Unwatch\x12\x15.c3.v1.UnwatchRequest\x1a\x16.c3.v1.UnwatchResponse\x12M\n\x0eSetWatchPaused\x12\x1c.c3.v1.SetWatchPausedRequest\x1a\x1d.c3.v1.SetWatchPausedResponse\x12-\n\x04Logs\x12\x12.c3.v1.LogsRequest\x1a\x0f.c3.v1.JobEvent0\x01\x12.\n\x04Pull\x12\x12.c3.v1.PullRequest\x1a\x10.c3.v1.PullEvent0\x01\x12>\n\tListFiles\x12\x17.c3.v1.ListFilesRequest\x1a\x18.c3.v1.ListFilesResponse\x12\x41\n\x06Status\x12\x1a.c3.v1.DaemonStatusRequest\x1a\x1b.c3.v1.DaemonStatusResponse\x12;\n\x08Shutdown\x12\x16.c3.v1.ShutdownRequest\x1a\x17.c3.v1.ShutdownResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,26 +46,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UNWATCHREQUEST']._serialized_end=715
   _globals['_UNWATCHRESPONSE']._serialized_start=717
   _globals['_UNWATCHRESPONSE']._serialized_end=734
-  _globals['_LOGSREQUEST']._serialized_start=736
-  _globals['_LOGSREQUEST']._serialized_end=827
-  _globals['_PULLREQUEST']._serialized_start=829
-  _globals['_PULLREQUEST']._serialized_end=925
-  _globals['_PULLEVENT']._serialized_start=927
-  _globals['_PULLEVENT']._serialized_end=1047
-  _globals['_LISTFILESREQUEST']._serialized_start=1049
-  _globals['_LISTFILESREQUEST']._serialized_end=1105
-  _globals['_LISTEDFILE']._serialized_start=1107
-  _globals['_LISTEDFILE']._serialized_end=1161
-  _globals['_LISTFILESRESPONSE']._serialized_start=1163
-  _globals['_LISTFILESRESPONSE']._serialized_end=1236
-  _globals['_DAEMONSTATUSREQUEST']._serialized_start=1238
-  _globals['_DAEMONSTATUSREQUEST']._serialized_end=1259
-  _globals['_DAEMONSTATUSRESPONSE']._serialized_start=1261
-  _globals['_DAEMONSTATUSRESPONSE']._serialized_end=1363
-  _globals['_SHUTDOWNREQUEST']._serialized_start=1365
-  _globals['_SHUTDOWNREQUEST']._serialized_end=1382
-  _globals['_SHUTDOWNRESPONSE']._serialized_start=1384
-  _globals['_SHUTDOWNRESPONSE']._serialized_end=1402
-  _globals['_DAEMON']._serialized_start=1405
-  _globals['_DAEMON']._serialized_end=1864
+  _globals['_SETWATCHPAUSEDREQUEST']._serialized_start=736
+  _globals['_SETWATCHPAUSEDREQUEST']._serialized_end=796
+  _globals['_SETWATCHPAUSEDRESPONSE']._serialized_start=798
+  _globals['_SETWATCHPAUSEDRESPONSE']._serialized_end=840
+  _globals['_LOGSREQUEST']._serialized_start=842
+  _globals['_LOGSREQUEST']._serialized_end=933
+  _globals['_PULLREQUEST']._serialized_start=935
+  _globals['_PULLREQUEST']._serialized_end=1031
+  _globals['_PULLEVENT']._serialized_start=1033
+  _globals['_PULLEVENT']._serialized_end=1153
+  _globals['_LISTFILESREQUEST']._serialized_start=1155
+  _globals['_LISTFILESREQUEST']._serialized_end=1211
+  _globals['_LISTEDFILE']._serialized_start=1213
+  _globals['_LISTEDFILE']._serialized_end=1267
+  _globals['_LISTFILESRESPONSE']._serialized_start=1269
+  _globals['_LISTFILESRESPONSE']._serialized_end=1342
+  _globals['_DAEMONSTATUSREQUEST']._serialized_start=1344
+  _globals['_DAEMONSTATUSREQUEST']._serialized_end=1365
+  _globals['_DAEMONSTATUSRESPONSE']._serialized_start=1368
+  _globals['_DAEMONSTATUSRESPONSE']._serialized_end=1514
+  _globals['_SHUTDOWNREQUEST']._serialized_start=1516
+  _globals['_SHUTDOWNREQUEST']._serialized_end=1533
+  _globals['_SHUTDOWNRESPONSE']._serialized_start=1535
+  _globals['_SHUTDOWNRESPONSE']._serialized_end=1553
+  _globals['_DAEMON']._serialized_start=1556
+  _globals['_DAEMON']._serialized_end=2094
 # @@protoc_insertion_point(module_scope)

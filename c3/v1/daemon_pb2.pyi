@@ -217,6 +217,48 @@ class UnwatchResponse(_message.Message):
 Global___UnwatchResponse: _TypeAlias = UnwatchResponse  # noqa: Y015
 
 @_typing.final
+class SetWatchPausedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_DIR_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    project_dir: _builtins.str
+    paused: _builtins.bool
+    def __init__(
+        self,
+        *,
+        project_dir: _builtins.str = ...,
+        paused: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["paused", b"paused", "project_dir", b"project_dir"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetWatchPausedRequest: _TypeAlias = SetWatchPausedRequest  # noqa: Y015
+
+@_typing.final
+class SetWatchPausedResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WATCHING_FIELD_NUMBER: _builtins.int
+    watching: _builtins.bool
+    """False when no watch session is open for the project."""
+    def __init__(
+        self,
+        *,
+        watching: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["watching", b"watching"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetWatchPausedResponse: _TypeAlias = SetWatchPausedResponse  # noqa: Y015
+
+@_typing.final
 class LogsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -400,11 +442,19 @@ class DaemonStatusResponse(_message.Message):
     PID_FIELD_NUMBER: _builtins.int
     WATCHED_PROJECTS_FIELD_NUMBER: _builtins.int
     UPTIME_SECONDS_FIELD_NUMBER: _builtins.int
+    INDEXED_PROJECTS_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     pid: _builtins.int
     uptime_seconds: _builtins.float
     @_builtins.property
     def watched_projects(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def indexed_projects(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Projects whose live index c3d keeps (seen by a deploy)."""
+
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -412,10 +462,12 @@ class DaemonStatusResponse(_message.Message):
         pid: _builtins.int = ...,
         watched_projects: _abc.Iterable[_builtins.str] | None = ...,
         uptime_seconds: _builtins.float = ...,
+        indexed_projects: _abc.Iterable[_builtins.str] | None = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pid", b"pid", "uptime_seconds", b"uptime_seconds", "version", b"version", "watched_projects", b"watched_projects"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["indexed_projects", b"indexed_projects", "pid", b"pid", "uptime_seconds", b"uptime_seconds", "version", b"version", "warnings", b"warnings", "watched_projects", b"watched_projects"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -51,6 +51,11 @@ class DaemonStub:
                 request_serializer=c3_dot_v1_dot_daemon__pb2.UnwatchRequest.SerializeToString,
                 response_deserializer=c3_dot_v1_dot_daemon__pb2.UnwatchResponse.FromString,
                 _registered_method=True)
+        self.SetWatchPaused = channel.unary_unary(
+                '/c3.v1.Daemon/SetWatchPaused',
+                request_serializer=c3_dot_v1_dot_daemon__pb2.SetWatchPausedRequest.SerializeToString,
+                response_deserializer=c3_dot_v1_dot_daemon__pb2.SetWatchPausedResponse.FromString,
+                _registered_method=True)
         self.Logs = channel.unary_stream(
                 '/c3.v1.Daemon/Logs',
                 request_serializer=c3_dot_v1_dot_daemon__pb2.LogsRequest.SerializeToString,
@@ -97,6 +102,14 @@ class DaemonServicer:
 
     def Unwatch(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetWatchPaused(self, request, context):
+        """Pause or resume deploy-on-save for a watched project (changes made while paused
+        deploy once on resume).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -148,6 +161,11 @@ def add_DaemonServicer_to_server(servicer, server):
                     servicer.Unwatch,
                     request_deserializer=c3_dot_v1_dot_daemon__pb2.UnwatchRequest.FromString,
                     response_serializer=c3_dot_v1_dot_daemon__pb2.UnwatchResponse.SerializeToString,
+            ),
+            'SetWatchPaused': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetWatchPaused,
+                    request_deserializer=c3_dot_v1_dot_daemon__pb2.SetWatchPausedRequest.FromString,
+                    response_serializer=c3_dot_v1_dot_daemon__pb2.SetWatchPausedResponse.SerializeToString,
             ),
             'Logs': grpc.unary_stream_rpc_method_handler(
                     servicer.Logs,
@@ -257,6 +275,33 @@ class Daemon:
             '/c3.v1.Daemon/Unwatch',
             c3_dot_v1_dot_daemon__pb2.UnwatchRequest.SerializeToString,
             c3_dot_v1_dot_daemon__pb2.UnwatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetWatchPaused(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/c3.v1.Daemon/SetWatchPaused',
+            c3_dot_v1_dot_daemon__pb2.SetWatchPausedRequest.SerializeToString,
+            c3_dot_v1_dot_daemon__pb2.SetWatchPausedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,10 @@ class DaemonStub:
     """Progress events, then (when follow is set) the job's events until it ends."""
     Watch: _grpc.UnaryStreamMultiCallable[_daemon_pb2.WatchRequest, _daemon_pb2.DeployEvent]
     Unwatch: _grpc.UnaryUnaryMultiCallable[_daemon_pb2.UnwatchRequest, _daemon_pb2.UnwatchResponse]
+    SetWatchPaused: _grpc.UnaryUnaryMultiCallable[_daemon_pb2.SetWatchPausedRequest, _daemon_pb2.SetWatchPausedResponse]
+    """Pause or resume deploy-on-save for a watched project (changes made while paused
+    deploy once on resume).
+    """
     Logs: _grpc.UnaryStreamMultiCallable[_daemon_pb2.LogsRequest, _common_pb2.JobEvent]
     Pull: _grpc.UnaryStreamMultiCallable[_daemon_pb2.PullRequest, _daemon_pb2.PullEvent]
     ListFiles: _grpc.UnaryUnaryMultiCallable[_daemon_pb2.ListFilesRequest, _daemon_pb2.ListFilesResponse]
@@ -53,6 +57,10 @@ class DaemonAsyncStub(DaemonStub):
     """Progress events, then (when follow is set) the job's events until it ends."""
     Watch: _aio.UnaryStreamMultiCallable[_daemon_pb2.WatchRequest, _daemon_pb2.DeployEvent]  # type: ignore[assignment]
     Unwatch: _aio.UnaryUnaryMultiCallable[_daemon_pb2.UnwatchRequest, _daemon_pb2.UnwatchResponse]  # type: ignore[assignment]
+    SetWatchPaused: _aio.UnaryUnaryMultiCallable[_daemon_pb2.SetWatchPausedRequest, _daemon_pb2.SetWatchPausedResponse]  # type: ignore[assignment]
+    """Pause or resume deploy-on-save for a watched project (changes made while paused
+    deploy once on resume).
+    """
     Logs: _aio.UnaryStreamMultiCallable[_daemon_pb2.LogsRequest, _common_pb2.JobEvent]  # type: ignore[assignment]
     Pull: _aio.UnaryStreamMultiCallable[_daemon_pb2.PullRequest, _daemon_pb2.PullEvent]  # type: ignore[assignment]
     ListFiles: _aio.UnaryUnaryMultiCallable[_daemon_pb2.ListFilesRequest, _daemon_pb2.ListFilesResponse]  # type: ignore[assignment]
@@ -83,6 +91,16 @@ class DaemonServicer(metaclass=_abc_1.ABCMeta):
         request: _daemon_pb2.UnwatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_daemon_pb2.UnwatchResponse, _abc.Awaitable[_daemon_pb2.UnwatchResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetWatchPaused(
+        self,
+        request: _daemon_pb2.SetWatchPausedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_daemon_pb2.SetWatchPausedResponse, _abc.Awaitable[_daemon_pb2.SetWatchPausedResponse]]:
+        """Pause or resume deploy-on-save for a watched project (changes made while paused
+        deploy once on resume).
+        """
 
     @_abc_1.abstractmethod
     def Logs(

@@ -184,6 +184,7 @@ class BlobChunk(_message.Message):
     OFFSET_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
     digest: _builtins.str
     """Set on the first chunk of a stream."""
     size: _builtins.int
@@ -192,7 +193,11 @@ class BlobChunk(_message.Message):
     """Offset of this chunk in the (possibly compressed) byte stream."""
     data: _builtins.bytes
     total: _builtins.int
-    """Total length of the (possibly compressed) byte stream, on the first chunk."""
+    """Total length of the (possibly compressed) byte stream, on the first chunk (0: unknown)."""
+    last: _builtins.bool
+    """Set on the final chunk: the stream is complete and the server verifies and stores it.
+    A stream that ends without it leaves a partial upload to resume (UploadOffset).
+    """
     def __init__(
         self,
         *,
@@ -202,10 +207,11 @@ class BlobChunk(_message.Message):
         offset: _builtins.int = ...,
         data: _builtins.bytes = ...,
         total: _builtins.int = ...,
+        last: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compression", b"compression", "data", b"data", "digest", b"digest", "offset", b"offset", "size", b"size", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compression", b"compression", "data", b"data", "digest", b"digest", "last", b"last", "offset", b"offset", "size", b"size", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -243,6 +249,7 @@ class GetBlobStreamRequest(_message.Message):
     digest: _builtins.str
     accept_zstd: _builtins.bool
     offset: _builtins.int
+    """Offset into the byte stream the server sends (stored bytes when accept_zstd, else raw)."""
     def __init__(
         self,
         *,

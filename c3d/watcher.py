@@ -1,0 +1,85 @@
+"""File-system change notification, behind a small interface so tests can drive it.
+
+The native boundary is watchfiles' Rust notifier. It is created synchronously (so the
+watches exist before `start` returns and no change can slip between "watching" and the
+first scan) and runs its blocking wait in a thread; batches reach the event loop through
+`call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from watchfiles._rust_notify import RustNotify
+
+log = logging.getLogger(__name__)
+
+# Interactive settling: a batch is delivered STEP_MS after the last change in it, and never
+# later than DEBOUNCE_MS after the first (watchfiles' default is 1,600 ms).
+DEBOUNCE_MS = 150
+STEP_MS = 15
+
+ChangeCallback = Callable[[set[str]], None]
+
+
+class Watcher(Protocol):
+    def start(self, loop: asyncio.AbstractEventLoop, on_change: ChangeCallback) -> None: ...
+    def stop(self) -> None: ...
+
+
+class RustWatcher:
+    """Recursive watcher of one directory tree."""
+
+    def __init__(self, root: Path, *, force_polling: bool = False, poll_delay_ms: int = 300) -> None:
+        self.root = root
+        self.force_polling = force_polling
+        self.poll_delay_ms = poll_delay_ms
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._notify: RustNotify | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop, on_change: ChangeCallback) -> None:
+        self._notify = RustNotify(
+            [str(self.root)], False, self.force_polling, self.poll_delay_ms, True, True
+        )
+        self._thread = threading.Thread(
+            target=self._run, args=(loop, on_change), name=f"watch:{self.root}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, loop: asyncio.AbstractEventLoop, on_change: ChangeCallback) -> None:
+        assert self._notify is not None
+        while not self._stop.is_set():
+            try:
+                result = self._notify.watch(DEBOUNCE_MS, STEP_MS, 0, self._stop)
+            except Exception:  # the notifier died (tree removed, too many watches)
+                log.exception("watcher for %s stopped", self.root)
+                loop.call_soon_threadsafe(on_change, {str(self.root)})
+                return
+            if isinstance(result, set):
+                paths = {path for _, path in result}
+                if paths:
+                    loop.call_soon_threadsafe(on_change, paths)
+            elif result == "stop":
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        if self._notify is not None:
+            self._notify.close()
+            self._notify = None
+
+
+def inotify_watch_limit() -> int | None:
+    """The per-user inotify watch limit on Linux (None elsewhere)."""
+    try:
+        return int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
+    except (OSError, ValueError):
+        return None
