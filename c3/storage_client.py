@@ -1,0 +1,328 @@
+"""The storaged client every part of c3 uses: dedup push, manifests, namespace, downloads.
+
+Transfers are batched (FindMissing thousands per call, small blobs packed a few MiB per
+PutBlobs, large ones streamed in 1 MiB chunks and resumed from UploadOffset) and
+concurrent; reading, hashing and compression run on a thread pool. Every gRPC failure
+becomes a `c3.errors` class in `_rpc`, the one place that translates them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+
+from c3 import grpcutil
+from c3 import manifest as mf
+from c3 import storage_codec as codec
+from c3.errors import C3Error, DataLoss, from_rpc_error
+from c3.storage_download import download_tree
+from c3.storage_upload import LargeBlobReader, prepare_batch
+from c3.v1 import common_pb2, storage_pb2, storage_pb2_grpc
+
+if TYPE_CHECKING:
+    from c3.blobcache import BlobCache
+
+T = TypeVar("T")
+# Blobs up to this size travel in PutBlobs/GetBlobs batches; larger ones are streamed.
+SMALL_BLOB_MAX = 1 << 20
+BATCH_BYTES = 4 << 20
+BATCH_COUNT = 2000
+FIND_MISSING_BATCH = 10_000
+BATCH_CONCURRENCY = 4
+STREAM_CONCURRENCY = 2
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class LocalBlob:
+    path: Path
+    digest: str
+    size: int
+
+
+@dataclass
+class PushStats:
+    blobs_new: int = 0
+    bytes_sent: int = 0  # bytes on the wire (compressed)
+    bytes_total: int = 0
+
+
+@contextlib.contextmanager
+def _rpc() -> Iterator[None]:
+    """Turn a gRPC failure into the matching C3Error (the only place that does)."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc) from None
+
+
+def _batches(items: Sequence[T], max_bytes: int, size: Callable[[T], int]) -> list[list[T]]:
+    groups: list[list[T]] = []
+    current: list[T] = []
+    current_bytes = 0
+    for item in items:
+        if current and (current_bytes + size(item) > max_bytes or len(current) >= BATCH_COUNT):
+            groups.append(current)
+            current, current_bytes = [], 0
+        current.append(item)
+        current_bytes += size(item)
+    if current:
+        groups.append(current)
+    return groups
+
+
+async def run_all(coros: Sequence[Coroutine[Any, Any, Any]]) -> None:
+    """Run concurrently; on the first failure cancel the rest and raise that failure
+    itself (not an ExceptionGroup: callers and users expect one clear error)."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for coro in coros:
+                tg.create_task(coro)
+    except BaseExceptionGroup as group:
+        first = group.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
+class StorageClient:
+    def __init__(
+        self, address: str, token: str, *, credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
+        self.address = address
+        self._token = token
+        self._channel = grpcutil.channel(address, credentials)
+        self._stub = storage_pb2_grpc.StorageStub(self._channel)
+        self._pool = ThreadPoolExecutor(
+            max_workers=min(8, (os.cpu_count() or 2) + 2), thread_name_prefix="c3-storage"
+        )
+
+    async def __aenter__(self) -> StorageClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def set_token(self, token: str) -> None:
+        self._token = token
+
+    @property
+    def _md(self) -> tuple[tuple[str, str], ...]:
+        return grpcutil.storage_metadata(self._token)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    # Blobs -----------------------------------------------------------------------------
+
+    async def find_missing(self, digests: Iterable[str]) -> set[str]:
+        unique = list(dict.fromkeys(digests))
+        missing: set[str] = set()
+        for i in range(0, len(unique), FIND_MISSING_BATCH):
+            request = storage_pb2.FindMissingRequest(digests=unique[i : i + FIND_MISSING_BATCH])
+            with _rpc():
+                reply = await self._stub.FindMissing(request, metadata=self._md)
+            missing.update(reply.missing)
+        return missing
+
+    async def push_files(
+        self, blobs: Sequence[LocalBlob], progress: Progress | None = None
+    ) -> PushStats:
+        """Upload the blobs the server lacks. Raises FailedPrecondition naming the file when
+        a file no longer has the digest it was hashed to."""
+        unique = {b.digest: b for b in blobs}
+        stats = PushStats(bytes_total=sum(b.size for b in unique.values()))
+        missing = await self.find_missing(unique)
+        todo = [b for d, b in unique.items() if d in missing]
+        todo_bytes, done = sum(b.size for b in todo), 0
+
+        def advance(raw: int, wire: int, blobs_new: int) -> None:
+            nonlocal done
+            done += raw
+            stats.bytes_sent += wire
+            stats.blobs_new += blobs_new
+            if progress is not None:
+                progress(done, todo_bytes)
+
+        small = [b for b in todo if b.size <= SMALL_BLOB_MAX]
+        large = [b for b in todo if b.size > SMALL_BLOB_MAX]
+        batch_slots = asyncio.Semaphore(BATCH_CONCURRENCY)
+        stream_slots = asyncio.Semaphore(STREAM_CONCURRENCY)
+
+        async def send_batch(group: list[LocalBlob]) -> None:
+            async with batch_slots:
+                items = await self.run(prepare_batch, [(b.path, b.digest, b.size) for b in group])
+                with _rpc():
+                    await self._stub.PutBlobs(
+                        storage_pb2.PutBlobsRequest(blobs=items), metadata=self._md
+                    )
+                advance(sum(b.size for b in group), sum(len(i.data) for i in items), len(group))
+
+        async def send_stream(blob: LocalBlob) -> None:
+            async with stream_slots:
+                wire = await self._push_stream(
+                    LargeBlobReader.for_file(blob.path, blob.digest, blob.size)
+                )
+                advance(blob.size, wire, 1)
+
+        # The big ones first: they bound the total time.
+        await run_all(
+            [send_stream(b) for b in large]
+            + [send_batch(g) for g in _batches(small, BATCH_BYTES, lambda b: b.size)]
+        )
+        return stats
+
+    async def _push_stream(self, reader: LargeBlobReader) -> int:
+        """Stream one blob, resuming from what the server already holds; wire bytes sent."""
+        try:
+            await self.run(reader.open)
+            with _rpc():
+                held = await self._stub.UploadOffset(
+                    storage_pb2.UploadOffsetRequest(
+                        digest=reader.digest, compression=codec.Compression(reader.compression)
+                    ),
+                    metadata=self._md,
+                )
+            sent = 0
+            failure: list[BaseException] = []
+
+            async def chunks() -> AsyncIterator[storage_pb2.BlobChunk]:
+                nonlocal sent
+                try:
+                    async for chunk in reader.chunks(self.run, held.offset):
+                        sent += len(chunk.data)
+                        yield chunk
+                except C3Error as exc:  # the file changed: end without `last`, report it below
+                    failure.append(exc)
+
+            try:
+                with _rpc():
+                    await self._stub.PutBlobStream(chunks(), metadata=self._md)
+            except C3Error:
+                if failure:
+                    raise failure[0] from None
+                raise
+            return sent
+        finally:
+            await self.run(reader.close)
+
+    async def push_bytes(self, data: bytes) -> str:
+        digest = mf.sha256_bytes(data)
+        if len(data) > SMALL_BLOB_MAX:
+            await self._push_stream(LargeBlobReader.for_bytes(data, digest))
+            return digest
+        compression, payload = await self.run(codec.compress, data)
+        blob = storage_pb2.BlobData(
+            digest=digest, size=len(data), compression=codec.Compression(compression), data=payload
+        )
+        with _rpc():
+            await self._stub.PutBlobs(storage_pb2.PutBlobsRequest(blobs=[blob]), metadata=self._md)
+        return digest
+
+    async def get_blobs(self, digests: Sequence[str]) -> AsyncIterator[storage_pb2.BlobData]:
+        """Small blobs as stored (zstd or raw); callers verify with storage_codec."""
+        with _rpc():
+            call = self._stub.GetBlobs(
+                storage_pb2.GetBlobsRequest(digests=list(digests), accept_zstd=True),
+                metadata=self._md,
+            )
+            async for blob in call:
+                yield blob
+
+    async def get_blob_stream(
+        self, digest: str, offset: int = 0
+    ) -> AsyncIterator[storage_pb2.BlobChunk]:
+        with _rpc():
+            call = self._stub.GetBlobStream(
+                storage_pb2.GetBlobStreamRequest(digest=digest, accept_zstd=True, offset=offset),
+                metadata=self._md,
+            )
+            async for chunk in call:
+                yield chunk
+
+    # Manifests -----------------------------------------------------------------------
+
+    async def put_manifest(self, manifest: common_pb2.Manifest) -> str:
+        with _rpc():
+            reply = await self._stub.PutManifest(
+                storage_pb2.PutManifestRequest(manifest=manifest), metadata=self._md
+            )
+        return str(reply.digest)
+
+    async def get_manifest(self, digest: str) -> common_pb2.Manifest:
+        with _rpc():
+            reply = await self._stub.GetManifest(
+                storage_pb2.GetManifestRequest(digest=digest), metadata=self._md
+            )
+        manifest = reply.manifest
+        mf.validate(manifest)
+        if mf.digest_of(manifest) != digest:
+            raise DataLoss(f"manifest {digest[:12]} from the server does not match its digest")
+        return manifest
+
+    async def download_tree(
+        self,
+        manifest: common_pb2.Manifest,
+        dest: Path,
+        *,
+        cache: BlobCache | None = None,
+        progress: Progress | None = None,
+        writable: bool = True,
+    ) -> int:
+        """Materialise `manifest` under `dest`; returns bytes fetched over the network.
+        `writable=False` (a read-only mount) lets files be hardlinked from the cache."""
+        return await download_tree(
+            self, manifest, dest, cache=cache, progress=progress, writable=writable
+        )
+
+    # Namespace -----------------------------------------------------------------------
+
+    async def commit(
+        self, path: str, manifest_digest: str, *, message: str = "", project: str = ""
+    ) -> storage_pb2.VersionInfo:
+        request = storage_pb2.CommitRequest(
+            path=path, manifest_digest=manifest_digest, message=message, project=project
+        )
+        with _rpc():
+            reply = await self._stub.Commit(request, metadata=self._md)
+        return reply.version
+
+    async def resolve(self, ref: str) -> storage_pb2.VersionInfo:
+        with _rpc():
+            reply = await self._stub.Resolve(storage_pb2.ResolveRequest(ref=ref), metadata=self._md)
+        return reply.version
+
+    async def list(self, path: str) -> storage_pb2.ListResponse:
+        with _rpc():
+            return await self._stub.List(storage_pb2.ListRequest(path=path), metadata=self._md)
+
+    async def log(self, path: str) -> builtins.list[storage_pb2.VersionInfo]:
+        with _rpc():
+            reply = await self._stub.Log(storage_pb2.LogRequest(path=path), metadata=self._md)
+        return list(reply.versions)
+
+    async def remove(self, path: str, recursive: bool = False) -> int:
+        with _rpc():
+            reply = await self._stub.Remove(
+                storage_pb2.RemoveRequest(path=path, recursive=recursive), metadata=self._md
+            )
+        return int(reply.removed_versions)
+
+    async def disk_usage(self, path: str) -> storage_pb2.DiskUsageResponse:
+        with _rpc():
+            return await self._stub.DiskUsage(
+                storage_pb2.DiskUsageRequest(path=path), metadata=self._md
+            )

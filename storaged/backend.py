@@ -1,0 +1,210 @@
+"""Where blob bytes live. `BlobBackend` is the small interface the service needs, so an
+object store can replace the local disk later; `LocalDiskBackend` is the disk version.
+
+All methods block: callers run them in a thread pool. Payloads are stored exactly as
+verified (zstd or raw); the compression is part of the file name so a file describes itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from c3.storage_codec import NONE, ZSTD
+
+_SUFFIX: dict[int, str] = {NONE: ".raw", ZSTD: ".zst"}
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    digest: str
+    compression: int
+    stored_size: int
+
+
+class BlobBackend(Protocol):
+    def stat(self, digest: str) -> StoredBlob | None: ...
+    def open(self, digest: str) -> tuple[StoredBlob, BinaryIO]: ...
+    def put_many(self, blobs: list[tuple[str, int, bytes]]) -> None:
+        """Store (digest, compression, payload) durably and atomically per blob."""
+        ...
+
+    def partial_size(self, key: str) -> int: ...
+    def append_partial(self, key: str, offset: int, data: bytes) -> int: ...
+    def read_partial(self, key: str) -> BinaryIO: ...
+    def commit_partial(self, key: str, digest: str, compression: int) -> None: ...
+    def drop_partial(self, key: str) -> None: ...
+    def delete(self, digest: str) -> None: ...
+    def iter_blobs(self) -> Iterator[tuple[str, float]]:
+        """(digest, modified time) of every stored blob."""
+        ...
+
+    def drop_partials_older_than(self, cutoff: float) -> int: ...
+    def drop_temps_older_than(self, cutoff: float) -> int: ...
+
+
+def _syncfs(fd: int) -> None:
+    """Flush the whole filesystem once (one journal commit for a batch of small files)
+    instead of one fsync per file; falls back to sync() where syncfs is missing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) == 0:
+            return
+    except (OSError, AttributeError):
+        pass
+    os.sync()
+
+
+class LocalDiskBackend:
+    """`root/blobs/ab/cdef….zst|.raw`, temp files in `root/tmp`, partial uploads in
+    `root/uploads`. A stored file is read-only and appears only through rename."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self.tmp = root / "tmp"
+        self.uploads = root / "uploads"
+        for d in (self.blobs, self.tmp, self.uploads):
+            d.mkdir(parents=True, exist_ok=True)
+        # All 256 fan-out directories up front: no mkdir on the write path.
+        for i in range(256):
+            (self.blobs / f"{i:02x}").mkdir(exist_ok=True)
+        # Leftovers of a crash are never referenced: a temp file only becomes a blob by rename.
+        for leftover in self.tmp.iterdir():
+            leftover.unlink(missing_ok=True)
+
+    def _path(self, digest: str, compression: int) -> Path:
+        return self.blobs / digest[:2] / (digest[2:] + _SUFFIX[compression])
+
+    def stat(self, digest: str) -> StoredBlob | None:
+        for compression in (ZSTD, NONE):
+            try:
+                st = os.stat(self._path(digest, compression))
+            except FileNotFoundError:
+                continue
+            return StoredBlob(digest, compression, st.st_size)
+        return None
+
+    def open(self, digest: str) -> tuple[StoredBlob, BinaryIO]:
+        for compression in (ZSTD, NONE):
+            path = self._path(digest, compression)
+            try:
+                f = open(path, "rb")
+            except FileNotFoundError:
+                continue
+            return StoredBlob(digest, compression, os.fstat(f.fileno()).st_size), f
+        raise FileNotFoundError(digest)
+
+    def _install(self, tmp: Path, digest: str, compression: int) -> None:
+        os.replace(tmp, self._path(digest, compression))
+
+    def put_many(self, blobs: list[tuple[str, int, bytes]]) -> None:
+        if not blobs:
+            return
+        staged: list[tuple[Path, str, int]] = []
+        installed = 0
+        try:
+            for digest, compression, payload in blobs:
+                # The temp file lives in the blob's own fan-out directory: a same-directory
+                # rename avoids the filesystem-wide lock a cross-directory rename takes
+                # (4-5x faster with concurrent batches of small files).
+                tmp = self.blobs / digest[:2] / f".{digest[2:]}.{uuid.uuid4().hex}"
+                # Created read-only: a stored blob is never opened for writing again.
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+                staged.append((tmp, digest, compression))
+                try:
+                    view = memoryview(payload)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                finally:
+                    os.close(fd)
+            fd = os.open(self.blobs, os.O_RDONLY)
+            try:
+                _syncfs(fd)  # contents durable before any rename makes them visible
+                for tmp, digest, compression in staged:
+                    self._install(tmp, digest, compression)
+                    installed += 1
+                _syncfs(fd)  # and the renames themselves
+            finally:
+                os.close(fd)
+        finally:
+            for tmp, _, _ in staged[installed:]:
+                tmp.unlink(missing_ok=True)
+
+    # Resumable uploads: one partial file per key, appended in order.
+
+    def _partial(self, key: str) -> Path:
+        return self.uploads / key
+
+    def partial_size(self, key: str) -> int:
+        try:
+            return os.stat(self._partial(key)).st_size
+        except FileNotFoundError:
+            return 0
+
+    def append_partial(self, key: str, offset: int, data: bytes) -> int:
+        path = self._partial(key)
+        with open(path, "r+b" if offset else "wb") as f:
+            f.truncate(offset)
+            f.seek(offset)
+            f.write(data)
+            f.flush()
+            # Start writing this chunk back now (without waiting), so the fsync when the
+            # upload completes has little left to do.
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(f.fileno(), offset, len(data), os.POSIX_FADV_DONTNEED)
+            return f.tell()
+
+    def read_partial(self, key: str) -> BinaryIO:
+        return open(self._partial(key), "rb")
+
+    def commit_partial(self, key: str, digest: str, compression: int) -> None:
+        path = self._partial(key)
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(path, 0o444)
+        self._install(path, digest, compression)
+        fd = os.open(self._path(digest, compression).parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def drop_partial(self, key: str) -> None:
+        self._partial(key).unlink(missing_ok=True)
+
+    def delete(self, digest: str) -> None:
+        for compression in (ZSTD, NONE):
+            self._path(digest, compression).unlink(missing_ok=True)
+
+    def iter_blobs(self) -> Iterator[tuple[str, float]]:
+        for fan in self.blobs.iterdir():
+            for entry in os.scandir(fan):
+                if not entry.name.startswith("."):  # ".name.uuid": a temp file
+                    yield fan.name + entry.name.rsplit(".", 1)[0], entry.stat().st_mtime
+
+    def drop_temps_older_than(self, cutoff: float) -> int:
+        """Temp files a crash left behind (never visible as blobs: they lack the name)."""
+        dropped = 0
+        for fan in self.blobs.iterdir():
+            for entry in os.scandir(fan):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.name.startswith(".") and entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        dropped += 1
+        return dropped
+
+    def drop_partials_older_than(self, cutoff: float) -> int:
+        dropped = 0
+        for entry in os.scandir(self.uploads):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    dropped += 1
+        return dropped

@@ -1,0 +1,262 @@
+"""storaged's metadata in SQLite (aiosqlite): which blobs exist, which org references
+which blob, namespace versions and the job -> project links.
+
+A blob row is written only after its file is durably in place, and removed before its
+file is, so a crash leaves at worst an unreferenced file (reclaimed by GC), never a row
+without bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blobs(
+  digest TEXT PRIMARY KEY, size INTEGER NOT NULL, stored_size INTEGER NOT NULL,
+  compression INTEGER NOT NULL, last_seen REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS org_blobs(
+  org TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY(org, digest)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS org_blobs_by_digest ON org_blobs(digest);
+CREATE TABLE IF NOT EXISTS versions(
+  org TEXT NOT NULL, path TEXT NOT NULL, version INTEGER NOT NULL, manifest TEXT NOT NULL,
+  created_at REAL NOT NULL, files INTEGER NOT NULL, size INTEGER NOT NULL,
+  message TEXT NOT NULL, PRIMARY KEY(org, path, version));
+CREATE TABLE IF NOT EXISTS manifests(digest TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_projects(
+  org TEXT NOT NULL, job_id TEXT NOT NULL, project TEXT NOT NULL,
+  PRIMARY KEY(org, job_id)) WITHOUT ROWID;
+"""
+_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Version:
+    path: str
+    version: int
+    manifest: str
+    created_at: float
+    files: int
+    size: int
+    message: str
+
+
+@dataclass(frozen=True)
+class BlobRow:
+    digest: str
+    size: int
+    stored_size: int
+    compression: int
+
+
+def _batches(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), _BATCH):
+        yield items[i : i + _BATCH]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class Metadata:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    @classmethod
+    async def open(cls, path: Path) -> Metadata:
+        db = await aiosqlite.connect(path)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.executescript(_SCHEMA)
+        await db.commit()
+        return cls(db)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        async with self.db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    # Blobs ---------------------------------------------------------------------------
+
+    async def referenced_by_org(self, org: str, digests: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for batch in _batches(list(digests)):
+            rows = await self._rows(
+                f"SELECT digest FROM org_blobs WHERE org=? AND digest IN ({_marks(len(batch))})",
+                [org, *batch],
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    async def blob_rows(self, digests: Sequence[str]) -> dict[str, BlobRow]:
+        found: dict[str, BlobRow] = {}
+        for batch in _batches(list(digests)):
+            rows = await self._rows(
+                "SELECT digest, size, stored_size, compression FROM blobs"
+                f" WHERE digest IN ({_marks(len(batch))})",
+                batch,
+            )
+            found.update((r[0], BlobRow(*r)) for r in rows)
+        return found
+
+    async def touch(self, digests: Sequence[str]) -> None:
+        """Mark blobs as just used: GC leaves them alone for its grace period."""
+        now = time.time()
+        for batch in _batches(list(digests)):
+            await self.db.execute(
+                f"UPDATE blobs SET last_seen=? WHERE digest IN ({_marks(len(batch))})",
+                [now, *batch],
+            )
+        await self.db.commit()
+
+    async def record_blobs(self, org: str, rows: Sequence[BlobRow], linked: Sequence[str]) -> None:
+        """Register freshly stored blobs and link them plus `linked` (existing) to `org`."""
+        now = time.time()
+        await self.db.executemany(
+            "INSERT OR REPLACE INTO blobs VALUES (?,?,?,?,?)",
+            [(r.digest, r.size, r.stored_size, r.compression, now) for r in rows],
+        )
+        digests = [r.digest for r in rows] + list(linked)
+        await self.db.executemany(
+            "INSERT OR IGNORE INTO org_blobs VALUES (?,?)", [(org, d) for d in digests]
+        )
+        await self.db.commit()
+        if linked:
+            await self.touch(list(linked))
+
+    async def mark_manifest(self, digest: str) -> None:
+        await self.db.execute("INSERT OR IGNORE INTO manifests VALUES (?)", (digest,))
+        await self.db.commit()
+
+    async def stored_bytes(self, digests: Iterable[str]) -> int:
+        total = 0
+        for batch in _batches(list(digests)):
+            rows = await self._rows(
+                f"SELECT COALESCE(SUM(stored_size),0) FROM blobs WHERE digest IN ({_marks(len(batch))})",
+                batch,
+            )
+            total += int(rows[0][0])
+        return total
+
+    # Versions --------------------------------------------------------------------------
+
+    async def add_version(
+        self, org: str, path: str, manifest: str, files: int, size: int, message: str
+    ) -> Version:
+        # One statement picks the next number, so concurrent commits cannot collide.
+        cur = await self.db.execute(
+            "INSERT INTO versions SELECT ?, ?, COALESCE(MAX(version), 0) + 1, ?, ?, ?, ?, ?"
+            " FROM versions WHERE org=? AND path=? RETURNING version, created_at",
+            (org, path, manifest, time.time(), files, size, message, org, path),
+        )
+        row = await cur.fetchone()
+        await cur.close()
+        await self.db.commit()
+        assert row is not None
+        return Version(path, row[0], manifest, row[1], files, size, message)
+
+    async def versions(self, org: str, path: str) -> list[Version]:
+        rows = await self._rows(
+            "SELECT path, version, manifest, created_at, files, size, message FROM versions"
+            " WHERE org=? AND path=? ORDER BY version",
+            (org, path),
+        )
+        return [Version(*r) for r in rows]
+
+    async def versions_like(self, org: str, pattern: str) -> list[Version]:
+        rows = await self._rows(
+            "SELECT path, version, manifest, created_at, files, size, message FROM versions"
+            " WHERE org=? AND path LIKE ? ORDER BY path, version",
+            (org, pattern),
+        )
+        return [Version(*r) for r in rows]
+
+    async def job_versions(self, org: str, project: str | None) -> list[Version]:
+        """Versions of /jobs/<id> paths, of one project's jobs when `project` is set."""
+        sql = (
+            "SELECT v.path, v.version, v.manifest, v.created_at, v.files, v.size, v.message"
+            " FROM versions v JOIN job_projects j ON j.org=v.org AND v.path='/jobs/' || j.job_id"
+            " WHERE v.org=?"
+        )
+        params: list[Any] = [org]
+        if project is not None:
+            sql += " AND j.project=?"
+            params.append(project)
+        return [Version(*r) for r in await self._rows(sql + " ORDER BY v.path, v.version", params)]
+
+    async def delete_versions(self, org: str, path: str, version: int | None) -> int:
+        if version is None:
+            cur = await self.db.execute("DELETE FROM versions WHERE org=? AND path=?", (org, path))
+        else:
+            cur = await self.db.execute(
+                "DELETE FROM versions WHERE org=? AND path=? AND version=?", (org, path, version)
+            )
+        await self.db.commit()
+        return cur.rowcount
+
+    async def job_project(self, org: str, job_id: str) -> str | None:
+        rows = await self._rows(
+            "SELECT project FROM job_projects WHERE org=? AND job_id=?", (org, job_id)
+        )
+        return rows[0][0] if rows else None
+
+    async def set_job_project(self, org: str, job_id: str, project: str) -> None:
+        await self.db.execute(
+            "INSERT OR IGNORE INTO job_projects VALUES (?,?,?)", (org, job_id, project)
+        )
+        await self.db.commit()
+
+    async def projects(self, org: str) -> set[str]:
+        rows = await self._rows("SELECT DISTINCT project FROM job_projects WHERE org=?", (org,))
+        names = {r[0] for r in rows}
+        for v in await self.versions_like(org, "/projects/%"):
+            names.add(v.path.split("/")[2])
+        return names
+
+    async def paths_with_manifest(self, org: str, manifest: str) -> list[str]:
+        rows = await self._rows(
+            "SELECT DISTINCT path FROM versions WHERE org=? AND manifest=?", (org, manifest)
+        )
+        return [r[0] for r in rows]
+
+    # Garbage collection ----------------------------------------------------------------
+
+    async def live_manifests(self) -> set[str]:
+        return {r[0] for r in await self._rows("SELECT DISTINCT manifest FROM versions")}
+
+    async def stale_blobs(self, cutoff: float) -> list[str]:
+        return [
+            r[0] for r in await self._rows("SELECT digest FROM blobs WHERE last_seen<?", (cutoff,))
+        ]
+
+    async def recent_manifests(self, cutoff: float) -> set[str]:
+        """Manifests used within the grace period (a job that just fetched one still needs
+        its blobs even if its version is removed meanwhile)."""
+        rows = await self._rows(
+            "SELECT b.digest FROM blobs b JOIN manifests m ON m.digest=b.digest"
+            " WHERE b.last_seen>=?",
+            (cutoff,),
+        )
+        return {r[0] for r in rows}
+
+    async def all_blobs(self) -> set[str]:
+        return {r[0] for r in await self._rows("SELECT digest FROM blobs")}
+
+    async def forget_blob_if_stale(self, digest: str, cutoff: float) -> bool:
+        """Drop the rows of a blob not touched since `cutoff`; True if it was dropped."""
+        cur = await self.db.execute(
+            "DELETE FROM blobs WHERE digest=? AND last_seen<?", (digest, cutoff)
+        )
+        dropped = cur.rowcount == 1
+        if dropped:
+            await self.db.execute("DELETE FROM org_blobs WHERE digest=?", (digest,))
+            await self.db.execute("DELETE FROM manifests WHERE digest=?", (digest,))
+        await self.db.commit()
+        return dropped

@@ -1,0 +1,139 @@
+"""The Storage gRPC servicer: checks the caller's token, converts messages, delegates."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from grpc import aio
+
+from c3.errors import PermissionDenied
+from c3.grpcutil import STORAGE_TOKEN, metadata_value
+from c3.tokens import DELETE, READ, WRITE, TokenClaims, TokenVerifier
+from c3.v1 import storage_pb2, storage_pb2_grpc
+from storaged import namespace
+from storaged.catalog import Catalog
+from storaged.store import BlobStore
+
+SERVICE_NAME = storage_pb2.DESCRIPTOR.services_by_name["Storage"].full_name
+
+
+def _require_op(claims: TokenClaims, operation: str) -> None:
+    if operation not in claims.operations:
+        raise PermissionDenied(f"storage token does not allow {operation}")
+
+
+def _require_path(claims: TokenClaims, operation: str, path: str) -> None:
+    """The token must allow `operation` on the path as written or on its canonical form
+    (/projects/p/jobs/j and /jobs/j are the same data)."""
+    ns = namespace.parse(path)
+    if claims.allows(operation, ns.display) or (
+        ns.canonical is not None and claims.allows(operation, ns.canonical)
+    ):
+        return
+    raise PermissionDenied(f"token does not allow {operation} on {ns.display}")
+
+
+class StorageService(storage_pb2_grpc.StorageServicer):
+    def __init__(self, verifier: TokenVerifier, store: BlobStore, catalog: Catalog) -> None:
+        self.verifier = verifier
+        self.store = store
+        self.catalog = catalog
+
+    def _claims(self, context: aio.ServicerContext) -> TokenClaims:
+        return self.verifier.verify(metadata_value(context, STORAGE_TOKEN))
+
+    async def FindMissing(self, request, context):  # type: ignore[no-untyped-def]
+        claims = self._claims(context)
+        _require_op(claims, WRITE)
+        missing = await self.store.find_missing(claims.org_id, list(request.digests))
+        return storage_pb2.FindMissingResponse(missing=missing)
+
+    async def PutBlobs(self, request, context):  # type: ignore[no-untyped-def]
+        claims = self._claims(context)
+        _require_op(claims, WRITE)
+        stored, received = await self.store.put_blobs(claims.org_id, list(request.blobs))
+        return storage_pb2.PutBlobsResponse(stored=stored, bytes_received=received)
+
+    async def GetBlobs(self, request, context) -> AsyncIterator[storage_pb2.BlobData]:  # type: ignore[no-untyped-def]
+        claims = self._claims(context)
+        _require_op(claims, READ)
+        async for blob in self.store.get_blobs(
+            claims.org_id, list(request.digests), request.accept_zstd
+        ):
+            yield blob
+
+    async def PutBlobStream(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        claims = self._claims(context)
+        _require_op(claims, WRITE)
+        digest, received = await self.store.put_stream(claims.org_id, aiter(request_iterator))
+        return storage_pb2.PutBlobStreamResponse(digest=digest, bytes_received=received)
+
+    async def GetBlobStream(self, request, context) -> AsyncIterator[storage_pb2.BlobChunk]:  # type: ignore[no-untyped-def]
+        claims = self._claims(context)
+        _require_op(claims, READ)
+        async for chunk in self.store.get_stream(
+            claims.org_id, request.digest, request.accept_zstd, request.offset
+        ):
+            yield chunk
+
+    async def UploadOffset(self, request, context):  # type: ignore[no-untyped-def]
+        claims = self._claims(context)
+        _require_op(claims, WRITE)
+        offset = await self.store.upload_offset(claims.org_id, request.digest, request.compression)
+        return storage_pb2.UploadOffsetResponse(offset=offset)
+
+    async def PutManifest(self, request, context):  # type: ignore[no-untyped-def]
+        claims = self._claims(context)
+        _require_op(claims, WRITE)
+        digest, missing = await self.store.put_manifest(claims.org_id, request.manifest)
+        return storage_pb2.PutManifestResponse(digest=digest, missing=missing)
+
+    async def GetManifest(self, request, context):  # type: ignore[no-untyped-def]
+        claims = self._claims(context)
+        _require_op(claims, READ)
+        if not claims.allows(READ, "/") and request.digest not in claims.read_manifests:
+            # A scoped token (a job's) reads only its named manifests or committed versions
+            # under its read prefixes.
+            paths = await self.store.meta.paths_with_manifest(claims.org_id, request.digest)
+            if not any(claims.allows(READ, p) for p in paths):
+                raise PermissionDenied(
+                    f"token does not allow reading manifest {request.digest[:12]}"
+                )
+        manifest = await self.store.get_manifest(claims.org_id, request.digest)
+        return storage_pb2.GetManifestResponse(manifest=manifest)
+
+    async def Commit(self, request, context):  # type: ignore[no-untyped-def]
+        claims = self._claims(context)
+        _require_path(claims, WRITE, request.path)
+        version = await self.catalog.commit(
+            claims.org_id, request.path, request.manifest_digest, request.message, request.project
+        )
+        return storage_pb2.CommitResponse(version=version)
+
+    async def Resolve(self, request, context):  # type: ignore[no-untyped-def]
+        claims = self._claims(context)
+        _require_path(claims, READ, request.ref)
+        return storage_pb2.ResolveResponse(
+            version=await self.catalog.resolve(claims.org_id, request.ref)
+        )
+
+    async def List(self, request, context):  # type: ignore[no-untyped-def]
+        claims = self._claims(context)
+        _require_path(claims, READ, request.path)
+        return await self.catalog.list(claims.org_id, request.path)
+
+    async def Log(self, request, context):  # type: ignore[no-untyped-def]
+        claims = self._claims(context)
+        _require_path(claims, READ, request.path)
+        return storage_pb2.LogResponse(versions=await self.catalog.log(claims.org_id, request.path))
+
+    async def Remove(self, request, context):  # type: ignore[no-untyped-def]
+        claims = self._claims(context)
+        _require_path(claims, DELETE, request.path)
+        removed = await self.catalog.remove(claims.org_id, request.path, request.recursive)
+        return storage_pb2.RemoveResponse(removed_versions=removed)
+
+    async def DiskUsage(self, request, context):  # type: ignore[no-untyped-def]
+        claims = self._claims(context)
+        _require_path(claims, READ, request.path)
+        return await self.catalog.disk_usage(claims.org_id, request.path)

@@ -1,0 +1,382 @@
+"""Blob-level domain logic: find-missing, verified batched and streamed writes (resumable),
+reads, manifests. Every write is checked against its digest before anything is kept.
+
+Visibility is per org: a digest is present for an org only when that org uploaded it or
+committed a manifest containing it. Bytes are stored once on disk whatever the org.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from c3 import manifest as mf
+from c3 import storage_codec as codec
+from c3.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from c3.v1 import common_pb2, storage_pb2
+from storaged.backend import BlobBackend
+from storaged.meta import BlobRow, Metadata
+
+T = TypeVar("T")
+# Largest stored payload sent inline by GetBlobs; bigger blobs go through GetBlobStream.
+MAX_INLINE_BYTES = 8 << 20
+STREAM_CHUNK = 1 << 20
+
+
+def _max_payload(size: int) -> int:
+    # zstd never expands data by more than a few bytes per 128 KiB block plus a header.
+    return size + size // 64 + 4096
+
+
+class BlobStore:
+    def __init__(self, backend: BlobBackend, meta: Metadata, *, max_blob_bytes: int) -> None:
+        self.backend = backend
+        self.meta = meta
+        self.max_blob_bytes = max_blob_bytes
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="blobstore")
+        self._inflight: Counter[str] = Counter()
+        self._deleting: dict[str, asyncio.Event] = {}
+        self._active_uploads: set[str] = set()
+        self._manifests: OrderedDict[str, common_pb2.Manifest] = OrderedDict()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # GC coordination: a digest being written is never deleted, and a write waits for a
+    # deletion in progress to finish (then finds the blob gone and stores it again).
+
+    @contextlib.asynccontextmanager
+    async def _claim(self, digests: Sequence[str]) -> AsyncIterator[None]:
+        while True:
+            busy = next((self._deleting[d] for d in digests if d in self._deleting), None)
+            if busy is None:
+                break
+            await busy.wait()
+        self._inflight.update(digests)
+        try:
+            yield
+        finally:
+            self._inflight.subtract(digests)
+            for d in digests:
+                if self._inflight[d] <= 0:
+                    del self._inflight[d]
+
+    async def reclaim(self, digest: str, cutoff: float) -> bool:
+        """Delete a blob untouched since `cutoff` unless a write holds it (used by GC)."""
+        if self._inflight.get(digest) or digest in self._deleting:
+            return False
+        done = self._deleting[digest] = asyncio.Event()
+        try:
+            if not await self.meta.forget_blob_if_stale(digest, cutoff):
+                return False
+            await self.run(self.backend.delete, digest)
+            self._manifests.pop(digest, None)
+            return True
+        finally:
+            del self._deleting[digest]
+            done.set()
+
+    def inflight(self) -> set[str]:
+        return set(self._inflight)
+
+    # Checks --------------------------------------------------------------------------
+
+    def _check_header(self, digest: str, size: int, compression: int) -> None:
+        mf.check_digest(digest)
+        codec.check_compression(compression)
+        if size > self.max_blob_bytes:
+            raise ResourceExhausted(
+                f"blob {digest[:12]} is {size} bytes, over the store's limit of"
+                f" {self.max_blob_bytes} bytes"
+            )
+
+    async def _require_visible(self, org: str, digests: Sequence[str]) -> None:
+        for d in digests:
+            mf.check_digest(d)
+        present = await self.meta.referenced_by_org(org, digests)
+        missing = [d for d in digests if d not in present]
+        if missing:
+            raise NotFound(
+                f"blob {missing[0]} not found"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            )
+
+    # Find / put ----------------------------------------------------------------------
+
+    async def find_missing(self, org: str, digests: Sequence[str]) -> list[str]:
+        unique = list(dict.fromkeys(digests))
+        for d in unique:
+            mf.check_digest(d)
+        present = await self.meta.referenced_by_org(org, unique)
+        if present:
+            await self.meta.touch(list(present))  # the caller will rely on them: keep them
+        return [d for d in unique if d not in present]
+
+    async def put_blobs(self, org: str, blobs: Sequence[storage_pb2.BlobData]) -> tuple[int, int]:
+        """Verify every blob, then store the new ones; (stored, new compressed bytes)."""
+        unique: dict[str, storage_pb2.BlobData] = {}
+        for b in blobs:
+            if b.compression == storage_pb2.COMPRESSION_UNSPECIFIED:
+                b.compression = storage_pb2.COMPRESSION_NONE  # unset means raw bytes
+            self._check_header(b.digest, b.size, b.compression)
+            if len(b.data) > _max_payload(b.size):
+                raise InvalidArgument(f"blob {b.digest[:12]}: payload larger than its size allows")
+            unique.setdefault(b.digest, b)
+        items = list(unique.values())
+        # All bytes are checked before any is kept: one bad blob fails the whole batch.
+        await self.run(_verify_all, items)
+        digests = list(unique)
+        async with self._claim(digests):
+            existing = await self.meta.blob_rows(digests)
+            new = [b for b in items if b.digest not in existing]
+            await self.run(self.backend.put_many, [(b.digest, b.compression, b.data) for b in new])
+            rows = [BlobRow(b.digest, b.size, len(b.data), b.compression) for b in new]
+            await self.meta.record_blobs(org, rows, [d for d in digests if d in existing])
+        return len(items), sum(len(b.data) for b in new)
+
+    def _upload_key(self, org: str, digest: str, compression: int) -> str:
+        org_tag = hashlib.sha256(org.encode()).hexdigest()[:16]
+        return f"{org_tag}-{digest}-{compression}"
+
+    async def upload_offset(self, org: str, digest: str, compression: int) -> int:
+        mf.check_digest(digest)
+        codec.check_compression(compression)
+        return await self.run(self.backend.partial_size, self._upload_key(org, digest, compression))
+
+    async def put_stream(
+        self, org: str, chunks: AsyncIterator[storage_pb2.BlobChunk]
+    ) -> tuple[str, int]:
+        first = await anext(chunks, None)
+        if first is None:
+            raise InvalidArgument("empty upload stream: the first chunk must carry the header")
+        if first.compression == storage_pb2.COMPRESSION_UNSPECIFIED:
+            first.compression = storage_pb2.COMPRESSION_NONE  # unset means raw bytes
+        digest, size, compression = first.digest, first.size, first.compression
+        self._check_header(digest, size, compression)
+        key = self._upload_key(org, digest, compression)
+        if key in self._active_uploads:
+            raise Aborted(f"an upload of blob {digest[:12]} is already in progress")
+        self._active_uploads.add(key)
+        try:
+            return digest, await self._receive(org, key, first, chunks)
+        finally:
+            self._active_uploads.discard(key)
+
+    async def _receive(
+        self,
+        org: str,
+        key: str,
+        first: storage_pb2.BlobChunk,
+        chunks: AsyncIterator[storage_pb2.BlobChunk],
+    ) -> int:
+        digest, size, compression = first.digest, first.size, first.compression
+        held = await self.run(self.backend.partial_size, key)
+        if first.offset > held:
+            raise FailedPrecondition(
+                f"upload of {digest[:12]} starts at byte {first.offset} but the server holds"
+                f" {held}; resume from UploadOffset"
+            )
+        # Verify while receiving when the stream starts at 0; a resumed upload is checked
+        # by reading the whole partial file back at the end.
+        verifier = codec.StreamVerifier(digest, size, compression) if first.offset == 0 else None
+        offset, received, limit = first.offset, 0, _max_payload(size)
+        chunk: storage_pb2.BlobChunk | None = first
+        complete = False
+        while chunk is not None:
+            if chunk.offset != offset:
+                raise InvalidArgument(f"chunk at offset {chunk.offset}, expected {offset}")
+            if chunk.data:
+                offset = await self.run(_append, self.backend, key, offset, chunk.data, verifier)
+                received += len(chunk.data)
+            if offset > limit:
+                await self.run(self.backend.drop_partial, key)
+                raise InvalidArgument(f"upload of {digest[:12]} is longer than its size allows")
+            if chunk.last:
+                complete = True
+                break
+            chunk = await anext(chunks, None)
+        if not complete:
+            raise FailedPrecondition(
+                f"upload of {digest[:12]} ended at byte {offset} without its last chunk;"
+                " resume from UploadOffset"
+            )
+        if first.total and offset != first.total:
+            await self.run(self.backend.drop_partial, key)
+            raise InvalidArgument(
+                f"upload of {digest[:12]}: {offset} bytes, announced {first.total}"
+            )
+        async with self._claim([digest]):
+            try:
+                if verifier is not None:
+                    await self.run(verifier.finish)
+                else:
+                    await self.run(_verify_partial, self.backend, key, digest, size, compression)
+            except Exception:
+                await self.run(self.backend.drop_partial, key)
+                raise
+            if digest in await self.meta.blob_rows([digest]):
+                await self.run(self.backend.drop_partial, key)
+                await self.meta.record_blobs(org, [], [digest])
+            else:
+                await self.run(self.backend.commit_partial, key, digest, compression)
+                await self.meta.record_blobs(org, [BlobRow(digest, size, offset, compression)], [])
+        return received
+
+    # Reads ---------------------------------------------------------------------------
+
+    async def get_blobs(
+        self, org: str, digests: Sequence[str], accept_zstd: bool
+    ) -> AsyncIterator[storage_pb2.BlobData]:
+        unique = list(dict.fromkeys(digests))
+        await self._require_visible(org, unique)
+        rows = await self.meta.blob_rows(unique)
+        for d in unique:
+            yield await self.run(_read_inline, self.backend, rows[d].size, d, accept_zstd)
+
+    async def get_stream(
+        self, org: str, digest: str, accept_zstd: bool, offset: int
+    ) -> AsyncIterator[storage_pb2.BlobChunk]:
+        await self._require_visible(org, [digest])
+        row = (await self.meta.blob_rows([digest]))[digest]
+        raw = row.compression == codec.NONE or not accept_zstd
+        compression = codec.Compression(codec.NONE if raw else row.compression)
+        total = row.size if raw else row.stored_size
+        if offset > total:
+            raise InvalidArgument(f"offset {offset} is past the end ({total} bytes)")
+        reader = await self.run(_open_reader, self.backend, digest, raw)
+        try:
+            first = True
+            await self.run(_skip, reader, offset)
+            while True:
+                data = await self.run(reader.read, STREAM_CHUNK)
+                last = offset + len(data) >= total
+                chunk = storage_pb2.BlobChunk(offset=offset, data=data, last=last)
+                if first:
+                    chunk.digest, chunk.size, chunk.compression, chunk.total = (
+                        digest,
+                        row.size,
+                        compression,
+                        total,
+                    )
+                    first = False
+                yield chunk
+                offset += len(data)
+                if last or not data:
+                    break
+        finally:
+            await self.run(reader.close)
+
+    # Manifests -----------------------------------------------------------------------
+
+    async def put_manifest(self, org: str, manifest: common_pb2.Manifest) -> tuple[str, list[str]]:
+        mf.validate(manifest)
+        data = mf.to_bytes(manifest)
+        digest = mf.sha256_bytes(data)
+        compression, payload = await self.run(codec.compress, data)
+        blob = storage_pb2.BlobData(
+            digest=digest, size=len(data), compression=codec.Compression(compression), data=payload
+        )
+        await self.put_blobs(org, [blob])
+        await self.meta.mark_manifest(digest)
+        entries = list(dict.fromkeys(e.digest for e in manifest.entries))
+        present = await self.meta.referenced_by_org(org, entries)
+        return digest, [d for d in entries if d not in present]
+
+    async def get_manifest(self, org: str, digest: str) -> common_pb2.Manifest:
+        await self._require_visible(org, [digest])
+        await self.meta.touch([digest])
+        return await self.load_manifest(digest)
+
+    async def load_manifest(self, digest: str) -> common_pb2.Manifest:
+        """A stored manifest, without visibility checks (catalog, GC)."""
+        cached = self._manifests.get(digest)
+        if cached is not None:
+            self._manifests.move_to_end(digest)
+            return cached
+        row = (await self.meta.blob_rows([digest])).get(digest)
+        try:
+            if row is None:
+                raise FileNotFoundError(digest)
+            manifest = await self.run(_read_manifest, self.backend, digest, row.size)
+        except FileNotFoundError as exc:
+            raise NotFound(f"manifest {digest} not found") from exc
+        self._manifests[digest] = manifest
+        if len(self._manifests) > 64:
+            self._manifests.popitem(last=False)
+        return manifest
+
+
+# Blocking helpers, run in the pool --------------------------------------------------------
+
+
+def _verify_all(blobs: Sequence[storage_pb2.BlobData]) -> None:
+    for b in blobs:
+        codec.verify_payload(b.digest, b.size, b.compression, b.data)
+
+
+def _append(
+    backend: BlobBackend, key: str, offset: int, data: bytes, verifier: codec.StreamVerifier | None
+) -> int:
+    if verifier is not None:
+        verifier.update(data)
+    return backend.append_partial(key, offset, data)
+
+
+def _verify_partial(
+    backend: BlobBackend, key: str, digest: str, size: int, compression: int
+) -> None:
+    verifier = codec.StreamVerifier(digest, size, compression)
+    with backend.read_partial(key) as f:
+        while chunk := f.read(STREAM_CHUNK):
+            verifier.update(chunk)
+    verifier.finish()
+
+
+def _read_inline(
+    backend: BlobBackend, size: int, digest: str, accept_zstd: bool
+) -> storage_pb2.BlobData:
+    stored, f = backend.open(digest)
+    with f:
+        if stored.stored_size > MAX_INLINE_BYTES:
+            raise InvalidArgument(
+                f"blob {digest[:12]} is too large for GetBlobs; use GetBlobStream"
+            )
+        payload = f.read()
+    if stored.compression == codec.ZSTD and not accept_zstd:
+        data = codec.decompress(digest, size, stored.compression, payload)
+        return storage_pb2.BlobData(
+            digest=digest, size=size, compression=storage_pb2.COMPRESSION_NONE, data=data
+        )
+    return storage_pb2.BlobData(
+        digest=digest, size=size, compression=codec.Compression(stored.compression), data=payload
+    )
+
+
+def _open_reader(backend: BlobBackend, digest: str, raw: bool) -> Any:
+    stored, f = backend.open(digest)
+    if raw and stored.compression == codec.ZSTD:
+        return codec.zstd_reader(f)
+    return f
+
+
+def _skip(reader: Any, offset: int) -> None:
+    while offset > 0:
+        got = reader.read(min(offset, STREAM_CHUNK))
+        if not got:
+            break
+        offset -= len(got)
+
+
+def _read_manifest(backend: BlobBackend, digest: str, size: int) -> common_pb2.Manifest:
+    stored, f = backend.open(digest)
+    with f:
+        payload = f.read()
+    return mf.from_bytes(codec.decompress(digest, size, stored.compression, payload))
