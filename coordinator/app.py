@@ -1,0 +1,94 @@
+"""Wires the coordinator together and runs it: `Coordinator.start(config)`."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from c3.grpcutil import Server, create_server
+from c3.tokens import TokenSigner
+from c3.v1 import agent_pb2, agent_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc
+from coordinator.accounts import Accounts
+from coordinator.agents import AgentRegistry
+from coordinator.catalog import Catalog
+from coordinator.config import CoordinatorConfig
+from coordinator.db import Database
+from coordinator.events import EventLog
+from coordinator.gateway import AgentGatewayServicer
+from coordinator.jobs import JobService
+from coordinator.repo import Repository
+from coordinator.scheduler import Scheduler
+from coordinator.servicer import CoordinatorServicer
+
+log = logging.getLogger(__name__)
+
+
+class Coordinator:
+    """A running coordinator; `address` is "host:port" as bound."""
+
+    def __init__(
+        self, config: CoordinatorConfig, db: Database, server: Server, scheduler: Scheduler,
+        accounts: Accounts, jobs: JobService,
+    ) -> None:  # fmt: skip
+        self.config = config
+        self.db = db
+        self.server = server
+        self.scheduler = scheduler
+        self.accounts = accounts
+        self.jobs = jobs
+        host = config.listen.rsplit(":", 1)[0]
+        self.address = f"{host}:{server.port}"
+
+    @classmethod
+    async def start(cls, config: CoordinatorConfig) -> Coordinator:
+        catalog = Catalog.load()
+        signer = TokenSigner.load_or_create(config.signing_key)
+        db = await Database.open(config.database)
+        repo = Repository(db)
+        accounts = Accounts(repo, config.starting_credit_minor)
+        await accounts.load()
+        if config.bootstrap_file is not None:
+            await accounts.bootstrap(config.bootstrap_file, config.bootstrap_plan)
+        agents = AgentRegistry(repo, accounts)
+        await agents.load()
+        events = EventLog(repo)
+        await events.load()
+        jobs = JobService(repo, events, config.log_cap_bytes)
+        scheduler = Scheduler(
+            jobs, agents, catalog.classes, signer, config.storage_address, config.loss_after_s
+        )
+        jobs.scheduler = scheduler
+        scheduler.restore(await jobs.load())
+        await db.barrier()
+        coordinator = CoordinatorServicer(
+            accounts, jobs, scheduler, catalog, signer, config.storage_address,
+            config.client_token_ttl_s,
+        )  # fmt: skip
+        gateway = AgentGatewayServicer(agents, jobs, scheduler, config.heartbeat_ms)
+        server = await create_server(
+            config.listen,
+            [
+                (
+                    coordinator_pb2_grpc.add_CoordinatorServicer_to_server,
+                    coordinator,
+                    coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"].full_name,
+                ),
+                (
+                    agent_pb2_grpc.add_AgentGatewayServicer_to_server,
+                    gateway,
+                    agent_pb2.DESCRIPTOR.services_by_name["AgentGateway"].full_name,
+                ),
+            ],
+        )
+        app = cls(config, db, server, scheduler, accounts, jobs)
+        if config.ready_file is not None:
+            tmp = config.ready_file.with_name(config.ready_file.name + ".tmp")
+            tmp.write_text(app.address)
+            os.replace(tmp, config.ready_file)
+        log.info("coordinator serving on %s", app.address)
+        return app
+
+    async def stop(self) -> None:
+        self.scheduler.stop()
+        await self.server.stop(grace=1.0)
+        await self.db.close()

@@ -1,0 +1,191 @@
+"""Scheduling benchmark (scripts/bench/schedule): many simulated agents, a burst of jobs.
+
+The parent starts the coordinator and a separate agents process, submits the jobs and
+reports placement throughput, submit->assigned latency and the coordinator's RSS. The
+agents process prints one line per assignment: the latency from the job's creation to
+its arrival on the agent, both on this host's clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from c3.grpcutil import bearer, channel
+from c3.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+from c3.v1 import coordinator_pb2 as pb
+from coordinator.testing import client, spec
+
+HEARTBEAT_MS = 10_000
+AGENTS_PER_CHANNEL = 50
+
+
+async def run_agent(stub: agent_pb2_grpc.AgentGatewayStub, secret: str, ready: asyncio.Queue[str]) -> None:
+    caps = agent_pb2.AgentCapabilities(profile="l40s-1x", gpu_class="l40", provider="local", capacity=1)
+    reg = await stub.Register(agent_pb2.RegisterAgentRequest(secret=secret, capabilities=caps))
+    call = stub.Connect(metadata=bearer(reg.credential))
+    await call.write(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat()))
+    await ready.put(reg.agent_id)
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_MS / 1000 / 2)
+            await call.write(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat()))
+
+    beater = asyncio.create_task(beat())
+    try:
+        async for message in call:
+            if not message.HasField("assignment"):
+                continue
+            job = message.assignment.job
+            latency_ms = (time.time() - job.created_at.ToNanoseconds() / 1e9) * 1000
+            sys.stdout.write(f"A {job.id} {latency_ms:.3f}\n")
+            for state in (common_pb2.JOB_STATE_RUNNING, common_pb2.JOB_STATE_COMPLETED):
+                update = agent_pb2.JobStatusUpdate(job_id=job.id, state=state)
+                await call.write(agent_pb2.AgentMessage(status=update))
+    finally:
+        beater.cancel()
+
+
+async def agents_child(address: str, secret: str, count: int) -> None:
+    ready: asyncio.Queue[str] = asyncio.Queue()
+    channels = [channel(address) for _ in range((count + AGENTS_PER_CHANNEL - 1) // AGENTS_PER_CHANNEL)]
+    tasks = [
+        asyncio.create_task(run_agent(agent_pb2_grpc.AgentGatewayStub(channels[i // AGENTS_PER_CHANNEL]), secret, ready))
+        for i in range(count)
+    ]
+    for _ in range(count):
+        await ready.get()
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
+    flusher_stop = asyncio.Event()
+
+    async def flusher() -> None:
+        while not flusher_stop.is_set():
+            sys.stdout.flush()
+            await asyncio.sleep(0.005)
+
+    flush_task = asyncio.create_task(flusher())
+    await asyncio.gather(*tasks, return_exceptions=True)
+    flusher_stop.set()
+    await flush_task
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+async def bench(agents: int, jobs: int, single: int, concurrency: int) -> dict[str, float]:
+    tmp = Path(tempfile.mkdtemp(prefix="c3-bench-"))
+    ready_file, boot_file = tmp / "ready", tmp / "bootstrap.json"
+    # C3_BENCH_PROFILE=FILE runs the coordinator under cProfile (written on shutdown).
+    profile = os.environ.get("C3_BENCH_PROFILE")
+    wrap = ["-m", "cProfile", "-o", profile] if profile else []
+    coord = await asyncio.create_subprocess_exec(
+        sys.executable, *wrap, "-m", "coordinator.main", "--listen", "127.0.0.1:0",
+        "--data-dir", str(tmp / "data"), "--ready-file", str(ready_file),
+        "--bootstrap-file", str(boot_file), "--heartbeat-ms", str(HEARTBEAT_MS),
+        "--log-level", "WARNING",
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not ready_file.exists():
+        if coord.returncode is not None or time.monotonic() > deadline:
+            raise SystemExit("coordinator did not start")
+        await asyncio.sleep(0.05)
+    address = ready_file.read_text()
+    boot = json.loads(boot_file.read_text())
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "coordinator.bench", "--agents-child", address, boot["agent_secret"],
+        str(agents), stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stdout is not None
+    out = child.stdout
+    t_connect = time.perf_counter()
+    while (await out.readline()).strip() != b"READY":
+        pass
+    connect_s = time.perf_counter() - t_connect
+    md = bearer(boot["api_key"])
+    result: dict[str, float] = {}
+    async with channel(address) as ch:
+        stub = client(ch)
+        single_lat = []
+        for _ in range(single):  # one job at a time on an idle pool
+            await stub.SubmitJob(pb.SubmitJobRequest(spec=spec(project="bench")), metadata=md)
+            single_lat.append(float((await out.readline()).split()[2]))
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(jobs):
+            queue.put_nowait(i)
+
+        async def submitter() -> None:
+            while not queue.empty():
+                queue.get_nowait()
+                await stub.SubmitJob(pb.SubmitJobRequest(spec=spec(project="bench")), metadata=md)
+
+        t0 = time.perf_counter()
+        submitters = [asyncio.create_task(submitter()) for _ in range(concurrency)]
+        lat = []
+        for _ in range(jobs):
+            lat.append(float((await out.readline()).split()[2]))
+        elapsed = time.perf_counter() - t0
+        await asyncio.gather(*submitters)
+        rss, hwm = rss_mb(coord.pid)
+    child.send_signal(signal.SIGTERM)
+    coord.send_signal(signal.SIGTERM)
+    await child.wait()
+    await coord.wait()
+    result = {
+        "agents": agents,
+        "jobs": jobs,
+        "agents_connect_s": round(connect_s, 2),
+        "jobs_per_s": round(jobs / elapsed, 1),
+        "assign_p50_ms": round(statistics.median(lat), 2),
+        "assign_p99_ms": round(percentile(lat, 0.99), 2),
+        "single_assign_p50_ms": round(statistics.median(single_lat), 3),
+        "single_assign_p99_ms": round(percentile(single_lat, 0.99), 3),
+        "coordinator_rss_mb": round(rss, 1),
+        "coordinator_peak_rss_mb": round(hwm, 1),
+        "cpus": os.cpu_count() or 0,
+        # Anchors (documented, not measured here): Slurm 500 jobs/s, Nomad C2M ~1,500/s.
+        "reference_slurm_jobs_per_s": 500,
+        "reference_nomad_placements_per_s": 1500,
+    }
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="scripts/bench/schedule")
+    p.add_argument("--agents", type=int, default=1000)
+    p.add_argument("--jobs", type=int, default=10_000)
+    p.add_argument("--single", type=int, default=200, help="jobs submitted one at a time")
+    p.add_argument("--concurrency", type=int, default=64, help="submissions in flight")
+    p.add_argument("--agents-child", nargs=3, metavar=("ADDRESS", "SECRET", "COUNT"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.agents_child:
+        address, secret, count = args.agents_child
+        try:
+            asyncio.run(agents_child(address, secret, int(count)))
+        except KeyboardInterrupt:
+            pass
+        return
+    result = asyncio.run(bench(args.agents, args.jobs, args.single, args.concurrency))
+    for key, value in result.items():
+        print(f"{key:>34}: {value}", file=sys.stderr)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Per-job event log: gap-free sequence numbers, persisted, with live subscriptions.
+
+Sequence numbers are allocated synchronously (so the order of appends is the order of
+seqs), written through the group-commit writer, and a job's subscribers are woken only
+once an event is durable. A subscriber reads from the database what it has not seen and
+then waits on an asyncio.Event, so nothing is polled and nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from c3.v1 import common_pb2
+from coordinator.repo import Repository
+
+
+def timestamp(at: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(at * 1e9))
+    return ts
+
+
+class EventLog:
+    def __init__(self, repo: Repository) -> None:
+        self._repo = repo
+        self._allocated: dict[str, int] = {}
+        self._durable: dict[str, int] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+
+    async def load(self) -> None:
+        seqs = await self._repo.last_seqs()
+        self._allocated = dict(seqs)
+        self._durable = dict(seqs)
+
+    def last_seq(self, job_id: str) -> int:
+        return self._allocated.get(job_id, 0)
+
+    def append(self, event: common_pb2.JobEvent) -> asyncio.Future[None]:
+        """Give `event` the job's next seq and persist it; subscribers see it once durable."""
+        job_id = event.job_id
+        seq = self._allocated.get(job_id, 0) + 1
+        self._allocated[job_id] = seq
+        event.seq = seq
+        if not event.HasField("at"):
+            event.at.CopyFrom(timestamp(time.time()))
+        fut = self._repo.add_event(event)
+        fut.add_done_callback(self._on_durable(job_id, seq))
+        return fut
+
+    def _on_durable(self, job_id: str, seq: int) -> Callable[[asyncio.Future[None]], None]:
+        def done(fut: asyncio.Future[None]) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                return
+            if seq > self._durable.get(job_id, 0):
+                self._durable[job_id] = seq
+            wake = self._wakeups.pop(job_id, None)
+            if wake is not None:
+                wake.set()
+
+        return done
+
+    def wake(self, job_id: str) -> None:
+        """Wake a job's subscribers without a new event (e.g. the job was deleted)."""
+        wake = self._wakeups.pop(job_id, None)
+        if wake is not None:
+            wake.set()
+
+    async def subscribe(
+        self, job_id: str, after_seq: int, is_finished: Callable[[], bool]
+    ) -> AsyncIterator[common_pb2.JobEvent]:
+        """Every event with seq > after_seq exactly once, then live ones until finished."""
+        cursor = after_seq
+        while True:
+            wake = self._wakeups.get(job_id)
+            if wake is None:
+                wake = self._wakeups[job_id] = asyncio.Event()
+            if self._durable.get(job_id, 0) > cursor:
+                batch = await self._repo.events_after(job_id, cursor)
+                for event in batch:
+                    cursor = event.seq
+                    yield event
+                if batch:
+                    continue
+            if is_finished() and cursor >= self._allocated.get(job_id, 0):
+                return
+            await wake.wait()

@@ -1,0 +1,90 @@
+"""AgentGateway gRPC service: enrolment and each agent's one bidirectional stream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from grpc import aio
+
+from c3.errors import C3Error
+from c3.grpcutil import bearer_secret
+from c3.v1 import agent_pb2, agent_pb2_grpc
+from coordinator.agents import AgentRegistry, AgentState
+from coordinator.jobs import JobService
+from coordinator.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+
+class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
+    def __init__(
+        self, agents: AgentRegistry, jobs: JobService, scheduler: Scheduler, heartbeat_ms: int
+    ) -> None:
+        self._agents = agents
+        self._jobs = jobs
+        self._scheduler = scheduler
+        self._heartbeat_ms = heartbeat_ms
+
+    async def Register(
+        self, request: agent_pb2.RegisterAgentRequest, context: aio.ServicerContext
+    ) -> agent_pb2.RegisterAgentResponse:
+        agent, credential = await self._agents.register(request)
+        log.info("agent %s registered (%s, %s)", agent.id, agent.caps.profile, agent.caps.provider)
+        return agent_pb2.RegisterAgentResponse(
+            agent_id=agent.id, credential=credential, heartbeat_interval_ms=self._heartbeat_ms
+        )
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], context: aio.ServicerContext
+    ) -> AsyncIterator[agent_pb2.CoordinatorMessage]:
+        agent = self._agents.authenticate(bearer_secret(context))
+        outbox: asyncio.Queue[agent_pb2.CoordinatorMessage | None] = asyncio.Queue()
+        self._scheduler.connected(agent, outbox)
+        reader = asyncio.create_task(self._read(agent, request_iterator, outbox))
+        try:
+            while True:
+                message = await outbox.get()
+                if message is None:
+                    return
+                yield message
+        finally:
+            reader.cancel()
+            self._scheduler.disconnected(agent, outbox)
+
+    async def _read(
+        self,
+        agent: AgentState,
+        messages: AsyncIterator[agent_pb2.AgentMessage],
+        outbox: asyncio.Queue[agent_pb2.CoordinatorMessage | None],
+    ) -> None:
+        try:
+            async for message in messages:
+                if agent.outbox is not outbox:
+                    return  # replaced by a newer stream of the same agent
+                self._scheduler.touch(agent)
+                try:
+                    self._handle(agent, message)
+                except C3Error as exc:
+                    # One bad report must not end the stream or touch another job.
+                    log.warning("agent %s: %s", agent.id, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the agent's side of the stream broke: close ours too
+            log.info("agent %s stream ended: %s", agent.id, exc)
+        finally:
+            outbox.put_nowait(None)
+
+    def _handle(self, agent: AgentState, message: agent_pb2.AgentMessage) -> None:
+        kind = message.WhichOneof("kind")
+        if kind == "heartbeat":
+            hb = message.heartbeat
+            agent.cached_projects.update(hb.cached_projects)
+            agent.cached_env_hashes.update(hb.cached_env_hashes)
+        elif kind == "status":
+            self._jobs.apply_update(agent.id, message.status)
+        elif kind == "logs":
+            self._jobs.append_logs(agent.id, message.logs)
+        else:
+            log.warning("agent %s sent an empty message", agent.id)

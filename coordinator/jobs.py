@@ -1,0 +1,237 @@
+"""Jobs: submit, read, cancel, and every state change (persisted, timestamped, an event)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from c3.errors import FailedPrecondition, NotFound
+from c3.v1 import agent_pb2, common_pb2
+from coordinator.events import EventLog
+from coordinator.lifecycle import FINISHED, ON_AGENT, Reason, State, check_transition
+from coordinator.model import Job, Transition
+from coordinator.repo import Repository
+from coordinator.secrets_util import new_id
+
+if TYPE_CHECKING:
+    from coordinator.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+
+class JobService:
+    def __init__(self, repo: Repository, events: EventLog, log_cap_bytes: int) -> None:
+        self._repo = repo
+        self.events = events
+        self._log_cap = log_cap_bytes
+        self.jobs: dict[str, Job] = {}
+        self._watchers: dict[str, set[asyncio.Queue[Job]]] = {}
+        self.scheduler: Scheduler  # wired by the app (the two call each other)
+
+    async def load(self) -> list[Job]:
+        loaded = await self._repo.load_jobs()
+        self.jobs = {j.id: j for j in loaded}
+        return loaded
+
+    # -- state changes -----------------------------------------------------------------
+    def transition(
+        self,
+        job: Job,
+        target: State,
+        note: str = "",
+        *,
+        reason: Reason | None = None,
+        exit_code: int | None = None,
+        message: str | None = None,
+    ) -> asyncio.Future[None]:
+        """Apply one legal state change; returns a future resolved once it is durable."""
+        check_transition(job.id, job.state, target)
+        now = time.time()
+        job.state = target
+        if reason is not None:
+            job.failure_reason = reason
+        if exit_code is not None:
+            job.exit_code = exit_code
+        if message is not None:
+            job.message = message
+        if target == State.RUNNING:
+            job.started_at = now
+        if target in FINISHED and target != State.SYNCED:
+            job.finished_at = now
+            if job.truncated_bytes:
+                self.events.append(
+                    common_pb2.JobEvent(job_id=job.id, truncated_bytes=job.truncated_bytes)
+                )
+        t = Transition(target, now, note)
+        job.transitions.append(t)
+        self._repo.add_transition(job.id, len(job.transitions) - 1, t)
+        self.save(job)
+        return self.events.append(
+            common_pb2.JobEvent(
+                job_id=job.id,
+                status=common_pb2.StatusChange(
+                    state=int(target),  # type: ignore[arg-type]
+                    failure_reason=int(job.failure_reason),  # type: ignore[arg-type]
+                    exit_code=job.exit_code,
+                    message=job.message or note,
+                ),
+            )
+        )
+
+    def save(self, job: Job) -> asyncio.Future[None]:
+        for queue in self._watchers.get(job.org_id, ()):
+            queue.put_nowait(job)
+        return self._repo.put_job(job)
+
+    # -- client operations -------------------------------------------------------------
+    async def submit(
+        self,
+        org_id: str,
+        spec: common_pb2.JobSpec,
+        prefer_agent_id: str = "",
+        supersedes_job_id: str = "",
+    ) -> Job:
+        superseded = self.get(org_id, supersedes_job_id) if supersedes_job_id else None
+        now = time.time()
+        job = Job(
+            id=f"j-{new_id(5)}",
+            org_id=org_id,
+            spec=spec,
+            state=State.PENDING,
+            created_at=now,
+            prefer_agent_id=prefer_agent_id,
+        )
+        self.jobs[job.id] = job
+        job.transitions.append(Transition(State.PENDING, now, "submitted"))
+        self._repo.add_transition(job.id, 0, job.transitions[0])
+        self.save(job)
+        durable = self.events.append(
+            common_pb2.JobEvent(
+                job_id=job.id,
+                status=common_pb2.StatusChange(state=common_pb2.JOB_STATE_PENDING),
+            )
+        )
+        self.scheduler.enqueue(job)
+        await durable
+        if superseded is not None and superseded.state not in FINISHED:
+            await self.cancel(org_id, [superseded.id], reason=f"superseded by {job.id}")
+        return job
+
+    def get(self, org_id: str, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        # Another org's job answers exactly like a missing one: ids reveal nothing.
+        if job is None or job.org_id != org_id:
+            raise NotFound(f"no job {job_id!r} (c3ctl squeue lists your jobs)")
+        return job
+
+    def list_jobs(
+        self, org_id: str, states: Iterable[int] = (), project: str = "", limit: int = 0
+    ) -> list[Job]:
+        wanted = {State(s) for s in states}
+        found = [
+            j
+            for j in self.jobs.values()
+            if j.org_id == org_id
+            and (not wanted or j.state in wanted)
+            and (not project or j.spec.project == project)
+        ]
+        found.sort(key=lambda j: j.created_at)
+        return found[-limit:] if limit else found
+
+    async def cancel(self, org_id: str, job_ids: list[str], reason: str = "") -> list[Job]:
+        jobs = [self.get(org_id, job_id) for job_id in job_ids]
+        for job in jobs:
+            if job.state in FINISHED:
+                raise FailedPrecondition(f"job {job.id} is already {job.state.name}")
+        last: asyncio.Future[None] | None = None
+        for job in jobs:
+            note = reason or "canceled by user"
+            if job.state == State.PENDING:
+                self.scheduler.forget(job)
+                last = self.transition(job, State.CANCELED, note, message=note)
+            elif job.state in ON_AGENT and not job.cancel_requested:
+                job.cancel_requested = True
+                job.message = "cancel requested; waiting for the agent to stop the script"
+                last = self.save(job)
+                self.scheduler.push_cancel(job, State.CANCELED, note)
+        if last is not None:
+            await last
+        return jobs
+
+    async def mark_synced(self, org_id: str, job_id: str) -> Job:
+        job = self.get(org_id, job_id)
+        if job.state == State.SYNCED:
+            return job
+        await self.transition(job, State.SYNCED, "artifacts pulled")
+        return job
+
+    # -- agent reports -----------------------------------------------------------------
+    def apply_update(self, agent_id: str, update: agent_pb2.JobStatusUpdate) -> Job:
+        job = self.jobs.get(update.job_id)
+        if job is None or job.agent_id != agent_id or job.state not in ON_AGENT | FINISHED:
+            raise FailedPrecondition(
+                f"agent {agent_id} reported on job {update.job_id!r}, which is not assigned to it"
+            )
+        target = State(update.state)
+        startup, reported = job.startup, update.startup
+        if target == State.SCHEDULING:  # the agent's pickup acknowledgement
+            if job.state == State.SCHEDULING and job.assigned_at:
+                startup.agent_pickup_ms = (time.time() - job.assigned_at) * 1000
+                self.save(job)
+            return job
+        if target == job.state:
+            return job  # a repeat after a reconnect: already applied
+        for name in ("workspace_fetch_ms", "environment_ms", "script_start_ms"):
+            if getattr(reported, name):
+                setattr(startup, name, getattr(reported, name))
+        if update.artifacts_path:
+            job.artifacts_path = update.artifacts_path
+            job.artifacts_version = update.artifacts_version
+        reason = Reason(update.failure_reason) if target == State.FAILED else None
+        message = update.message if update.message else ("" if target == State.RUNNING else None)
+        self.transition(
+            job,
+            target,
+            update.message or "reported by agent",
+            reason=reason,
+            exit_code=update.exit_code,
+            message=message,
+        )
+        if target in FINISHED:
+            self.scheduler.job_left_agent(job, agent_id)
+        return job
+
+    def append_logs(self, agent_id: str, batch: agent_pb2.LogBatch) -> None:
+        job = self.jobs.get(batch.job_id)
+        if job is None or job.agent_id != agent_id:
+            raise FailedPrecondition(
+                f"agent {agent_id} sent logs for job {batch.job_id!r}, which is not assigned to it"
+            )
+        if job.state in FINISHED:
+            return
+        for line in batch.lines:
+            size = len(line.text.encode())
+            if job.log_bytes + size > self._log_cap:
+                job.truncated_bytes += size
+                continue
+            job.log_bytes += size
+            event = common_pb2.JobEvent(job_id=job.id)
+            event.log.CopyFrom(line)
+            if line.HasField("at"):
+                event.at.CopyFrom(line.at)
+            self.events.append(event)
+
+    def is_finished(self, job: Job) -> bool:
+        return job.state in FINISHED
+
+    # -- squeue --follow ---------------------------------------------------------------
+    def watch(self, org_id: str) -> asyncio.Queue[Job]:
+        queue: asyncio.Queue[Job] = asyncio.Queue()
+        self._watchers.setdefault(org_id, set()).add(queue)
+        return queue
+
+    def unwatch(self, org_id: str, queue: asyncio.Queue[Job]) -> None:
+        self._watchers.get(org_id, set()).discard(queue)

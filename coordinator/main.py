@@ -1,0 +1,79 @@
+"""`c3-coordinator`: the control plane process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from c3.errors import C3Error
+from coordinator.app import Coordinator
+from coordinator.config import DEFAULT_LISTEN, DEFAULT_STORAGE, CoordinatorConfig, env
+
+
+def parse_args(argv: list[str] | None) -> CoordinatorConfig:
+    p = argparse.ArgumentParser(prog="c3-coordinator", description="c3 control plane")
+    p.add_argument("--listen", default=env("C3_COORDINATOR_LISTEN", DEFAULT_LISTEN),
+                   help="host:port to serve on; port 0 picks a free one")  # fmt: skip
+    p.add_argument("--data-dir", default=env("C3_COORDINATOR_DATA_DIR", ""),
+                   help="directory for the coordinator's database")  # fmt: skip
+    p.add_argument("--storage-address", default=env("C3_STORAGE_ADDRESS", DEFAULT_STORAGE))
+    p.add_argument("--signing-key", default=env("C3_SIGNING_KEY", ""),
+                   help="Ed25519 PEM used to sign storage tokens (created when missing)")  # fmt: skip
+    p.add_argument("--ready-file", default=env("C3_COORDINATOR_READY_FILE", ""),
+                   help="written with host:port once serving")  # fmt: skip
+    p.add_argument("--bootstrap-file", default=env("C3_COORDINATOR_BOOTSTRAP_FILE", ""),
+                   help="on an empty database, write the local org's credentials here")  # fmt: skip
+    p.add_argument("--heartbeat-ms", type=int, default=int(env("C3_HEARTBEAT_MS", "2000")))
+    p.add_argument("--log-cap-bytes", type=int,
+                   default=int(env("C3_JOB_LOG_CAP_BYTES", str(64 * 1024 * 1024))))  # fmt: skip
+    p.add_argument("--log-level", default=env("C3_LOG_LEVEL", "INFO"))
+    args = p.parse_args(argv)
+    if not args.data_dir:
+        p.error("--data-dir is required (or set C3_COORDINATOR_DATA_DIR)")
+    data_dir = Path(args.data_dir).expanduser().resolve()
+    if args.heartbeat_ms < 10:
+        p.error("--heartbeat-ms must be at least 10")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    return CoordinatorConfig(
+        data_dir=data_dir,
+        signing_key=Path(args.signing_key) if args.signing_key else data_dir / "signing-key.pem",
+        listen=args.listen,
+        storage_address=args.storage_address,
+        heartbeat_ms=args.heartbeat_ms,
+        log_cap_bytes=args.log_cap_bytes,
+        ready_file=Path(args.ready_file) if args.ready_file else None,
+        bootstrap_file=Path(args.bootstrap_file) if args.bootstrap_file else None,
+    )
+
+
+async def serve(config: CoordinatorConfig) -> None:
+    app = await Coordinator.start(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logging.getLogger(__name__).info("shutting down")
+    await app.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    try:
+        asyncio.run(serve(config))
+    except C3Error as exc:
+        print(f"c3-coordinator: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except (OSError, RuntimeError) as exc:  # e.g. the listen address cannot be bound
+        print(f"c3-coordinator: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

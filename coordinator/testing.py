@@ -1,0 +1,178 @@
+"""Helpers for tests and benchmarks: an in-process coordinator and a simulated agent
+that speaks the real AgentGateway protocol over a real gRPC stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from c3.grpcutil import bearer, channel
+from c3.v1 import agent_pb2, agent_pb2_grpc, common_pb2, coordinator_pb2_grpc
+from coordinator.app import Coordinator
+from coordinator.config import CoordinatorConfig
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    org_id: str
+    api_key: str
+    agent_secret: str
+
+
+def config_for_test(data_dir: Path, **overrides: Any) -> CoordinatorConfig:
+    base = CoordinatorConfig(
+        data_dir=data_dir,
+        signing_key=data_dir / "signing-key.pem",
+        listen="127.0.0.1:0",
+        storage_address="127.0.0.1:7431",
+        heartbeat_ms=200,
+        bootstrap_file=data_dir / "bootstrap.json",
+    )
+    return replace(base, **overrides)
+
+
+async def start_coordinator(config: CoordinatorConfig) -> tuple[Coordinator, Bootstrap]:
+    app = await Coordinator.start(config)
+    assert config.bootstrap_file is not None
+    raw = json.loads(config.bootstrap_file.read_text())
+    return app, Bootstrap(raw["org_id"], raw["api_key"], raw["agent_secret"])
+
+
+def client(ch: aio.Channel) -> coordinator_pb2_grpc.CoordinatorStub:
+    return coordinator_pb2_grpc.CoordinatorStub(ch)
+
+
+class SimAgent:
+    """A fake GPU host: registers, holds the stream, answers as the test tells it."""
+
+    def __init__(
+        self,
+        address: str,
+        secret: str,
+        profile: str = "l40s-1x",
+        gpu_class: str = "l40",
+        provider: str = "local",
+        cached_projects: tuple[str, ...] = (),
+        cached_env_hashes: tuple[str, ...] = (),
+    ) -> None:
+        self.address = address
+        self.secret = secret
+        self.caps = agent_pb2.AgentCapabilities(
+            profile=profile, gpu_class=gpu_class, gpu_count=1, provider=provider,
+            capacity=1, hostname="sim",
+        )  # fmt: skip
+        self.cached_projects = cached_projects
+        self.cached_env_hashes = cached_env_hashes
+        self.agent_id = ""
+        self.credential = ""
+        self.inbox: asyncio.Queue[agent_pb2.CoordinatorMessage | None] = asyncio.Queue()
+        self._channel = channel(address)
+        self._stub = agent_pb2_grpc.AgentGatewayStub(self._channel)
+        self._call: Any = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def retarget(self, address: str) -> None:
+        """Talk to a coordinator at a new address (after a restart), same identity."""
+        await self.close()
+        self.address = address
+        self._channel = channel(address)
+        self._stub = agent_pb2_grpc.AgentGatewayStub(self._channel)
+
+    async def register(self) -> agent_pb2.RegisterAgentResponse:
+        reply = await self._stub.Register(
+            agent_pb2.RegisterAgentRequest(
+                secret=self.credential or self.secret,
+                agent_id=self.agent_id,
+                capabilities=self.caps,
+                cached_projects=self.cached_projects,
+                cached_env_hashes=self.cached_env_hashes,
+            )
+        )
+        self.agent_id, self.credential = reply.agent_id, reply.credential
+        return reply
+
+    async def connect(self) -> None:
+        """Open the stream and wait until the coordinator holds it (first heartbeat sent)."""
+        self._call = self._stub.Connect(metadata=bearer(self.credential))
+        self._reader = asyncio.create_task(self._read(self._call))
+        await self.heartbeat()
+        await self._call.wait_for_connection()
+
+    async def _read(self, call: Any) -> None:
+        try:
+            while True:
+                message = await call.read()
+                if message is aio.EOF:
+                    break
+                await self.inbox.put(message)
+        except (grpc.RpcError, asyncio.CancelledError):
+            pass
+        finally:
+            self.inbox.put_nowait(None)
+
+    async def send(self, message: agent_pb2.AgentMessage) -> None:
+        await self._call.write(message)
+
+    async def heartbeat(self, running: tuple[str, ...] = ()) -> None:
+        await self.send(
+            agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(running_job_ids=running))
+        )
+
+    async def next(self, timeout: float = 10.0) -> agent_pb2.CoordinatorMessage | None:
+        return await asyncio.wait_for(self.inbox.get(), timeout)
+
+    async def assignment(self, timeout: float = 10.0) -> agent_pb2.Assignment:
+        message = await self.next(timeout)
+        assert message is not None and message.HasField("assignment"), message
+        return message.assignment
+
+    async def report(self, job_id: str, state: int, **fields: Any) -> None:
+        update = agent_pb2.JobStatusUpdate(job_id=job_id, state=state, **fields)  # type: ignore[arg-type]
+        await self.send(agent_pb2.AgentMessage(status=update))
+
+    async def log(self, job_id: str, *texts: str) -> None:
+        lines = [common_pb2.LogLine(stream=common_pb2.LOG_STREAM_STDOUT, text=t) for t in texts]
+        await self.send(agent_pb2.AgentMessage(logs=agent_pb2.LogBatch(job_id=job_id, lines=lines)))
+
+    async def drop(self) -> None:
+        """Vanish without a word (the host died): the coordinator must notice by silence."""
+        if self._call is not None:
+            self._call.cancel()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+        self._call = None
+
+    async def close(self) -> None:
+        await self.drop()
+        await self._channel.close()
+
+
+async def eventually(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+    """Re-check `predicate` (sync or async) until it is truthy, yielding to the loop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def spec(**fields: Any) -> common_pb2.JobSpec:
+    base: dict[str, Any] = {
+        "project": "demo",
+        "script": "run.sh",
+        "workspace_manifest_digest": "ab" * 32,
+    }
+    base.update(fields)
+    return common_pb2.JobSpec(**base)

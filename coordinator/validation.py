@@ -1,0 +1,60 @@
+"""Checks a submitted JobSpec before it becomes a job; each error names the field."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from pathlib import PurePosixPath
+
+from c3.errors import InvalidArgument
+from c3.v1 import common_pb2
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def _relative(field: str, value: str) -> None:
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts or "\\" in value:
+        raise InvalidArgument(
+            f"spec.{field} {value!r} must be a relative path inside the workspace"
+        )
+
+
+def validate_spec(
+    spec: common_pb2.JobSpec,
+    gpu_names: Collection[str],
+    providers: Collection[str],
+) -> None:
+    if not _PROJECT.match(spec.project):
+        raise InvalidArgument(
+            f"spec.project {spec.project!r} must be lowercase letters, digits and hyphens"
+        )
+    if not spec.script:
+        raise InvalidArgument("spec.script is empty: set `script:` in .c3")
+    _relative("script", spec.script)
+    if spec.workdir:
+        _relative("workdir", spec.workdir)
+    if not _DIGEST.match(spec.workspace_manifest_digest):
+        raise InvalidArgument(
+            "spec.workspace_manifest_digest must be the 64-hex SHA-256 of the uploaded "
+            "workspace manifest"
+        )
+    if spec.gpu and spec.gpu not in gpu_names:
+        known = ", ".join(sorted(gpu_names))
+        raise InvalidArgument(
+            f"unknown gpu {spec.gpu!r}: use a class or profile ({known}); see `c3ctl list -al`"
+        )
+    if spec.provider and spec.provider not in providers:
+        raise InvalidArgument(
+            f"unknown provider {spec.provider!r}: use one of {', '.join(sorted(providers))}"
+        )
+    if spec.python_project and spec.docker_image:
+        raise InvalidArgument("spec sets both python_project and docker_image; choose one")
+    for i, mount in enumerate(spec.datasets):
+        if not mount.mount.startswith("/") or ".." in PurePosixPath(mount.mount).parts:
+            raise InvalidArgument(f"spec.datasets[{i}].mount {mount.mount!r} must be absolute")
+        if mount.manifest_digest and not _DIGEST.match(mount.manifest_digest):
+            raise InvalidArgument(f"spec.datasets[{i}].manifest_digest is not a SHA-256 digest")
+    for out in spec.output:
+        _relative("output", out)

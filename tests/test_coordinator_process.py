@@ -1,0 +1,80 @@
+"""`c3-coordinator` as a real process: ready file, bootstrap credentials, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import sys
+from pathlib import Path
+
+from c3.grpcutil import bearer, channel, check_health
+from c3.v1 import coordinator_pb2 as pb
+from coordinator.testing import client, eventually
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def start(tmp_path: Path) -> tuple[asyncio.subprocess.Process, str]:
+    ready = tmp_path / "ready"
+    ready.unlink(missing_ok=True)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "coordinator.main",
+        "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
+        "--storage-address", "127.0.0.1:7431", "--signing-key", str(tmp_path / "key.pem"),
+        "--ready-file", str(ready), "--bootstrap-file", str(tmp_path / "bootstrap.json"),
+        "--heartbeat-ms", "500",
+        cwd=ROOT, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+    def address() -> str:
+        if proc.returncode is not None:
+            raise AssertionError(f"coordinator exited with {proc.returncode}")
+        return ready.read_text() if ready.exists() else ""
+
+    return proc, await eventually(address, timeout=30, what="ready file")
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr
+
+
+async def test_process_serves_bootstraps_and_stops_cleanly(tmp_path: Path) -> None:
+    proc, address = await start(tmp_path)
+    assert address.startswith("127.0.0.1:") and not address.endswith(":0")
+    assert await check_health(address)
+    boot_file = tmp_path / "bootstrap.json"
+    assert stat.S_IMODE(os.stat(boot_file).st_mode) == 0o600
+    boot = json.loads(boot_file.read_text())
+    assert boot["api_key"].startswith("c3_key_") and boot["agent_secret"] and boot["org_id"]
+    async with channel(address) as ch:
+        me = await client(ch).WhoAmI(pb.WhoAmIRequest(), metadata=bearer(boot["api_key"]))
+        assert me.org_name == "local" and me.org_id == boot["org_id"]
+        balance = await client(ch).GetBalance(
+            pb.GetBalanceRequest(), metadata=bearer(boot["api_key"])
+        )
+        assert balance.balance_minor == 1000 and balance.currency == "GBP"
+    await stop(proc)
+
+    # Second start on the same data: the same org and key still work, the file is untouched.
+    proc, address = await start(tmp_path)
+    assert json.loads(boot_file.read_text()) == boot
+    async with channel(address) as ch:
+        me = await client(ch).WhoAmI(pb.WhoAmIRequest(), metadata=bearer(boot["api_key"]))
+        assert me.org_id == boot["org_id"]
+    await stop(proc)
+
+
+async def test_missing_data_dir_is_one_clear_line(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "coordinator.main", "--listen", "127.0.0.1:0",
+        cwd=ROOT, stderr=asyncio.subprocess.PIPE, env={**os.environ, "C3_COORDINATOR_DATA_DIR": ""},
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert b"--data-dir is required" in stderr and b"Traceback" not in stderr
