@@ -81,6 +81,13 @@ class DeadlineExceeded(C3Error):
     exit_code = 3
 
 
+class Cancelled(C3Error):
+    """The other side cancelled the call (a server shutting down)."""
+
+    code = grpc.StatusCode.CANCELLED
+    exit_code = 3
+
+
 class Internal(C3Error):
     code = grpc.StatusCode.INTERNAL
 
@@ -103,6 +110,7 @@ _BY_CODE: dict[grpc.StatusCode, type[C3Error]] = {
         Aborted,
         Unavailable,
         DeadlineExceeded,
+        Cancelled,
         Internal,
     )
 }

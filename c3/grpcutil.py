@@ -117,9 +117,11 @@ def channel(address: str, credentials: grpc.ChannelCredentials | None = None) ->
     return aio.insecure_channel(address, options=CHANNEL_OPTIONS)
 
 
-async def check_health(address: str, timeout: float = 1.0) -> bool:
+async def check_health(
+    address: str, timeout: float = 1.0, credentials: grpc.ChannelCredentials | None = None
+) -> bool:
     """True when the server at `address` answers SERVING."""
-    async with channel(address) as ch:
+    async with channel(address, credentials) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)

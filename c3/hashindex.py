@@ -10,6 +10,7 @@ its mtime is older than `racy_window_ns` before the hash (then it is simply reha
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import time
@@ -32,7 +33,6 @@ CREATE TABLE IF NOT EXISTS files(
 CREATE TABLE IF NOT EXISTS present(
   server TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY(server, digest)) WITHOUT ROWID;
 """
-_BATCH = 500
 # Files are hashed in groups of about this many bytes per thread-pool task.
 _GROUP_BYTES = 8 << 20
 
@@ -169,16 +169,15 @@ class HashIndex:
 
     async def known_present(self, server_key: str, digests: Iterable[str]) -> set[str]:
         wanted = list(dict.fromkeys(digests))
-        found: set[str] = set()
-        for i in range(0, len(wanted), _BATCH):
-            batch = wanted[i : i + _BATCH]
-            marks = ",".join("?" * len(batch))
-            async with self.db.execute(
-                f"SELECT digest FROM present WHERE server=? AND digest IN ({marks})",
-                [server_key, *batch],
-            ) as cur:
-                found.update(r[0] for r in await cur.fetchall())
-        return found
+        if not wanted:
+            return set()
+        # One query however many digests: a JSON array joined in SQLite.
+        rows = await self.db.execute_fetchall(
+            "SELECT p.digest FROM json_each(?) j JOIN present p"
+            " ON p.server=? AND p.digest=j.value",
+            (json.dumps(wanted), server_key),
+        )
+        return {r[0] for r in rows}
 
     async def mark_present(self, server_key: str, digests: Iterable[str]) -> None:
         await self.db.executemany(

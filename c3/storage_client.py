@@ -25,7 +25,7 @@ from c3 import manifest as mf
 from c3 import storage_codec as codec
 from c3.errors import C3Error, DataLoss, from_rpc_error
 from c3.storage_download import download_tree
-from c3.storage_upload import LargeBlobReader, prepare_batch
+from c3.storage_upload import LargeBlobReader, find_changed, prepare_batch
 from c3.v1 import common_pb2, storage_pb2, storage_pb2_grpc
 
 if TYPE_CHECKING:
@@ -164,11 +164,20 @@ class StorageClient:
 
         async def send_batch(group: list[LocalBlob]) -> None:
             async with batch_slots:
-                items = await self.run(prepare_batch, [(b.path, b.digest, b.size) for b in group])
-                with _rpc():
-                    await self._stub.PutBlobs(
-                        storage_pb2.PutBlobsRequest(blobs=items), metadata=self._md
-                    )
+                wanted = [(b.path, b.digest, b.size) for b in group]
+                items = await self.run(prepare_batch, wanted)
+                try:
+                    with _rpc():
+                        await self._stub.PutBlobs(
+                            storage_pb2.PutBlobsRequest(blobs=items), metadata=self._md
+                        )
+                except DataLoss:
+                    # The server found a blob that does not match its digest: most likely
+                    # a file edited since it was hashed. Name it if so.
+                    changed = await self.run(find_changed, wanted)
+                    if changed is not None:
+                        raise changed from None
+                    raise
                 advance(sum(b.size for b in group), sum(len(i.data) for i in items), len(group))
 
         async def send_stream(blob: LocalBlob) -> None:

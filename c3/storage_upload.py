@@ -32,11 +32,14 @@ def _read(path: Path) -> bytes:
 
 
 def prepare_batch(items: list[tuple[Path, str, int]]) -> list[storage_pb2.BlobData]:
-    """(path, digest, size) -> verified, compressed BlobData messages."""
+    """(path, digest, size) -> compressed BlobData messages. The content is not hashed
+    again here: the server verifies every blob and rejects the batch on a mismatch, and
+    `find_changed` then names the file (a second hash of every file would cost the client
+    a fifth of its CPU on a cold push)."""
     out = []
     for path, digest, size in items:
         data = _read(path)
-        if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+        if len(data) != size:
             raise _changed(str(path), digest, size)
         compression, payload = codec.compress(data)
         out.append(
@@ -45,6 +48,15 @@ def prepare_batch(items: list[tuple[Path, str, int]]) -> list[storage_pb2.BlobDa
             )
         )
     return out
+
+
+def find_changed(items: list[tuple[Path, str, int]]) -> FailedPrecondition | None:
+    """The error naming the first file whose content no longer has its digest, if any."""
+    for path, digest, size in items:
+        data = _read(path)
+        if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+            return _changed(str(path), digest, size)
+    return None
 
 
 class LargeBlobReader:

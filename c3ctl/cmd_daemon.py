@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import click
 
 from c3 import config as project_config
+from c3.errors import FailedPrecondition
 from c3.paths import c3_paths
 from c3.v1 import daemon_pb2
 from c3ctl import render
@@ -76,3 +81,53 @@ def ls_files(ignored: bool) -> None:
         click.echo(f"{f.path}\t{f.rule}" if ignored else f"{render.human_bytes(f.size):>10}  {f.path}")
     if not ignored:
         render.err.print(f"{len(reply.files)} files, {render.human_bytes(reply.total_size)}")
+
+
+def systemd_unit() -> str:
+    """A systemd user unit that keeps c3d running for this installation."""
+    env_lines = "".join(
+        f"Environment={name}={os.environ[name]}\n" for name in ("C3_HOME",) if os.environ.get(name)
+    )
+    return (
+        "[Unit]\n"
+        "Description=c3 daemon (deploy on save, local job history)\n"
+        "After=network-online.target\n\n"
+        "[Service]\n"
+        f"ExecStart={sys.executable} -m c3d.main\n"
+        f"{env_lines}"
+        "Restart=on-failure\n"
+        "RestartSec=2\n\n"
+        "[Install]\n"
+        "WantedBy=default.target\n"
+    )
+
+
+def _systemd_user_available() -> bool:
+    return shutil.which("systemctl") is not None and Path("/run/systemd/system").is_dir()
+
+
+@daemon.command("install")
+@click.option("--print", "print_only", is_flag=True, help="Only print the unit file.")
+def daemon_install(print_only: bool) -> None:
+    """Install c3d as a systemd user service (or print the unit where systemd is absent)."""
+    unit = systemd_unit()
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    target = config_home / "systemd" / "user" / "c3d.service"
+    if print_only or not _systemd_user_available():
+        if not print_only:
+            render.err.print(
+                f"systemd is not running here; save this as {target} where it is "
+                "(or start c3d from your login shell):"
+            )
+        click.echo(unit, nl=False)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(unit)
+    result = subprocess.run(
+        ["systemctl", "--user", "enable", "--now", "c3d.service"], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise FailedPrecondition(
+            f"wrote {target} but `systemctl --user enable --now c3d` failed: {result.stderr.strip()}"
+        )
+    render.err.print(f"installed and started {target}")

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import click
 import grpc
-from c3.storage_client import StorageClient
 
 from c3 import config as project_config
 from c3.errors import ConfigError, FailedPrecondition, from_rpc_error
-from c3.v1 import common_pb2, coordinator_pb2
+from c3.storage_client import StorageClient
+from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2
 from c3ctl import render, session
 from c3ctl.aio import run
 from c3ctl.cmd_deploy import job_summary
+from c3ctl.daemon_client import DaemonConnection
 
 ARTIFACTS_DIR = "c3-artifacts"
 
@@ -71,10 +72,15 @@ def logs(job_id: str, follow: bool) -> None:
     """Print a job's output (and status changes)."""
 
     async def go() -> None:
-        async with session.coordinator() as s:
-            request = coordinator_pb2.StreamJobEventsRequest(job_id=job_id, follow=follow)
+        creds = session.credentials()
+        request = daemon_pb2.LogsRequest(
+            job_id=job_id, follow=follow, api_key=creds.api_key,
+            coordinator_address=creds.coordinator_address,
+        )
+        async with DaemonConnection() as daemon:
+            await daemon.ensure_running()
             try:
-                async for event in s.stub.StreamJobEvents(request, metadata=s.metadata):
+                async for event in daemon.stub.Logs(request):
                     render.job_event(event)
             except grpc.RpcError as exc:
                 raise from_rpc_error(exc) from None

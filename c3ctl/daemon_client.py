@@ -10,8 +10,9 @@ import time
 
 import grpc
 
+import c3
 from c3 import grpcutil
-from c3.errors import Unavailable
+from c3.errors import PermissionDenied, Unavailable
 from c3.paths import c3_paths, ensure_private_dir
 from c3.v1 import daemon_pb2, daemon_pb2_grpc
 
@@ -55,16 +56,35 @@ class DaemonConnection:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _check_owner(self) -> None:
+        """Refuse a socket someone else owns: talking to it would hand them our API key."""
+        try:
+            owner = self.socket.lstat().st_uid
+        except FileNotFoundError:
+            return
+        if owner != os.getuid():
+            raise PermissionDenied(
+                f"{self.socket} belongs to uid {owner}, not to you (uid {os.getuid()}); "
+                "remove it, or set C3_HOME to a directory of your own"
+            )
+
     async def status(self) -> daemon_pb2.DaemonStatusResponse | None:
         if not self.socket.exists():
             return None
+        self._check_owner()
         return await _answers(self.stub)
 
     async def ensure_running(self) -> daemon_pb2.DaemonStatusResponse:
-        """Connect, starting c3d in the background on first use."""
+        """Connect, starting c3d in the background on first use (and restarting one of
+        another c3 version, so CLI and daemon always speak the same contract)."""
         status = await self.status()
-        if status is not None:
+        if status is not None and status.version == c3.__version__:
             return status
+        if status is not None:
+            sys.stderr.write(
+                f"c3d {status.version} is running but this is c3ctl {c3.__version__}: restarting it\n"
+            )
+            await self.shutdown()
         proc = _spawn_daemon()
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

@@ -62,7 +62,9 @@ def status_line(state: int, reason: int = 0, exit_code: int = 0, message: str = 
 
 
 def job_event(event: common_pb2.JobEvent) -> None:
-    if event.HasField("log"):
+    if event.HasField("log") and event.log.stream == common_pb2.LOG_STREAM_SYSTEM and event.seq == 0:
+        err.print(f"[yellow]{escape(event.log.text)}[/]")  # from c3 itself: reconnects
+    elif event.HasField("log"):
         stream = sys.stderr if event.log.stream == common_pb2.LOG_STREAM_STDERR else sys.stdout
         stream.write(event.log.text if event.log.text.endswith("\n") else event.log.text + "\n")
         stream.flush()

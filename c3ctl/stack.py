@@ -104,36 +104,38 @@ class LocalStack:
         if running == set(COMPONENTS) and await grpcutil.check_health(state.coordinator_address):
             self._write_user_config(state)
             return state
-        # A partial stack (one part crashed) is restarted whole so addresses stay consistent.
-        if running:
-            await self.down()
-            state = StackState()
-
+        # Only what is down is started, on the address it had: the parts still running, and
+        # the jobs on them, carry on (agents reconnect to a restarted coordinator).
         signer = TokenSigner.load_or_create(self.root / "signing-key.pem")
         public_key = self.root / "token-public.pem"
         public_key.write_bytes(signer.public_key_pem())
 
-        state.storage_address = await self._start(
-            state, "storaged",
-            ["-m", "storaged.main", "--listen", f"127.0.0.1:{storage_port}",
-             "--data-dir", str(self.root / "storage"), "--token-public-key", str(public_key)],
-        )
-        state.coordinator_address = await self._start(
-            state, "coordinator",
-            ["-m", "coordinator.main", "--listen", f"127.0.0.1:{coordinator_port}",
-             "--data-dir", str(self.root / "coordinator"),
-             "--storage-address", state.storage_address,
-             "--signing-key", str(self.root / "signing-key.pem"),
-             "--bootstrap-file", str(self.root / "bootstrap.json")],
-        )
+        if "storaged" not in running:
+            port = _port_of(state.storage_address, storage_port)
+            state.storage_address = await self._start(
+                state, "storaged",
+                ["-m", "storaged.main", "--listen", f"127.0.0.1:{port}",
+                 "--data-dir", str(self.root / "storage"), "--token-public-key", str(public_key)],
+            )
+        if "coordinator" not in running:
+            port = _port_of(state.coordinator_address, coordinator_port)
+            state.coordinator_address = await self._start(
+                state, "coordinator",
+                ["-m", "coordinator.main", "--listen", f"127.0.0.1:{port}",
+                 "--data-dir", str(self.root / "coordinator"),
+                 "--storage-address", state.storage_address,
+                 "--signing-key", str(self.root / "signing-key.pem"),
+                 "--bootstrap-file", str(self.root / "bootstrap.json")],
+            )
         self._write_user_config(state)
-        await self._start(
-            state, "agent",
-            ["-m", "agent.main", "--coordinator", state.coordinator_address,
-             "--secret-file", str(self.root / "bootstrap.json"),
-             "--data-dir", str(self.root / "agent"), "--provider", "local"],
-            ready_file=False,
-        )
+        if "agent" not in running:
+            await self._start(
+                state, "agent",
+                ["-m", "agent.main", "--coordinator", state.coordinator_address,
+                 "--secret-file", str(self.root / "bootstrap.json"),
+                 "--data-dir", str(self.root / "agent"), "--provider", "local"],
+                ready_file=False,
+            )
         await self._wait_for_agent(state)
         return state
 
@@ -204,14 +206,22 @@ class LocalStack:
             if self._is_ours(pid):
                 os.killpg(pid, signal.SIGKILL) if _is_group_leader(pid) else os.kill(pid, signal.SIGKILL)
             _reap(pid)
-        state.pids.clear()
-        state.save(self.state_file) if self.root.exists() else None
+        if self.root.exists():
+            # A clean stop forgets the addresses: the next `up` binds the ports it is given.
+            StackState().save(self.state_file)
         return [name for name, _ in stopped]
 
     def require_running(self) -> StackState:
         if not all(s.running for s in self.status()):
             raise FailedPrecondition("the local stack is not running; start it with `c3ctl up`")
         return self.state()
+
+
+def _port_of(address: str, default: int) -> int:
+    """The port of a saved "host:port", or `default` when nothing was saved."""
+    if not address:
+        return default
+    return int(address.rsplit(":", 1)[1])
 
 
 def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:

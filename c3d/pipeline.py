@@ -6,70 +6,25 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
 from c3 import config as project_config
-from c3 import grpcutil, manifest, workspace
-from c3.errors import C3Error, ConfigError, from_rpc_error
+from c3 import manifest, workspace
+from c3.errors import ConfigError
 from c3.storage_client import LocalBlob, StorageClient
-from c3.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc, daemon_pb2
+from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2
+from c3d.coordclient import CoordinatorClient, Target
+from c3d.follow import follow_events
+from c3d.history import History
 from c3d.projects import Projects
-
-FINAL_STATES = {
-    common_pb2.JOB_STATE_COMPLETED,
-    common_pb2.JOB_STATE_SYNCED,
-    common_pb2.JOB_STATE_FAILED,
-    common_pb2.JOB_STATE_CANCELED,
-    common_pb2.JOB_STATE_TIMED_OUT,
-}
-
-
-@dataclass(frozen=True)
-class Target:
-    """Which coordinator and credential a request runs against."""
-
-    coordinator_address: str
-    api_key: str
-
-
-class CoordinatorClient:
-    def __init__(self, target: Target) -> None:
-        self.target = target
-        self.channel = grpcutil.channel(target.coordinator_address)
-        self.stub = coordinator_pb2_grpc.CoordinatorStub(self.channel)
-        self.metadata = grpcutil.bearer(target.api_key) if target.api_key else ()
-
-    async def call(self, method: str, request: object, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-        try:
-            return await getattr(self.stub, method)(request, metadata=self.metadata, timeout=timeout)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
-
-    async def events(self, job_id: str, after_seq: int = 0) -> AsyncIterator[common_pb2.JobEvent]:
-        call = self.stub.StreamJobEvents(
-            coordinator_pb2.StreamJobEventsRequest(job_id=job_id, after_seq=after_seq, follow=True),
-            metadata=self.metadata,
-        )
-        try:
-            async for event in call:
-                yield event
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
-        finally:
-            call.cancel()
-
-    async def close(self) -> None:
-        await self.channel.close()
 
 
 class Pusher:
     """Turns a directory into a stored manifest, moving only blobs the server lacks."""
 
-    def __init__(self, projects: Projects) -> None:
+    def __init__(self, projects: Projects, history: History) -> None:
         self.projects = projects
+        self.history = history
         self.hashes = projects.hashes
 
     async def push_workspace(
@@ -203,14 +158,11 @@ async def deploy(
         yield daemon_pb2.DeployEvent(submitted=job)
         if not request.follow:
             return
-        async for event in client.events(job.id):
+        async for event in follow_events(client, pusher.history, job.id):
             yield daemon_pb2.DeployEvent(job_event=event)
-            if event.HasField("status") and event.status.state in FINAL_STATES:
-                break
         final = await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=job.id))
         yield daemon_pb2.DeployEvent(finished=final.job)
     finally:
         await client.close()
 
 
-__all__ = ["FINAL_STATES", "C3Error", "CoordinatorClient", "Pusher", "Target", "deploy"]

@@ -14,7 +14,9 @@ import c3
 from c3 import workspace
 from c3.errors import InvalidArgument, Unimplemented
 from c3.v1 import common_pb2, daemon_pb2, daemon_pb2_grpc
-from c3d.pipeline import CoordinatorClient, Pusher, Target, deploy
+from c3d.coordclient import CoordinatorClient, Target
+from c3d.follow import follow_events
+from c3d.pipeline import Pusher, deploy
 from c3d.watchmode import WatchState, watch
 
 
@@ -40,7 +42,9 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
     ) -> AsyncIterator[common_pb2.JobEvent]:
         client = CoordinatorClient(Target(request.coordinator_address, request.api_key))
         try:
-            async for event in client.events(request.job_id):
+            async for event in follow_events(
+                client, self.pusher.history, request.job_id, live=request.follow
+            ):
                 yield event
         finally:
             await client.close()

@@ -28,6 +28,7 @@ class DeployRequest(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     API_KEY_FIELD_NUMBER: _builtins.int
     COORDINATOR_ADDRESS_FIELD_NUMBER: _builtins.int
+    TLS_FIELD_NUMBER: _builtins.int
     project_dir: _builtins.str
     """Absolute path of the project directory (the one holding .c3)."""
     follow: _builtins.bool
@@ -35,6 +36,10 @@ class DeployRequest(_message.Message):
     api_key: _builtins.str
     """Credentials and coordinator the CLI resolved (C3_API_KEY, .c3.local, config)."""
     coordinator_address: _builtins.str
+    @_builtins.property
+    def tls(self) -> Global___ClientTls:
+        """TLS the CLI resolved from the user config; c3d dials coordinator and storage with it."""
+
     def __init__(
         self,
         *,
@@ -43,14 +48,48 @@ class DeployRequest(_message.Message):
         provider: _builtins.str = ...,
         api_key: _builtins.str = ...,
         coordinator_address: _builtins.str = ...,
+        tls: Global___ClientTls | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tls", b"tls"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "coordinator_address", b"coordinator_address", "follow", b"follow", "project_dir", b"project_dir", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "coordinator_address", b"coordinator_address", "follow", b"follow", "project_dir", b"project_dir", "provider", b"provider", "tls", b"tls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeployRequest: _TypeAlias = DeployRequest  # noqa: Y015
+
+@_typing.final
+class ClientTls(_message.Message):
+    """Client-side TLS settings (paths on the machine c3d runs on)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    CA_FILE_FIELD_NUMBER: _builtins.int
+    CERT_FILE_FIELD_NUMBER: _builtins.int
+    KEY_FILE_FIELD_NUMBER: _builtins.int
+    SERVER_NAME_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    ca_file: _builtins.str
+    cert_file: _builtins.str
+    key_file: _builtins.str
+    server_name: _builtins.str
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        ca_file: _builtins.str = ...,
+        cert_file: _builtins.str = ...,
+        key_file: _builtins.str = ...,
+        server_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_file", b"ca_file", "cert_file", b"cert_file", "enabled", b"enabled", "key_file", b"key_file", "server_name", b"server_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClientTls: _TypeAlias = ClientTls  # noqa: Y015
 
 @_typing.final
 class PushStats(_message.Message):
@@ -162,10 +201,13 @@ class WatchRequest(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     API_KEY_FIELD_NUMBER: _builtins.int
     COORDINATOR_ADDRESS_FIELD_NUMBER: _builtins.int
+    TLS_FIELD_NUMBER: _builtins.int
     project_dir: _builtins.str
     provider: _builtins.str
     api_key: _builtins.str
     coordinator_address: _builtins.str
+    @_builtins.property
+    def tls(self) -> Global___ClientTls: ...
     def __init__(
         self,
         *,
@@ -173,10 +215,11 @@ class WatchRequest(_message.Message):
         provider: _builtins.str = ...,
         api_key: _builtins.str = ...,
         coordinator_address: _builtins.str = ...,
+        tls: Global___ClientTls | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tls", b"tls"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "coordinator_address", b"coordinator_address", "project_dir", b"project_dir", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "coordinator_address", b"coordinator_address", "project_dir", b"project_dir", "provider", b"provider", "tls", b"tls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -266,10 +309,13 @@ class LogsRequest(_message.Message):
     FOLLOW_FIELD_NUMBER: _builtins.int
     API_KEY_FIELD_NUMBER: _builtins.int
     COORDINATOR_ADDRESS_FIELD_NUMBER: _builtins.int
+    TLS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     follow: _builtins.bool
     api_key: _builtins.str
     coordinator_address: _builtins.str
+    @_builtins.property
+    def tls(self) -> Global___ClientTls: ...
     def __init__(
         self,
         *,
@@ -277,10 +323,11 @@ class LogsRequest(_message.Message):
         follow: _builtins.bool = ...,
         api_key: _builtins.str = ...,
         coordinator_address: _builtins.str = ...,
+        tls: Global___ClientTls | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tls", b"tls"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "coordinator_address", b"coordinator_address", "follow", b"follow", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "coordinator_address", b"coordinator_address", "follow", b"follow", "job_id", b"job_id", "tls", b"tls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -294,11 +341,14 @@ class PullRequest(_message.Message):
     PROJECT_DIR_FIELD_NUMBER: _builtins.int
     API_KEY_FIELD_NUMBER: _builtins.int
     COORDINATOR_ADDRESS_FIELD_NUMBER: _builtins.int
+    TLS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Empty: every completed, not yet synced job of the project."""
     project_dir: _builtins.str
     api_key: _builtins.str
     coordinator_address: _builtins.str
+    @_builtins.property
+    def tls(self) -> Global___ClientTls: ...
     def __init__(
         self,
         *,
@@ -306,10 +356,11 @@ class PullRequest(_message.Message):
         project_dir: _builtins.str = ...,
         api_key: _builtins.str = ...,
         coordinator_address: _builtins.str = ...,
+        tls: Global___ClientTls | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tls", b"tls"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "coordinator_address", b"coordinator_address", "job_id", b"job_id", "project_dir", b"project_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "coordinator_address", b"coordinator_address", "job_id", b"job_id", "project_dir", b"project_dir", "tls", b"tls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
