@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 
@@ -107,11 +109,19 @@ class DaemonConnection:
         if status is None:
             return False
         await self.stub.Shutdown(daemon_pb2.ShutdownRequest(), timeout=5.0)
+        # Gone once it removed its socket (it does so as its last act) or stopped answering.
         deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline:
-            try:
-                os.kill(status.pid, 0)
-            except ProcessLookupError:
-                return True
-            await asyncio.sleep(0.05)
+        while time.monotonic() < deadline and self.socket.exists() and _accepts(self.socket):  # noqa: ASYNC110 - another process; nothing to await
+            await asyncio.sleep(0.02)
         return True
+
+
+def _accepts(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
