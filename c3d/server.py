@@ -40,7 +40,7 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
     async def Logs(
         self, request: daemon_pb2.LogsRequest, context: aio.ServicerContext
     ) -> AsyncIterator[common_pb2.JobEvent]:
-        client = CoordinatorClient(Target(request.coordinator_address, request.api_key))
+        client = CoordinatorClient(Target(request.coordinator_address, request.api_key, request.tls))
         try:
             async for event in follow_events(
                 client, self.pusher.history, request.job_id, live=request.follow
@@ -58,8 +58,10 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
             return daemon_pb2.ListFilesResponse(
                 files=[daemon_pb2.ListedFile(path=i.path, rule=i.rule) for i in ignored]
             )
-        files = await asyncio.to_thread(workspace.scan, root)
-        listed = [daemon_pb2.ListedFile(path=f.path, size=f.stat.st_size) for f in files]
+        # Through the live index: what a deploy would ship, and the index is warm afterwards.
+        project = await self.projects.get(root)
+        tree, _ = await project.index.manifest()
+        listed = [daemon_pb2.ListedFile(path=e.path, size=e.size) for e in tree.entries]
         return daemon_pb2.ListFilesResponse(files=listed, total_size=sum(f.size for f in listed))
 
     async def Status(
