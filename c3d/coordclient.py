@@ -10,6 +10,7 @@ import grpc
 
 from c3 import grpcutil
 from c3.errors import Unavailable, from_rpc_error
+from c3.tls import credentials_for
 from c3.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 
 
@@ -19,12 +20,13 @@ class Target:
 
     coordinator_address: str
     api_key: str
+    tls: Any = None  # daemon_pb2.ClientTls from the CLI; None or disabled: plaintext
 
 
 class CoordinatorClient:
     def __init__(self, target: Target) -> None:
         self.target = target
-        self.channel = grpcutil.channel(target.coordinator_address)
+        self.channel = grpcutil.channel(target.coordinator_address, credentials_for(target.tls))
         self.stub = coordinator_pb2_grpc.CoordinatorStub(self.channel)
         self.metadata = grpcutil.bearer(target.api_key) if target.api_key else ()
 

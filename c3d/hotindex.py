@@ -13,6 +13,7 @@ import stat as stat_mod
 from dataclasses import dataclass
 from pathlib import Path
 
+from c3.errors import FailedPrecondition, PermissionDenied
 from c3.hashindex import HashIndex
 from c3.v1 import common_pb2
 from c3.workspace import IgnoreMatcher, is_editor_temp
@@ -119,7 +120,19 @@ class ProjectIndex:
             ]
             stats = IndexStats(files_scanned=len(files))
             if stale:
-                fresh, hash_stats = await self.hashes.digests(self.root, stale)
+                try:
+                    fresh, hash_stats = await self.hashes.digests(self.root, stale)
+                except FileNotFoundError as exc:
+                    # Vanished between the scan and the read: the next manifest rescans.
+                    self.invalidate()
+                    raise FailedPrecondition(
+                        f"{exc.filename}: deleted while it was being read; deploy again"
+                    ) from None
+                except OSError as exc:
+                    raise PermissionDenied(
+                        f"cannot read {exc.filename or self.root}: {exc.strerror}; fix its "
+                        "permissions or leave it out with .c3ignore"
+                    ) from None
                 stats.files_hashed = hash_stats.files_hashed
                 by_path = dict(stale)
                 for entry in fresh:

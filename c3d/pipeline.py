@@ -12,6 +12,7 @@ from c3 import config as project_config
 from c3 import manifest, workspace
 from c3.errors import ConfigError
 from c3.storage_client import LocalBlob, StorageClient
+from c3.tls import credentials_for
 from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2
 from c3d.coordclient import CoordinatorClient, Target
 from c3d.follow import follow_events
@@ -128,11 +129,13 @@ async def deploy(
             f"{cfg.path}: script: {cfg.script} is left out of the workspace by {rule}; "
             f"remove that rule or add `!{cfg.script}` to .c3ignore"
         )
-    client = CoordinatorClient(Target(request.coordinator_address, request.api_key))
+    client = CoordinatorClient(Target(request.coordinator_address, request.api_key, request.tls))
     try:
         token = await client.call("IssueStorageToken", coordinator_pb2.IssueStorageTokenRequest())
         server_key = server_identity(token.storage_address, request.api_key)
-        async with StorageClient(token.storage_address, token.token) as storage:
+        async with StorageClient(
+            token.storage_address, token.token, credentials=credentials_for(request.tls)
+        ) as storage:
             digest, stats = await pusher.push_workspace(cfg.root, storage, server_key)
             yield daemon_pb2.DeployEvent(pushed=stats)
             mounts = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator
@@ -12,8 +13,8 @@ from grpc import aio
 
 import c3
 from c3 import workspace
-from c3.errors import InvalidArgument, Unimplemented
-from c3.v1 import common_pb2, daemon_pb2, daemon_pb2_grpc
+from c3.errors import InvalidArgument, Unavailable, Unimplemented
+from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2, daemon_pb2_grpc
 from c3d.coordclient import CoordinatorClient, Target
 from c3d.follow import follow_events
 from c3d.pipeline import Pusher, deploy
@@ -42,6 +43,11 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
     ) -> AsyncIterator[common_pb2.JobEvent]:
         client = CoordinatorClient(Target(request.coordinator_address, request.api_key, request.tls))
         try:
+            # The local history is shared by every key used on this machine: the caller's
+            # key must see the job before any stored event is served (another org's job
+            # answers NotFound). Offline, the local history still answers.
+            with contextlib.suppress(Unavailable):
+                await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=request.job_id))
             async for event in follow_events(
                 client, self.pusher.history, request.job_id, live=request.follow
             ):
@@ -98,6 +104,8 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
             state.sessions -= 1
             if state.sessions == 0:
                 del self.watching[project.root]
+            if not project.root.is_dir():
+                self.projects.forget(project.root)
 
     async def SetWatchPaused(
         self, request: daemon_pb2.SetWatchPausedRequest, context: aio.ServicerContext

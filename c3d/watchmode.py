@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from c3.errors import C3Error
+from c3.errors import C3Error, NotFound
 from c3.v1 import common_pb2, daemon_pb2
 from c3d.pipeline import Pusher, deploy
 from c3d.projects import Project
@@ -53,6 +53,7 @@ async def watch(
     deploy_request = daemon_pb2.DeployRequest(
         project_dir=request.project_dir, follow=True, provider=request.provider,
         api_key=request.api_key, coordinator_address=request.coordinator_address,
+        tls=request.tls,
     )
     run = 0
     task: asyncio.Task[None] | None = None
@@ -87,6 +88,11 @@ async def watch(
         while True:
             number, item = await queue.get()
             if item is _CHANGE:
+                if not project.root.is_dir():
+                    raise NotFound(
+                        f"{project.root} was deleted or moved; stopped watching it "
+                        "(run `c3ctl watch` again where the project is now)"
+                    )
                 paths = changed | state.pending
                 changed.clear()
                 if state.paused or not paths:

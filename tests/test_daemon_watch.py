@@ -98,3 +98,24 @@ def test_pause_without_watch_says_so(stack_env: dict[str, str], tmp_path: Path) 
     assert result.returncode == 1
     assert "not being watched" in result.stderr
     assert os.path.exists(project / ".c3")
+
+
+def test_deleting_a_watched_project_ends_watch_with_one_line(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    import shutil
+
+    project = tmp_path / "doomed"
+    project.mkdir()
+    (project / ".c3").write_text("project: doomed\nscript: run.sh\n")
+    (project / "run.sh").write_text("echo doomed run\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "c3ctl.main", "watch"], env=stack_env, cwd=project,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    reader = LineReader(proc)
+    reader.wait_for("doomed run")
+    shutil.rmtree(project)
+    reader.wait_for("was deleted or moved")
+    assert proc.wait(timeout=30) == 1
+    assert not any("Traceback" in line for _, line in reader.seen)

@@ -1,0 +1,163 @@
+"""The daemon's live index: after changes reported by the watcher it yields exactly the
+manifest a full scan would, hashing only what changed; editor temp files and ignored
+paths never count as changes; a watcher that cannot start falls back to polling."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from c3 import workspace
+from c3.errors import PermissionDenied
+from c3.hashindex import HashIndex
+from c3d.hotindex import ProjectIndex
+from c3d.projects import Projects
+
+
+@pytest.fixture
+async def hashes(tmp_path: Path) -> AsyncIterator[HashIndex]:
+    async with HashIndex(tmp_path / "index.sqlite") as index:
+        yield index
+
+
+def make_tree(root: Path) -> None:
+    (root / "src" / "deep").mkdir(parents=True)
+    (root / ".gitignore").write_text("*.log\nbuild/\n")
+    (root / "run.sh").write_text("echo hi\n")
+    for i in range(30):
+        (root / "src" / f"m{i}.py").write_text(f"x = {i}\n")
+    (root / "src" / "deep" / "a.txt").write_text("a\n")
+
+
+async def full_manifest(root: Path, hashes: HashIndex) -> list[tuple[str, str, int]]:
+    files = await asyncio.to_thread(workspace.scan, root)
+    entries, _ = await hashes.digests(root, [(f.path, f.stat) for f in files])
+    return [(e.path, e.digest, e.size) for e in entries]
+
+
+def as_tuples(tree) -> list[tuple[str, str, int]]:  # type: ignore[no-untyped-def]
+    return [(e.path, e.digest, e.size) for e in tree.entries]
+
+
+async def test_incremental_changes_match_full_scan(tmp_path: Path, hashes: HashIndex) -> None:
+    root = tmp_path / "p"
+    root.mkdir()
+    make_tree(root)
+    index = ProjectIndex(root, hashes)
+    tree, stats = await index.manifest()
+    assert stats.files_scanned == 33 and as_tuples(tree) == await full_manifest(root, hashes)
+
+    (root / "src" / "m1.py").write_text("x = 'changed'\n")
+    (root / "src" / "new.py").write_text("new\n")
+    (root / "src" / "m2.py").unlink()
+    (root / "debug.log").write_text("ignored\n")
+    relevant = index.note_changes({str(root / p) for p in ("src/m1.py", "src/new.py", "src/m2.py", "debug.log")})
+    assert relevant == {"src/m1.py", "src/new.py", "src/m2.py"}
+    tree, stats = await index.manifest()
+    assert stats.files_hashed == 2  # m1 and new; nothing else re-read
+    assert as_tuples(tree) == await full_manifest(root, hashes)
+
+    # A removed directory drops everything below it.
+    for child in (root / "src" / "deep").iterdir():
+        child.unlink()
+    (root / "src" / "deep").rmdir()
+    index.note_changes({str(root / "src" / "deep")})
+    tree, _ = await index.manifest()
+    assert not any(e.path.startswith("src/deep/") for e in tree.entries)
+    assert as_tuples(tree) == await full_manifest(root, hashes)
+
+    # A new .gitignore rule changes the file set: the index rescans.
+    (root / ".gitignore").write_text("*.log\nbuild/\nsrc/m3.py\n")
+    assert index.note_changes({str(root / ".gitignore")})
+    tree, _ = await index.manifest()
+    assert "src/m3.py" not in [e.path for e in tree.entries]
+    assert as_tuples(tree) == await full_manifest(root, hashes)
+
+
+async def test_editor_temp_files_are_not_changes(tmp_path: Path, hashes: HashIndex) -> None:
+    root = tmp_path / "p"
+    root.mkdir()
+    make_tree(root)
+    index = ProjectIndex(root, hashes)
+    await index.manifest()
+    for name in (".run.sh.swp", "4913", "run.sh~", ".DS_Store", "#run.sh#"):
+        (root / name).write_text("junk")
+    assert index.note_changes({str(root / n) for n in (".run.sh.swp", "4913", "run.sh~", ".DS_Store", "#run.sh#")}) == set()
+
+
+async def test_unreadable_file_is_one_clear_error(
+    tmp_path: Path, hashes: HashIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "p"
+    root.mkdir()
+    make_tree(root)
+    (root / "secret.txt").write_text("x")
+    (root / "secret.txt").chmod(0)
+    if os.getuid() == 0:
+        # Root reads any file whatever its mode: make the read fail as it would for a user.
+        import c3.hashindex
+
+        real = c3.hashindex.sha256_file
+
+        def refuse(path):  # type: ignore[no-untyped-def]
+            if str(path).endswith("secret.txt"):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(path)
+
+        monkeypatch.setattr(c3.hashindex, "sha256_file", refuse)
+    with pytest.raises(PermissionDenied, match=r"secret\.txt: Permission denied"):
+        await ProjectIndex(root, hashes).manifest()
+
+
+async def test_live_watcher_feeds_the_index(tmp_path: Path, hashes: HashIndex) -> None:
+    root = tmp_path / "p"
+    root.mkdir()
+    make_tree(root)
+    projects = Projects(hashes)
+    try:
+        project = await projects.get(root)
+        await project.index.manifest()
+        seen: asyncio.Queue[set[str]] = asyncio.Queue()
+        project.listeners.add(seen.put_nowait)
+        (root / "src" / "m5.py").write_text("x = 'saved'\n")
+        changed = await asyncio.wait_for(seen.get(), timeout=10)
+        assert changed == {"src/m5.py"}
+        tree, stats = await project.index.manifest()
+        assert stats.files_hashed == 1
+        assert as_tuples(tree) == await full_manifest(root, hashes)
+    finally:
+        await projects.close()
+
+
+class _FailingThenPolling:
+    """A watcher factory whose native watcher fails (as at the inotify limit)."""
+
+    def __init__(self) -> None:
+        self.polling_started = False
+
+    def __call__(self, root: Path, force_polling: bool):  # type: ignore[no-untyped-def]
+        factory = self
+
+        class W:
+            def start(self, loop, on_change):  # type: ignore[no-untyped-def]
+                if not force_polling:
+                    raise OSError(28, "inotify watch limit reached")
+                factory.polling_started = True
+
+            def stop(self) -> None:
+                pass
+
+        return W()
+
+
+async def test_watch_limit_falls_back_to_polling_with_a_warning(tmp_path: Path, hashes: HashIndex) -> None:
+    factory = _FailingThenPolling()
+    projects = Projects(hashes, watcher_factory=factory)
+    project = await projects.get(tmp_path)
+    assert project.polling and factory.polling_started
+    assert any("falling back to polling" in w and "max_user_watches" in w for w in projects.warnings)
+    await projects.close()
