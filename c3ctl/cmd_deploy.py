@@ -40,7 +40,10 @@ def show_event(
 ) -> common_pb2.Job | None:
     """Print one deploy event; returns the job when the event says it finished."""
     kind = event.WhichOneof("kind")
-    if kind == "pushed":
+    if kind == "progress":
+        render.progress(event.progress)
+    elif kind == "pushed":
+        render.progress_done()
         if not as_json:
             render.err.print(f"[dim]{render.push_stats(event.pushed)}[/]")
     elif kind == "notice":
@@ -74,6 +77,7 @@ async def _deploy(project_dir: Path, follow: bool, provider: str, as_json: bool,
         provider=provider,
         api_key=creds.api_key,
         coordinator_address=creds.coordinator_address,
+        tls=creds.daemon_tls,
     )
     exit_code = 0
     async with DaemonConnection() as daemon:

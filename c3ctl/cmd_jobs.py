@@ -44,11 +44,50 @@ def _job_json(job: common_pb2.Job) -> dict[str, object]:
     return data
 
 
+async def _follow_queue(as_json: bool, limit: int) -> None:
+    """Server-pushed job changes: a live table on a terminal, one line per change otherwise."""
+    jobs: dict[str, common_pb2.Job] = {}
+    async with session.coordinator() as s:
+        call = s.stub.WatchJobs(coordinator_pb2.WatchJobsRequest(), metadata=s.metadata)
+        live = None
+        if not as_json and sys.stdout.isatty():
+            from rich.live import Live
+
+            live = Live(render.jobs_table([]), console=render.out, auto_refresh=False)
+            live.start()
+        try:
+            async for job in call:
+                previous = jobs.get(job.id)
+                jobs[job.id] = job
+                if as_json:
+                    click.echo(json.dumps(_job_json(job)))
+                elif live is not None:
+                    newest = sorted(jobs.values(), key=lambda j: j.created_at.ToNanoseconds(), reverse=True)
+                    live.update(render.jobs_table(newest[:limit]), refresh=True)
+                elif previous is None or previous.state != job.state:
+                    render.out.print(
+                        f"{job.id}  {job.spec.project}  {render.state_name(job.state)}  "
+                        f"{job.gpu_profile or job.spec.gpu or 'any'}"
+                    )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            if live is not None:
+                live.stop()
+
+
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON (one object per change with --follow).")
 @click.option("-n", "--limit", default=50, show_default=True, help="How many jobs to list.")
-def squeue(as_json: bool, limit: int) -> None:
+@click.option("--follow", is_flag=True, help="Keep the list current as jobs change (server-pushed).")
+def squeue(as_json: bool, limit: int, follow: bool) -> None:
     """List your jobs with status, GPU profile and runtime."""
+    if follow:
+        try:
+            run(_follow_queue(as_json, limit))
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
+        return
 
     async def go() -> list[common_pb2.Job]:
         async with session.coordinator() as s:
@@ -75,7 +114,7 @@ def logs(job_id: str, follow: bool) -> None:
         creds = session.credentials()
         request = daemon_pb2.LogsRequest(
             job_id=job_id, follow=follow, api_key=creds.api_key,
-            coordinator_address=creds.coordinator_address,
+            coordinator_address=creds.coordinator_address, tls=creds.daemon_tls,
         )
         async with DaemonConnection() as daemon:
             await daemon.ensure_running()
@@ -157,7 +196,8 @@ def pull(job_id: str | None) -> None:
             if not jobs:
                 return []
             token = await s.storage_token()
-            async with StorageClient(token.storage_address, token.token) as storage:
+            tls = s.creds.channel_credentials
+            async with StorageClient(token.storage_address, token.token, credentials=tls) as storage:
                 return [(job, await pull_job(s, storage, job, dest_root)) for job in jobs]
 
     pulled = run(go())

@@ -8,6 +8,14 @@ import time
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from c3.v1 import common_pb2, daemon_pb2
@@ -73,6 +81,33 @@ def job_event(event: common_pb2.JobEvent) -> None:
         err.print(status_line(s.state, s.failure_reason, s.exit_code, s.message))
     elif event.HasField("truncated_bytes"):
         err.print(f"[yellow]… {human_bytes(event.truncated_bytes)} of output dropped (log limit)[/]")
+
+
+_bar: Progress | None = None
+_bar_task: TaskID | None = None
+
+
+def progress(update: daemon_pb2.Progress) -> None:
+    """A transient progress bar on stderr, only on a terminal."""
+    global _bar, _bar_task
+    if not sys.stderr.isatty() or update.total == 0:
+        return
+    if _bar is None:
+        _bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+            TransferSpeedColumn(), console=err, transient=True,
+        )
+        _bar.start()
+        _bar_task = _bar.add_task(update.phase, total=update.total)
+    assert _bar_task is not None
+    _bar.update(_bar_task, completed=update.done, total=update.total, description=update.phase)
+
+
+def progress_done() -> None:
+    global _bar, _bar_task
+    if _bar is not None:
+        _bar.stop()
+        _bar, _bar_task = None, None
 
 
 def push_stats(stats: daemon_pb2.PushStats) -> str:

@@ -7,6 +7,7 @@ import hashlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TypeVar
 
 from c3 import config as project_config
 from c3 import manifest, workspace
@@ -19,6 +20,8 @@ from c3d.follow import follow_events
 from c3d.history import History
 from c3d.projects import Projects
 
+T = TypeVar("T")
+
 
 class Pusher:
     """Turns a directory into a stored manifest, moving only blobs the server lacks."""
@@ -29,47 +32,80 @@ class Pusher:
         self.hashes = projects.hashes
 
     async def push_workspace(
-        self, root: Path, storage: StorageClient, server_key: str
+        self, root: Path, storage: StorageClient, server_key: str,
+        progress: ProgressFeed | None = None,
     ) -> tuple[str, daemon_pb2.PushStats]:
         """The project's workspace, from its live index (only changed files are hashed)."""
         started = time.monotonic()
         project = await self.projects.get(root)
         tree, index_stats = await project.index.manifest()
-        stats = await self._push(root, tree, storage, server_key)
+        stats = await self._push(root, tree, storage, server_key, progress)
         stats.files_scanned = index_stats.files_scanned
         stats.files_hashed = index_stats.files_hashed
         stats.seconds = time.monotonic() - started
         return await storage.put_manifest(tree), stats
 
     async def push_directory(
-        self, root: Path, storage: StorageClient, server_key: str
+        self, root: Path, storage: StorageClient, server_key: str,
+        progress: ProgressFeed | None = None,
     ) -> tuple[str, daemon_pb2.PushStats]:
         """A directory that is not watched (a dataset): scanned now, hashed through the index."""
         started = time.monotonic()
         files = await asyncio.to_thread(workspace.scan, root)
         entries, hash_stats = await self.hashes.digests(root, [(f.path, f.stat) for f in files])
         tree = manifest.build(entries)
-        stats = await self._push(root, tree, storage, server_key)
+        stats = await self._push(root, tree, storage, server_key, progress)
         stats.files_scanned = hash_stats.files_scanned
         stats.files_hashed = hash_stats.files_hashed
         stats.seconds = time.monotonic() - started
         return await storage.put_manifest(tree), stats
 
     async def _push(
-        self, root: Path, tree: common_pb2.Manifest, storage: StorageClient, server_key: str
+        self, root: Path, tree: common_pb2.Manifest, storage: StorageClient, server_key: str,
+        progress: ProgressFeed | None,
     ) -> daemon_pb2.PushStats:
         digests = {e.digest for e in tree.entries}
         known = await self.hashes.known_present(server_key, digests)
         candidates = [
             LocalBlob(root / e.path, e.digest, e.size) for e in tree.entries if e.digest not in known
         ]
-        pushed = await storage.push_files(_unique(candidates))
+        pushed = await storage.push_files(_unique(candidates), progress=progress)
         await self.hashes.mark_present(server_key, digests)
         return daemon_pb2.PushStats(
             blobs_new=pushed.blobs_new,
             bytes_sent=pushed.bytes_sent,
             bytes_total=manifest.total_size(tree),
         )
+
+
+class ProgressFeed:
+    """Progress callbacks turned into at most ~10 events a second for the client."""
+
+    INTERVAL_S = 0.1
+
+    def __init__(self, phase: str) -> None:
+        self.phase = phase
+        self.queue: asyncio.Queue[daemon_pb2.Progress] = asyncio.Queue()
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.INTERVAL_S or done >= total:
+            self._last = now
+            self.queue.put_nowait(daemon_pb2.Progress(phase=self.phase, done=done, total=total))
+
+
+async def with_progress(
+    task: asyncio.Task[T], feed: ProgressFeed
+) -> AsyncIterator[daemon_pb2.DeployEvent]:
+    """Yield progress events while `task` runs; the caller takes task.result() after."""
+    while not task.done():
+        getter = asyncio.ensure_future(feed.queue.get())
+        done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+        if getter in done:
+            yield daemon_pb2.DeployEvent(progress=getter.result())
+        else:
+            getter.cancel()
 
 
 def server_identity(storage_address: str, api_key: str) -> str:
@@ -136,7 +172,14 @@ async def deploy(
         async with StorageClient(
             token.storage_address, token.token, credentials=credentials_for(request.tls)
         ) as storage:
-            digest, stats = await pusher.push_workspace(cfg.root, storage, server_key)
+            feed = ProgressFeed("upload")
+            push = asyncio.create_task(pusher.push_workspace(cfg.root, storage, server_key, feed))
+            try:
+                async for event in with_progress(push, feed):
+                    yield event
+            finally:
+                push.cancel()
+            digest, stats = push.result()
             yield daemon_pb2.DeployEvent(pushed=stats)
             mounts = []
             async for mount, ds_stats in resolve_datasets(cfg, storage, pusher, server_key):
@@ -161,8 +204,8 @@ async def deploy(
         yield daemon_pb2.DeployEvent(submitted=job)
         if not request.follow:
             return
-        async for event in follow_events(client, pusher.history, job.id):
-            yield daemon_pb2.DeployEvent(job_event=event)
+        async for job_event in follow_events(client, pusher.history, job.id):
+            yield daemon_pb2.DeployEvent(job_event=job_event)
         final = await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=job.id))
         yield daemon_pb2.DeployEvent(finished=final.job)
     finally:
