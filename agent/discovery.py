@@ -8,6 +8,7 @@ exactly that set to its jobs through `CUDA_VISIBLE_DEVICES`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import shutil
@@ -50,6 +51,14 @@ class HostInfo:
     gpu_class: str
     gpus: tuple[Gpu, ...]
     hostname: str
+    host_gpu_count: int = 0  # every GPU on the host, not only this agent's
+
+    @property
+    def gpu_fraction(self) -> float:
+        """This agent's share of the host (its GPUs / all GPUs); 1 for the cpu profile."""
+        if not self.gpus or self.host_gpu_count <= 0:
+            return 1.0
+        return min(1.0, len(self.gpus) / self.host_gpu_count)
 
     @property
     def gpu_count(self) -> int:
@@ -150,5 +159,6 @@ def host_info(gpus: Sequence[Gpu], profile_override: str = "") -> HostInfo:
 
 
 async def discover(wanted: Sequence[int] | None = None, profile_override: str = "") -> HostInfo:
-    gpus = select_gpus(await query_gpus(), wanted)
-    return host_info(gpus, profile_override)
+    every = await query_gpus()
+    info = host_info(select_gpus(every, wanted), profile_override)
+    return dataclasses.replace(info, host_gpu_count=len(every))

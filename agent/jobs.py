@@ -9,19 +9,24 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent import artifacts
+from agent.cgroups import CgroupManager, JobCgroup
 from agent.discovery import HostInfo
+from agent.diskwatch import DEFAULT_INTERVAL_SECONDS, watch_disk
+from agent.docker import validate_image
 from agent.envs import EnvCache, EnvError
 from agent.logbatch import LogBatcher
-from agent.runner import DEFAULT_GRACE_SECONDS, Ending, ScriptRun
+from agent.resources import ResourceShare
+from agent.runner import DEFAULT_GRACE_SECONDS, Ending, RunResult, ScriptRun
 from agent.sandbox import JobLayout, LaunchSpec, ReadOnlyMount
-from agent.workspace import DatasetCache, fetch_workspace
+from agent.warmtree import WarmTrees
+from agent.workspace import DatasetCache, FetchStats, cache_fetched, fetch_workspace
 from c3.blobcache import BlobCache
 from c3.errors import C3Error
 from c3.storage_client import StorageClient
@@ -50,6 +55,10 @@ class _Active:
     run: ScriptRun | None = None
     stop_state: common_pb2.JobState.ValueType = S.JOB_STATE_UNSPECIFIED
     stop_reason: str = ""
+    received_ns: int = 0
+    caching: asyncio.Task[None] | None = None  # fills the blob cache while the script runs
+    fetched: FetchStats = field(default_factory=lambda: FetchStats(0, 0))
+    tree: Path | None = None  # where the job's workspace files are now
 
 
 def _ms(seconds: float) -> float:
@@ -62,8 +71,14 @@ class JobExecutor:
                  storage_factory: StorageFactory | None = None,
                  grace_seconds: float = DEFAULT_GRACE_SECONDS,
                  blob_cache_bytes: int = DEFAULT_BLOB_CACHE_BYTES,
-                 sandbox_problem: str = "") -> None:
+                 sandbox_problem: str = "", cgroups: CgroupManager | None = None,
+                 share: ResourceShare | None = None, docker: bool = False,
+                 disk_interval: float = DEFAULT_INTERVAL_SECONDS) -> None:
         self.data_dir = data_dir
+        self.cgroups = cgroups
+        self.share = share
+        self.docker = docker
+        self.disk_interval = disk_interval
         self.host = host
         self.sandboxed = sandboxed
         self.unsandboxed_ok = unsandboxed_ok
@@ -78,6 +93,8 @@ class JobExecutor:
         self.envs = EnvCache(data_dir / "envs")
         self._active: dict[str, _Active] = {}
         self._projects: set[str] = set()
+        self.warm = WarmTrees(data_dir / "warm")
+        self._background: set[asyncio.Task[None]] = set()
         # Leftovers of a previous run of this agent (crash, SIGKILL): never reused.
         if self.jobs_dir.exists():
             shutil.rmtree(self.jobs_dir, ignore_errors=True)
@@ -103,7 +120,7 @@ class JobExecutor:
                          message=f"agent is busy with job {busy}; it runs one job at a time")
             return
         self._status(job.id, S.JOB_STATE_SCHEDULING)  # pickup acknowledgement
-        active = _Active(job)
+        active = _Active(job, received_ns=time.time_ns())
         self._active[job.id] = active
         active.task = asyncio.create_task(self._run(active, assignment), name=f"job-{job.id}")
 
@@ -157,6 +174,10 @@ class JobExecutor:
         received = time.monotonic()
         logs = LogBatcher(job.id, self._send_logs)
         logs.start()
+        # Stamped with the moment the assignment arrived: the user sees pickup latency,
+        # and `scripts/bench/agent` measures "received -> first output line" from it.
+        logs.system(f"c3: picked up by {self.host.hostname} ({self.host.profile})",
+                    at_ns=active.received_ns)
         job_dir = self.jobs_dir / job.id
         final: tuple[Any, ...] = (S.JOB_STATE_FAILED, S.FAILURE_REASON_INTERNAL, 0, "", "", 0)
         try:
@@ -173,16 +194,37 @@ class JobExecutor:
         finally:
             await logs.close()
             state, reason, code, message, path, version = final
+            # Kept for the project's next job, before that job can be sent.
+            if active.fetched.records:
+                active.tree = await asyncio.to_thread(
+                    self.warm.keep, job.org_id, job.spec.project, job_dir / "workspace",
+                    active.fetched.records)
+            # Free before reporting: the coordinator may send the next job the moment it
+            # sees the final status. The old job's dir is removed while that one starts.
+            self._active.pop(job.id, None)
             self._status(job.id, state, reason=reason, exit_code=code, message=message,
                          artifacts_path=path, artifacts_version=version)
-            await asyncio.to_thread(shutil.rmtree, job_dir, True)
-            self._active.pop(job.id, None)
             self._on_idle()
+            if active.caching is not None and not active.caching.done():
+                # Goes on reading the kept tree; held so it is not garbage-collected.
+                self._background.add(active.caching)
+                active.caching.add_done_callback(self._background.discard)
+            await asyncio.to_thread(shutil.rmtree, job_dir, True)
 
     async def _execute(self, active: _Active, assignment: agent_pb2.Assignment,
                        logs: LogBatcher, job_dir: Path, received: float) -> tuple[Any, ...]:
         job, spec = active.job, active.job.spec
-        if not self.sandboxed and not self.unsandboxed_ok:
+        image = ""
+        if spec.docker_image:
+            try:
+                image = validate_image(spec.docker_image)
+            except C3Error as exc:
+                raise JobFailed(S.FAILURE_REASON_ENV_ERROR, exc.message) from exc
+            if not self.docker:
+                raise JobFailed(S.FAILURE_REASON_ENV_ERROR,
+                                "this agent has no container engine (`docker info` failed at "
+                                "its start), so it cannot run docker.image jobs")
+        elif not self.sandboxed and not self.unsandboxed_ok:
             raise JobFailed(S.FAILURE_REASON_ENV_ERROR,
                             f"this agent cannot sandbox jobs ({self.sandbox_problem}); "
                             "its operator must fix bubblewrap or start it with --allow-unsandboxed")
@@ -194,7 +236,7 @@ class JobExecutor:
                 0.0, (time.time_ns() - assignment.assigned_at.ToNanoseconds()) / 1e6)
         async with self._storage_factory(assignment.storage_address,
                                          assignment.storage_token) as client:
-            mounts = await self._fetch(client, spec, layout, logs)
+            mounts = await self._fetch(active, client, layout, logs)
             startup.workspace_fetch_ms = _ms(time.monotonic() - received)
             self._projects.add(spec.project)
             t_env = time.monotonic()
@@ -208,35 +250,72 @@ class JobExecutor:
                     raise JobFailed(S.FAILURE_REASON_ENV_ERROR, exc.message) from exc
                 venv, read_only = env.venv, env.read_only
             startup.environment_ms = _ms(time.monotonic() - t_env)
+            share = self.share
             launch = LaunchSpec(layout=layout, script=spec.script, workdir=spec.workdir,
                                 datasets=mounts, venv=venv, extra_read_only=read_only,
-                                cuda_visible_devices=self.host.cuda_visible_devices)
+                                cuda_visible_devices=self.host.cuda_visible_devices,
+                                shm_bytes=share.shm_bytes if share else 0,
+                                docker_image=image, container_name=f"c3-{job.id}",
+                                share=share)
+            group = await self._cgroup(job.id) if not image else None
             run = ScriptRun(launch, sandboxed=self.sandboxed, logs=logs,
                             time_limit_seconds=spec.time_limit_seconds,
-                            grace_seconds=self.grace_seconds)
+                            grace_seconds=self.grace_seconds, cgroup=group)
             t_spawn = time.monotonic()
             try:
                 await run.start()
             except C3Error as exc:
+                await self._drop_cgroup(group)
                 raise JobFailed(S.FAILURE_REASON_WORKSPACE_ERROR, exc.message) from exc
             startup.script_start_ms = _ms(time.monotonic() - t_spawn)
             active.run = run
+            if active.fetched.fetched:
+                active.caching = asyncio.create_task(
+                    cache_fetched(active.fetched, lambda: active.tree, self.blobs))
             self._status(job.id, S.JOB_STATE_RUNNING, startup=startup,
                          message=f"running on {self.host.hostname} ({self.host.profile})")
             if active.stop_state:  # a cancel raced the spawn
                 run.stop(Ending.TIMED_OUT if active.stop_state == S.JOB_STATE_TIMED_OUT
                          else Ending.CANCELED, active.stop_reason)
-            result = await run.wait()
+            watchdog = None
+            if share is not None and share.disk_bytes:
+                watchdog = asyncio.create_task(watch_disk(
+                    job_dir, share.disk_bytes, lambda why: run.stop(Ending.DISK_LIMIT, why),
+                    self.disk_interval))
+            try:
+                result = await run.wait()
+            finally:
+                if watchdog is not None:
+                    watchdog.cancel()
+                await self._drop_cgroup(group)
             return await self._finish(client, active, layout, logs, result)
 
-    async def _fetch(self, client: Any, spec: common_pb2.JobSpec, layout: JobLayout,
+    async def _cgroup(self, job_id: str) -> JobCgroup | None:
+        if self.cgroups is None or self.share is None:
+            return None
+        try:
+            return await asyncio.to_thread(self.cgroups.create, f"job-{job_id}", self.share)
+        except OSError as exc:
+            raise JobFailed(S.FAILURE_REASON_INTERNAL,
+                            f"could not create the job's cgroup: {exc}") from exc
+
+    @staticmethod
+    async def _drop_cgroup(group: JobCgroup | None) -> None:
+        if group is not None:
+            await asyncio.to_thread(group.remove)
+
+    async def _fetch(self, active: _Active, client: Any, layout: JobLayout,
                      logs: LogBatcher) -> tuple[ReadOnlyMount, ...]:
+        spec = active.job.spec
         try:
             stats = await fetch_workspace(client, spec.workspace_manifest_digest,
-                                          layout.workspace, self.blobs)
+                                          layout.workspace, self.blobs, self.warm,
+                                          (active.job.org_id, spec.project))
         except (C3Error, OSError) as exc:
             raise JobFailed(S.FAILURE_REASON_WORKSPACE_ERROR,
                             f"could not fetch the workspace: {exc}") from exc
+        active.fetched = stats
+        active.tree = layout.workspace
         logs.system(f"c3: workspace ready ({stats.files} files, "
                     f"{stats.bytes_fetched} bytes fetched)")
         if spec.datasets and not self.sandboxed:
@@ -252,9 +331,13 @@ class JobExecutor:
         return tuple(mounts)
 
     async def _finish(self, client: Any, active: _Active, layout: JobLayout, logs: LogBatcher,
-                      result: Any) -> tuple[Any, ...]:
+                      result: RunResult) -> tuple[Any, ...]:
         job = active.job
         script_ok = result.ending is Ending.EXITED and result.exit_code == 0
+        if result.oom_killed and not script_ok:
+            limit = self.share.memory_bytes if self.share else 0
+            logs.system(f"c3: the job ran out of memory (limit {limit >> 20} MiB) and was "
+                        "killed by the kernel's OOM killer")
         path, version = "", 0
         try:
             info, collection = await artifacts.upload(
@@ -277,6 +360,15 @@ class JobExecutor:
         if result.ending is Ending.TIMED_OUT:
             return (S.JOB_STATE_TIMED_OUT, S.FAILURE_REASON_UNSPECIFIED, result.exit_code,
                     result.reason, path, version)
+        if result.ending is Ending.DISK_LIMIT:
+            return (S.JOB_STATE_FAILED, S.FAILURE_REASON_WORKSPACE_ERROR, result.exit_code,
+                    result.reason, path, version)
+        if result.oom_killed and result.exit_code != 0:
+            limit = self.share.memory_bytes if self.share else 0
+            return (S.JOB_STATE_FAILED, S.FAILURE_REASON_OOM, result.exit_code,
+                    f"out of memory: the job used more than its {limit >> 20} MiB memory "
+                    "share and the OOM killer ended it; use less memory or a profile with "
+                    "more GPUs (memory is shared in proportion)", path, version)
         if result.exit_code != 0:
             return (S.JOB_STATE_FAILED, S.FAILURE_REASON_EXIT_CODE, result.exit_code,
                     f"the script exited with code {result.exit_code}", path, version)

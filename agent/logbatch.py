@@ -25,9 +25,9 @@ READ_CHUNK = 64 * 1024
 SendBatch = Callable[[agent_pb2.LogBatch], Awaitable[None]]
 
 
-def _now() -> Timestamp:
+def _now(at_ns: int | None = None) -> Timestamp:
     ts = Timestamp()
-    ts.FromNanoseconds(time.time_ns())
+    ts.FromNanoseconds(time.time_ns() if at_ns is None else at_ns)
     return ts
 
 
@@ -93,15 +93,16 @@ class LogBatcher:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"logs-{self.job_id}")
 
-    def add(self, stream: common_pb2.LogStream.ValueType, text: str) -> None:
-        self._lines.append(common_pb2.LogLine(stream=stream, text=text, at=_now()))
+    def add(self, stream: common_pb2.LogStream.ValueType, text: str,
+            at_ns: int | None = None) -> None:
+        self._lines.append(common_pb2.LogLine(stream=stream, text=text, at=_now(at_ns)))
         self._bytes += len(text)
         self._wake.set()
         if len(self._lines) >= MAX_BATCH_LINES or self._bytes >= MAX_BATCH_BYTES:
             self._full.set()
 
-    def system(self, text: str) -> None:
-        self.add(common_pb2.LOG_STREAM_SYSTEM, text)
+    def system(self, text: str, at_ns: int | None = None) -> None:
+        self.add(common_pb2.LOG_STREAM_SYSTEM, text, at_ns)
 
     async def _flush(self) -> None:
         if not self._lines:

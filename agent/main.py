@@ -11,12 +11,24 @@ import socket
 import sys
 from pathlib import Path
 
+from agent.cgroups import CgroupManager, detect_cgroups
 from agent.connection import Connection, Outbox, read_provisioning_secret
-from agent.discovery import discover
+from agent.discovery import HostInfo, discover
+from agent.diskwatch import DEFAULT_INTERVAL_SECONDS
+from agent.docker import probe_docker
 from agent.jobs import DEFAULT_BLOB_CACHE_BYTES, JobExecutor
+from agent.resources import (
+    HostTotals,
+    ResourceShare,
+    ShareOverrides,
+    compute_share,
+    parse_size,
+)
 from agent.runner import DEFAULT_GRACE_SECONDS
 from agent.sandbox import probe_bwrap
 from c3.errors import C3Error
+from c3.storage_client import StorageClient
+from c3.tls import channel_credentials, warn_if_plaintext
 from c3.v1 import agent_pb2
 
 log = logging.getLogger("c3-agent")
@@ -41,6 +53,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grace-seconds", type=float, default=DEFAULT_GRACE_SECONDS,
                    help="time between SIGTERM and SIGKILL when a job is stopped")
     p.add_argument("--blob-cache-bytes", type=int, default=DEFAULT_BLOB_CACHE_BYTES)
+    limits = p.add_argument_group(
+        "resources", "a job's baseline share of the host, by default in proportion to this "
+        "agent's fraction of the host's GPUs (the whole host for the cpu profile)")
+    limits.add_argument("--share", type=float, default=None, metavar="FRACTION",
+                        help="override the fraction of the host (0-1] a job gets")
+    limits.add_argument("--memory", type=parse_size, default=None, metavar="SIZE",
+                        help="memory baseline per job (e.g. 16G)")
+    limits.add_argument("--memory-burst", type=float, default=1.0, metavar="FACTOR",
+                        help="hard memory limit = baseline x FACTOR (default 1)")
+    limits.add_argument("--cpus", type=float, default=None,
+                        help="CPU share per job (a weight: jobs may burst while CPUs idle)")
+    limits.add_argument("--pids-max", type=int, default=None, help="processes per job")
+    limits.add_argument("--shm-size", type=parse_size, default=None, metavar="SIZE",
+                        help="size of a job's /dev/shm")
+    limits.add_argument("--disk-limit", type=parse_size, default=None, metavar="SIZE",
+                        help="disk a job's workspace may use")
+    limits.add_argument("--disk-check-seconds", type=float, default=DEFAULT_INTERVAL_SECONDS,
+                        help="how often the workspace disk limit is checked")
+    limits.add_argument("--no-cgroups", action="store_true",
+                        help="do not enforce limits with cgroups")
+    tls = p.add_argument_group("TLS (coordinator and storage connections)")
+    tls.add_argument("--tls-ca", default="", help="CA that signed the servers' certificates")
+    tls.add_argument("--tls-cert", default="", help="client certificate for mutual TLS")
+    tls.add_argument("--tls-key", default="", help="client certificate key for mutual TLS")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -52,6 +88,29 @@ def _gpu_indices(value: str | None) -> list[int] | None:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise C3Error(f"--gpus {value!r}: expected comma-separated indices such as 0,1") from None
+
+
+def _resources(args: argparse.Namespace, host: HostInfo, data_dir: Path
+               ) -> tuple[ResourceShare, CgroupManager | None]:
+    flags = ShareOverrides(fraction=args.share, memory_bytes=args.memory,
+                           memory_burst=args.memory_burst, cpus=args.cpus,
+                           pids_max=args.pids_max, shm_bytes=args.shm_size,
+                           disk_bytes=args.disk_limit)
+    try:
+        share = compute_share(HostTotals.of_this_host(data_dir), host.gpu_fraction, flags)
+    except ValueError as exc:
+        raise C3Error(str(exc)) from exc
+    manager: CgroupManager | None = None
+    if args.no_cgroups:
+        log.warning("cgroups disabled (--no-cgroups): memory, CPU and process limits are "
+                    "NOT enforced")
+    else:
+        manager, problem = detect_cgroups()
+        if manager is None:
+            log.warning("%s; jobs run WITHOUT memory, CPU and process limits", problem)
+        else:
+            log.info("cgroup v%d: each job gets %s", manager.version, share.describe())
+    return share, manager
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -73,6 +132,15 @@ async def serve(args: argparse.Namespace) -> int:
                       "--allow-unsandboxed to run them without one)", problem)
     log.info("host %s: profile %s, %d GPU(s) [%s], sandbox %s", host.hostname, host.profile,
              host.gpu_count, host.cuda_visible_devices or "-", "bwrap" if sandboxed else "none")
+    share, cgroups = await asyncio.to_thread(_resources, args, host, data_dir)
+    docker_problem = await probe_docker()
+    if docker_problem:
+        log.info("no container engine (%s): docker.image jobs are not offered", docker_problem)
+    tls_creds = None
+    if args.tls_ca or args.tls_cert:
+        tls_creds = channel_credentials(args.tls_ca or None, args.tls_cert or None,
+                                        args.tls_key or None)
+    warn_if_plaintext(args.coordinator, tls_creds, "c3-agent")
     outbox = Outbox()
     connection: Connection | None = None
 
@@ -84,15 +152,18 @@ async def serve(args: argparse.Namespace) -> int:
         data_dir=data_dir, host=host, sandboxed=sandboxed,
         unsandboxed_ok=args.allow_unsandboxed, emit=outbox.put, on_idle=on_idle,
         grace_seconds=args.grace_seconds, blob_cache_bytes=args.blob_cache_bytes,
-        sandbox_problem=problem or "",
+        sandbox_problem=problem or "", cgroups=cgroups, share=share,
+        docker=docker_problem is None, disk_interval=args.disk_check_seconds,
+        storage_factory=(lambda addr, tok: StorageClient(addr, tok, credentials=tls_creds)),
     )
     caps = agent_pb2.AgentCapabilities(
         profile=host.profile, gpu_class=host.gpu_class, gpu_count=host.gpu_count,
-        provider=args.provider, region=args.region, capacity=1, docker=False,
+        provider=args.provider, region=args.region, capacity=1, docker=docker_problem is None,
         sandbox=sandboxed, hostname=socket.gethostname(),
     )
     connection = Connection(address=args.coordinator, secret=secret, data_dir=data_dir,
-                            capabilities=caps, executor=executor, outbox=outbox)
+                            capabilities=caps, executor=executor, outbox=outbox,
+                            credentials=tls_creds)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -16,6 +16,7 @@ import signal
 import time
 from dataclasses import dataclass
 
+from agent.cgroups import JobCgroup, enter_cgroup_argv
 from agent.logbatch import LogBatcher
 from agent.sandbox import LaunchSpec, job_environment, launch_argv
 from c3.v1 import common_pb2
@@ -31,6 +32,7 @@ class Ending(enum.Enum):
     EXITED = "exited"
     CANCELED = "canceled"
     TIMED_OUT = "timed_out"
+    DISK_LIMIT = "disk_limit"
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class RunResult:
     exit_code: int
     runtime_seconds: float
     reason: str = ""
+    oom_killed: bool = False  # the kernel's OOM killer ended a process of the job
 
 
 async def _process_exit(pid: int) -> None:
@@ -71,8 +74,10 @@ class ScriptRun:
     """One started script. `stop()` may be called at any time from another task."""
 
     def __init__(self, spec: LaunchSpec, *, sandboxed: bool, logs: LogBatcher,
-                 time_limit_seconds: float = 0, grace_seconds: float = DEFAULT_GRACE_SECONDS):
+                 time_limit_seconds: float = 0, grace_seconds: float = DEFAULT_GRACE_SECONDS,
+                 cgroup: JobCgroup | None = None):
         self.spec = spec
+        self.cgroup = cgroup
         self.sandboxed = sandboxed
         self.logs = logs
         self.time_limit_seconds = time_limit_seconds
@@ -91,7 +96,14 @@ class ScriptRun:
     async def start(self) -> None:
         """Spawn the script (raises InvalidArgument for a bad script/workdir, OSError)."""
         argv, cwd = launch_argv(self.spec, self.sandboxed)
-        env = job_environment(self.spec, self.sandboxed)
+        if self.spec.docker_image:
+            from agent.docker import docker_client_env
+
+            env = docker_client_env()
+        else:
+            env = job_environment(self.spec, self.sandboxed)
+        if self.cgroup is not None:
+            argv = enter_cgroup_argv(self.cgroup.procs_files, argv)
         self.started_at = time.monotonic()
         self._proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -146,8 +158,11 @@ class ScriptRun:
                     reason = f"time limit of {self.time_limit_seconds:g}s reached"
                 self.logs.system(f"c3: stopping the job: {reason or ending.value}")
                 await self._terminate()
-            # Whatever the script left running dies with it.
+            # Whatever the script left running dies with it (the cgroup also reaches
+            # children that left the process group).
             self._signal_group(signal.SIGKILL)
+            if self.cgroup is not None:
+                await asyncio.to_thread(self.cgroup.kill_all)
             _, pending = await asyncio.wait(pumps, timeout=PIPE_DRAIN_SECONDS)
             for task in pending:
                 task.cancel()
@@ -160,7 +175,8 @@ class ScriptRun:
                 self._signal_group(signal.SIGKILL)
                 exited.cancel()
         code = proc.returncode if proc.returncode is not None else -1
-        return RunResult(ending, code, time.monotonic() - self.started_at, reason)
+        oom = self.cgroup is not None and self.cgroup.oom_killed()
+        return RunResult(ending, code, time.monotonic() - self.started_at, reason, oom)
 
 
 async def run_script(spec: LaunchSpec, *, sandboxed: bool, logs: LogBatcher,

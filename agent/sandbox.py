@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from agent.resources import ResourceShare
 from c3.errors import InvalidArgument
 from c3.manifest import check_relative_path
 
@@ -69,6 +70,10 @@ class LaunchSpec:
     cuda_visible_devices: str = ""
     term: str = "dumb"
     extra_env: dict[str, str] = field(default_factory=dict)
+    shm_bytes: int = 0  # size of the job's private /dev/shm (0: bwrap's default)
+    docker_image: str = ""  # run inside this Docker Hub image instead of bwrap
+    container_name: str = ""
+    share: ResourceShare | None = None  # docker jobs: limits passed to `docker run`
 
 
 def check_mount_target(target: str) -> str:
@@ -145,7 +150,10 @@ def bwrap_argv(spec: LaunchSpec, command: Sequence[str]) -> list[str]:
             argv += ["--symlink", os.readlink(directory), directory]
         elif os.path.isdir(directory):
             argv += ["--ro-bind", directory, directory]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm"]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    if spec.shm_bytes:
+        argv += ["--size", str(spec.shm_bytes)]
+    argv += ["--tmpfs", "/dev/shm"]
     # GPUs: device nodes only (the driver libraries come with /usr).
     for node in sorted(glob.glob("/dev/nvidia*")) + sorted(glob.glob("/dev/dri")):
         argv += ["--dev-bind", node, node]
@@ -177,6 +185,10 @@ def launch_argv(spec: LaunchSpec, sandboxed: bool) -> tuple[list[str], Path]:
     host_cwd = spec.layout.workspace / workdir if workdir else spec.layout.workspace
     if not host_cwd.is_dir():
         raise InvalidArgument(f"job workdir {spec.workdir!r} is not a directory in the workspace")
+    if spec.docker_image:
+        from agent.docker import docker_run_argv
+
+        return docker_run_argv(spec, script, spec.share), host_cwd
     if sandboxed:
         return bwrap_argv(spec, [bash, f"{SANDBOX_WORKSPACE}/{script}"]), host_cwd
     return [bash, str(spec.layout.workspace / script)], host_cwd

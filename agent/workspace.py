@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.sandbox import ReadOnlyMount, check_mount_target
+from agent.warmtree import Record, WarmTrees, stamp_written
 from c3.blobcache import BlobCache
-from c3.errors import InvalidArgument
-from c3.manifest import check_digest
+from c3.errors import C3Error, InvalidArgument
+from c3.manifest import EMPTY_DIGEST, check_digest, check_relative_path, validate
 from c3.storage_client import StorageClient
 from c3.v1 import common_pb2
 
@@ -29,14 +31,72 @@ COMPLETE_MARKER = ".c3-complete"
 class FetchStats:
     files: int
     bytes_fetched: int
+    # Entries fetched from storaged straight into the workspace, to be added to the blob
+    # cache once the script runs (see `cache_fetched`).
+    fetched: tuple[common_pb2.ManifestEntry, ...] = ()
+    records: dict[str, Record] = field(default_factory=dict)  # for WarmTrees.keep
+
+
+def _copy_cached(entries: list[common_pb2.ManifestEntry], dest: Path, cache: BlobCache
+                 ) -> list[common_pb2.ManifestEntry]:
+    """Copy every cached blob into the fresh `dest` in one pass (one thread hop for the
+    whole tree, not one per file); returns the entries still missing. `dest` is new and
+    only this function creates anything in it, so no symlink can be met on the way."""
+    missing = []
+    made: set[Path] = set()
+    for entry in entries:
+        check_relative_path(entry.path)
+        if entry.digest == EMPTY_DIGEST or not cache.has(entry.digest):
+            missing.append(entry)
+            continue
+        target = dest / entry.path
+        if target.parent not in made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made.add(target.parent)
+        cache.link_into(entry.digest, target, entry.executable, writable=True)
+    return missing
 
 
 async def fetch_workspace(client: StorageClient, manifest_digest: str, dest: Path,
-                          cache: BlobCache) -> FetchStats:
+                          cache: BlobCache, warm: WarmTrees | None = None,
+                          owner: tuple[str, str] = ("", "")) -> FetchStats:
+    """The workspace at `dest`: the project's previous tree reused where unchanged
+    (`warm`, keyed by `owner` = (org, project)), cached blobs copied, the rest fetched
+    (verified) straight into place. New blobs reach the cache later, off the job's startup
+    path, because the cache makes each blob durable (fsync) and that would dominate."""
     check_digest(manifest_digest)
     manifest = await client.get_manifest(manifest_digest)
-    fetched = await client.download_tree(manifest, dest, cache=cache)
-    return FetchStats(len(manifest.entries), fetched)
+    validate(manifest)
+    await cache.open()
+    kept: dict[str, Record] = {}
+    if warm is not None:
+        todo, kept = await asyncio.to_thread(warm.take, *owner, manifest, dest)
+    else:
+        dest.mkdir(parents=True, exist_ok=True)
+        todo = list(manifest.entries)
+    missing = await asyncio.to_thread(_copy_cached, todo, dest, cache)
+    fetched = 0
+    if missing:
+        fetched = await client.download_tree(common_pb2.Manifest(entries=missing), dest)
+    records = {**kept, **await asyncio.to_thread(stamp_written, dest, todo)}
+    return FetchStats(len(manifest.entries), fetched,
+                      tuple(e for e in missing if e.digest != EMPTY_DIGEST), records)
+
+
+async def cache_fetched(stats: FetchStats, where: Callable[[], Path | None],
+                        cache: BlobCache) -> None:
+    """Add freshly fetched workspace files to the blob cache (run it while the script
+    runs). Each file is re-hashed, so one the job already changed is skipped."""
+    for entry in stats.fetched:
+        if cache.has(entry.digest):
+            continue
+        workspace = where()  # the tree moves when it is kept for the next job
+        if workspace is None:
+            return
+        try:
+            await cache.add_file(workspace / entry.path, entry.digest)
+        except (OSError, C3Error):
+            continue  # changed or removed by the job, or the job dir is gone
 
 
 class DatasetCache:

@@ -5,6 +5,7 @@ artifacts are committed under /jobs/<id>; cancel stops the whole process group."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -66,10 +67,11 @@ async def push_workspace(stack: Stack, root: Path) -> str:
         return await storage.put_manifest(build(entries))
 
 
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+@contextlib.asynccontextmanager
+async def start_stack(tmp_path: Path, *agent_args: str) -> AsyncIterator[Stack]:
+    """Coordinator + storaged in-process, a real `c3-agent` process with `agent_args`."""
     coord_dir = tmp_path / "coord"
-    coord_dir.mkdir()
+    coord_dir.mkdir(exist_ok=True)
     signer = TokenSigner.load_or_create(coord_dir / "signing-key.pem")
     storaged = await StoragedServer.start(
         StoragedConfig(data_dir=tmp_path / "store", listen="127.0.0.1:0"),
@@ -81,7 +83,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         subprocess.Popen,
         [sys.executable, "-m", "agent.main", "--coordinator", app.address,
          "--secret-file", str(coord_dir / "bootstrap.json"), "--data-dir",
-         str(tmp_path / "agent"), "--grace-seconds", "1", "--allow-unsandboxed"],
+         str(tmp_path / "agent"), "--grace-seconds", "1", "--allow-unsandboxed", *agent_args],
         env=env)
     ch = channel(app.address)
     try:
@@ -97,10 +99,26 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         await storaged.stop()
 
 
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    async with start_stack(tmp_path) as s:
+        yield s
+
+
+async def submit_and_wait(stack: Stack, **fields: Any) -> tuple[S.Job, list[S.JobEvent]]:
+    """Submit a job, follow its events to the end; (the finished job, its events)."""
+    c, md = client(stack.channel), bearer(stack.api_key)
+    fields.setdefault("project", "demo")
+    job = (await c.SubmitJob(pb.SubmitJobRequest(spec=S.JobSpec(**fields)), metadata=md)).job
+    events: list[S.JobEvent] = []
+    await asyncio.wait_for(events_until_done(stack, job.id, events), 60)
+    return (await c.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)).job, events
+
+
 async def events_until_done(stack: Stack, job_id: str, seen: list[S.JobEvent],
                             on_event: object = None) -> S.JobState.ValueType:
     stream = client(stack.channel).StreamJobEvents(
-        pb.StreamJobEventsRequest(job_id=job_id), metadata=bearer(stack.api_key))
+        pb.StreamJobEventsRequest(job_id=job_id, follow=True), metadata=bearer(stack.api_key))
     async for event in stream:
         seen.append(event)
         if callable(on_event):

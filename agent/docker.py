@@ -1,0 +1,130 @@
+"""`docker.image` jobs: Docker Hub references only, and the `docker run` that runs one.
+
+Accepted references: `ubuntu`, `ubuntu:22.04`, `pytorch/pytorch:2.3.0-cuda12.1-cudnn8-runtime`,
+`docker.io/library/python:3.11`, `index.docker.io/...`, optionally pinned `@sha256:<64 hex>`.
+Anything naming another registry (a first component with a `.` or `:` or `localhost`)
+is refused: the agent pulls only from Docker Hub.
+
+The container gets the workspace at /workspace, the artifacts dir at /c3/artifacts, the
+job's exact environment (no host variables), the agent's GPUs, and the job's resource
+share as docker's own cgroup limits (docker puts the container in a cgroup of its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+
+from agent.resources import ResourceShare
+from agent.sandbox import (
+    SANDBOX_ARTIFACTS,
+    SANDBOX_WORKSPACE,
+    SYSTEM_PATH,
+    LaunchSpec,
+    job_environment,
+)
+from c3.errors import InvalidArgument
+
+DOCKER_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_NAME = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def validate_image(reference: str) -> str:
+    """The canonical Docker Hub reference (`docker.io/<ns>/<name>[:tag|@digest]`), or
+    InvalidArgument saying what is wrong and what is accepted."""
+    ref = reference.strip()
+    if not ref:
+        raise InvalidArgument("docker.image is empty; give a Docker Hub image such as python:3.11")
+    rest, _, digest = ref.partition("@")
+    first, _, remainder = rest.partition("/")
+    if remainder and ("." in first or ":" in first or first == "localhost"):
+        if first.lower() not in DOCKER_HUB_HOSTS:
+            raise InvalidArgument(
+                f"docker.image {reference!r} names the registry {first!r}; only Docker Hub "
+                "images are accepted (e.g. python:3.11, pytorch/pytorch:2.3.0-cuda12.1-"
+                "cudnn8-runtime or docker.io/library/ubuntu:22.04)")
+        rest = remainder
+    name, tag = rest, ""
+    last_slash = rest.rfind("/")
+    colon = rest.rfind(":")
+    if colon > last_slash:
+        name, tag = rest[:colon], rest[colon + 1:]
+    if not _NAME.match(name):
+        raise InvalidArgument(
+            f"docker.image {reference!r}: {name!r} is not a valid image name (lowercase "
+            "letters, digits and separators, e.g. pytorch/pytorch)")
+    if tag and not _TAG.match(tag):
+        raise InvalidArgument(f"docker.image {reference!r}: invalid tag {tag!r}")
+    if digest and not _DIGEST.match(digest):
+        raise InvalidArgument(
+            f"docker.image {reference!r}: digest must be sha256:<64 hex digits>")
+    if "/" not in name:
+        name = f"library/{name}"
+    canonical = f"docker.io/{name}"
+    if tag:
+        canonical += f":{tag}"
+    if digest:
+        canonical += f"@{digest}"
+    return canonical
+
+
+def docker_run_argv(spec: LaunchSpec, script: str, share: ResourceShare | None = None,
+                    docker: str = "docker") -> list[str]:
+    """`docker run` for one job: `bash /workspace/<script>` in the image."""
+    image = validate_image(spec.docker_image)
+    workdir = spec.workdir.strip("/")
+    argv = [docker, "run", "--rm", "--init", "--pull", "missing", "--network", "host",
+            "--user", "0:0"]
+    if spec.container_name:
+        argv += ["--name", spec.container_name]
+    argv += ["-v", f"{spec.layout.workspace}:{SANDBOX_WORKSPACE}",
+             "-v", f"{spec.layout.artifacts}:{SANDBOX_ARTIFACTS}",
+             "-v", f"{spec.layout.tmp}:/tmp",
+             "-w", f"{SANDBOX_WORKSPACE}/{workdir}" if workdir else SANDBOX_WORKSPACE]
+    for mount in spec.datasets:
+        argv += ["-v", f"{mount.host}:{mount.target}:ro"]
+    env = job_environment(spec, sandboxed=True)
+    env.pop("PATH", None)  # the image's own PATH (its python, its tools)
+    for key in sorted(env):
+        argv += ["-e", f"{key}={env[key]}"]
+    if spec.cuda_visible_devices:
+        argv += ["--gpus", f'"device={spec.cuda_visible_devices}"']
+        argv += ["-e", "CUDA_VISIBLE_DEVICES=" + ",".join(
+            str(i) for i in range(len(spec.cuda_visible_devices.split(","))))]
+    if share is not None:
+        if share.memory_bytes:
+            argv += ["--memory", str(share.memory_bytes),
+                     "--memory-reservation", str(share.memory_high_bytes)]
+        argv += ["--cpu-shares", str(share.cpu_shares_v1)]
+        if share.pids_max:
+            argv += ["--pids-limit", str(share.pids_max)]
+        if share.shm_bytes:
+            argv += ["--shm-size", str(share.shm_bytes)]
+    return [*argv, image, "bash", f"{SANDBOX_WORKSPACE}/{script}"]
+
+
+def docker_client_env() -> dict[str, str]:
+    """The docker CLI's own environment: nothing of the agent's secrets."""
+    return {"PATH": SYSTEM_PATH, "HOME": "/root"}
+
+
+async def probe_docker() -> str | None:
+    """None when a container engine answers `docker info`, else why not."""
+    exe = shutil.which("docker", path=SYSTEM_PATH)
+    if exe is None:
+        return "docker is not installed"
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            exe, "info", "--format", "{{.ServerVersion}}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=20)
+    except (OSError, TimeoutError) as exc:
+        return f"`docker info` failed: {exc}"
+    if proc.returncode != 0:
+        lines = err.decode(errors="replace").strip().splitlines()
+        return f"`docker info` failed: {lines[-1] if lines else proc.returncode}"
+    return None

@@ -1,0 +1,112 @@
+"""docker.image: only Docker Hub references pass; the `docker run` the agent builds; the
+engine probe that decides whether the agent advertises docker at all."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+from pathlib import Path
+
+import pytest
+from test_agent_integration import push_workspace, start_stack, submit_and_wait
+
+from agent.docker import docker_run_argv, probe_docker, validate_image
+from agent.resources import ResourceShare
+from agent.sandbox import JobLayout, LaunchSpec, ReadOnlyMount, launch_argv
+from c3.errors import InvalidArgument
+from c3.v1 import common_pb2 as S
+
+
+@pytest.mark.parametrize(("ref", "canonical"), [
+    ("ubuntu", "docker.io/library/ubuntu"),
+    ("python:3.11-slim", "docker.io/library/python:3.11-slim"),
+    ("pytorch/pytorch:2.3.0-cuda12.1-cudnn8-runtime",
+     "docker.io/pytorch/pytorch:2.3.0-cuda12.1-cudnn8-runtime"),
+    ("docker.io/library/ubuntu:22.04", "docker.io/library/ubuntu:22.04"),
+    ("index.docker.io/nvidia/cuda:12.4.1-base-ubuntu22.04",
+     "docker.io/nvidia/cuda:12.4.1-base-ubuntu22.04"),
+    ("alpine@sha256:" + "a" * 64, "docker.io/library/alpine@sha256:" + "a" * 64),
+])
+def test_docker_hub_references_are_accepted(ref: str, canonical: str) -> None:
+    assert validate_image(ref) == canonical
+
+
+@pytest.mark.parametrize(("ref", "message"), [
+    ("ghcr.io/org/image:1", "names the registry 'ghcr.io'; only Docker Hub"),
+    ("nvcr.io/nvidia/pytorch:24.01-py3", "only Docker Hub"),
+    ("localhost:5000/x", "only Docker Hub"),
+    ("localhost/x", "only Docker Hub"),
+    ("Ubuntu", "not a valid image name"),
+    ("ubuntu:bad tag", "invalid tag"),
+    ("ubuntu@sha256:xyz", "digest must be"),
+    ("", "empty"),
+])
+def test_other_registries_and_bad_names_are_refused_with_a_reason(ref: str, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        validate_image(ref)
+
+
+def test_docker_run_mounts_workspace_and_artifacts_and_passes_gpus_and_limits(
+    tmp_path: Path
+) -> None:
+    layout = JobLayout.under(tmp_path / "job")
+    layout.create()
+    (layout.workspace / "src").mkdir()
+    (layout.workspace / "src/train.sh").write_text("echo hi\n")
+    share = ResourceShare(0.25, 2 << 30, 1 << 30, 4.0, 512, 1 << 30, 0)
+    spec = LaunchSpec(layout=layout, script="train.sh", workdir="src", cuda_visible_devices="2,3",
+                      docker_image="pytorch/pytorch:latest", container_name="c3-job1",
+                      datasets=(ReadOnlyMount(tmp_path / "ds", "/data/mnist"),), share=share)
+    argv, cwd = launch_argv(spec, sandboxed=True)
+    assert argv == docker_run_argv(spec, "src/train.sh", share) and cwd == layout.workspace / "src"
+    assert argv[:3] == ["docker", "run", "--rm"]
+    assert argv[-3:] == ["docker.io/pytorch/pytorch:latest", "bash", "/workspace/src/train.sh"]
+    pairs = set(itertools.pairwise(argv))
+    assert ("-v", f"{layout.workspace}:/workspace") in pairs
+    assert ("-v", f"{layout.artifacts}:/c3/artifacts") in pairs
+    assert ("-v", f"{tmp_path / 'ds'}:/data/mnist:ro") in pairs
+    assert ("-w", "/workspace/src") in pairs and ("--name", "c3-job1") in pairs
+    assert ("--gpus", '"device=2,3"') in pairs
+    assert ("-e", "CUDA_VISIBLE_DEVICES=0,1") in pairs  # renumbered inside the container
+    assert ("-e", "C3_ARTIFACTS_DIR=/c3/artifacts") in pairs
+    assert ("--memory", str(2 << 30)) in pairs and ("--pids-limit", "512") in pairs
+    assert ("--shm-size", str(1 << 30)) in pairs
+    assert not any(a.startswith("PATH=") for a in argv)  # the image's own PATH
+    no_gpu = LaunchSpec(layout=layout, script="src/train.sh", docker_image="ubuntu")
+    assert "--gpus" not in launch_argv(no_gpu, sandboxed=False)[0]
+
+
+async def test_engine_probe_matches_docker_info() -> None:
+    works = False
+    if shutil.which("docker"):
+        proc = await asyncio.create_subprocess_exec(
+            "docker", "info", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        works = await asyncio.wait_for(proc.wait(), 30) == 0
+    problem = await probe_docker()
+    assert (problem is None) == works, problem
+    if not works:
+        assert problem and "docker" in problem
+
+
+async def test_a_real_agent_refuses_docker_jobs_it_cannot_run_with_env_error(
+    tmp_path: Path
+) -> None:
+    if await probe_docker() is None:
+        pytest.skip("a container engine works here; the refusal path is for hosts without one")
+    async with start_stack(tmp_path) as stack:
+        ws = tmp_path / "ws"
+        ws.mkdir()
+        (ws / "run.sh").write_text("echo in-container\n")
+        digest = await push_workspace(stack, ws)
+        other, _ = await submit_and_wait(stack, script="run.sh", workspace_manifest_digest=digest,
+                                         docker_image="ghcr.io/org/image:1")
+        assert (other.state, other.failure_reason) == (S.JOB_STATE_FAILED,
+                                                       S.FAILURE_REASON_ENV_ERROR)
+        assert "only Docker Hub" in other.message
+        hub, events = await submit_and_wait(stack, script="run.sh",
+                                            workspace_manifest_digest=digest,
+                                            docker_image="python:3.11")
+        assert hub.failure_reason == S.FAILURE_REASON_ENV_ERROR
+        assert "no container engine" in hub.message
+        assert "in-container" not in [e.log.text for e in events if e.HasField("log")]
