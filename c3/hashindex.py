@@ -173,9 +173,8 @@ class HashIndex:
             return set()
         # One query however many digests: a JSON array joined in SQLite.
         rows = await self.db.execute_fetchall(
-            "SELECT p.digest FROM json_each(?) j JOIN present p"
-            " ON p.server=? AND p.digest=j.value",
-            (json.dumps(wanted), server_key),
+            "SELECT digest FROM present WHERE server=? AND digest IN (SELECT value FROM json_each(?))",
+            (server_key, json.dumps(wanted)),
         )
         return {r[0] for r in rows}
 

@@ -37,7 +37,7 @@ SMALL_BLOB_MAX = 1 << 20
 BATCH_BYTES = 4 << 20
 BATCH_COUNT = 2000
 FIND_MISSING_BATCH = 10_000
-BATCH_CONCURRENCY = 4
+BATCH_CONCURRENCY = 6
 STREAM_CONCURRENCY = 2
 Progress = Callable[[int, int], None]
 
@@ -270,6 +270,14 @@ class StorageClient:
                 storage_pb2.PutManifestRequest(manifest=manifest), metadata=self._md
             )
         return str(reply.digest)
+
+    async def store_manifest(self, manifest: common_pb2.Manifest) -> tuple[str, list[str]]:
+        """Store a manifest; (its digest, entry digests the server still lacks)."""
+        with _rpc():
+            reply = await self._stub.PutManifest(
+                storage_pb2.PutManifestRequest(manifest=manifest), metadata=self._md
+            )
+        return str(reply.digest), list(reply.missing)
 
     async def get_manifest(self, digest: str) -> common_pb2.Manifest:
         with _rpc():

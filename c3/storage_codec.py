@@ -26,6 +26,7 @@ MIN_COMPRESS_BYTES = 128
 # Compressed output must be at most this share of the input to be worth keeping.
 PAYS_RATIO = 0.95
 STREAM_CHUNK = 1 << 20
+PROBE_BYTES = 4096
 
 _local = threading.local()
 
@@ -42,7 +43,15 @@ def compress(data: bytes) -> tuple[int, bytes]:
     """(compression, payload): zstd when it pays, else the raw bytes."""
     if len(data) < MIN_COMPRESS_BYTES:
         return NONE, data
-    packed = _compressor().compress(data)
+    cctx = _compressor()
+    if len(data) > 4 * PROBE_BYTES:
+        # Probe the middle: random or already-compressed data (half of a typical tree)
+        # costs one small attempt instead of a full compression that is thrown away.
+        middle = len(data) // 2
+        probe = data[middle : middle + PROBE_BYTES]
+        if len(cctx.compress(probe)) > len(probe) * PAYS_RATIO:
+            return NONE, data
+    packed = cctx.compress(data)
     if len(packed) > len(data) * PAYS_RATIO:
         return NONE, data
     return ZSTD, packed
@@ -148,17 +157,49 @@ class StreamVerifier:
         return b"".join(self._sink.kept or ())
 
 
+def _check_content(digest: str, size: int, data: bytes) -> None:
+    if len(data) != size:
+        raise DataLoss(
+            f"blob {digest[:12]}: got {len(data)} bytes, declared {size}"
+            " (truncated or corrupt upload)"
+        )
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != digest:
+        raise DataLoss(f"blob content does not match its digest: declared {digest}, got {actual}")
+
+
+def _decompress_whole(digest: str, size: int, payload: bytes) -> bytes:
+    """One zstd frame holding exactly `size` bytes, decompressed in one call (the fast
+    path for small blobs: no stream objects). Bounded: a frame that declares another size
+    is refused before anything is allocated."""
+    try:
+        declared = zstandard.frame_content_size(payload)
+        if declared not in (size, -1):
+            raise DataLoss(
+                f"blob {digest[:12]}: compressed frame holds {declared} bytes, declared {size}"
+            )
+        if declared == -1:  # size not in the frame header: stream it, bounded by `size`
+            verifier = StreamVerifier(digest, size, ZSTD, keep=True)
+            verifier.update(payload)
+            return verifier.finish()
+        dctx = getattr(_local, "dctx", None)
+        if dctx is None:
+            dctx = _local.dctx = zstandard.ZstdDecompressor()
+        obj = dctx.decompressobj()
+        data = obj.decompress(payload)
+    except zstandard.ZstdError as exc:
+        raise DataLoss(f"blob {digest[:12]}: corrupt zstd data ({exc})") from exc
+    if not obj.eof or obj.unused_data:
+        raise DataLoss(f"blob {digest[:12]}: truncated or trailing zstd data")
+    return data
+
+
 def verify_payload(digest: str, size: int, compression: int, payload: bytes) -> None:
-    verifier = StreamVerifier(digest, size, compression)
-    verifier.update(payload)
-    verifier.finish()
+    decompress(digest, size, compression, payload)
 
 
 def decompress(digest: str, size: int, compression: int, payload: bytes) -> bytes:
     """The verified uncompressed bytes of a payload (bounded by `size`: no zip bombs)."""
-    if compression == NONE:
-        verify_payload(digest, size, compression, payload)
-        return payload
-    verifier = StreamVerifier(digest, size, compression, keep=True)
-    verifier.update(payload)
-    return verifier.finish()
+    data = payload if compression == NONE else _decompress_whole(digest, size, payload)
+    _check_content(digest, size, data)
+    return data

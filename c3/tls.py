@@ -69,7 +69,7 @@ def _issue(
     issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool = False, hosts: tuple[str, ...] = (),
     usage: list[x509.ObjectIdentifier] | None = None,
 ) -> x509.Certificate:  # fmt: skip
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(subject))

@@ -38,7 +38,8 @@ def whoami(as_json: bool) -> None:
         }))
         return
     render.out.print(f"key     {me.key_id} ({me.key_name or 'unnamed'}, from {creds.source})")
-    render.out.print(f"org     {me.org_name} ({me.org_id}){'  [admin]' if me.admin else ''}")
+    admin_mark = "  \\[admin]" if me.admin else ""  # \\[ : a literal bracket for rich
+    render.out.print(f"org     {me.org_name} ({me.org_id}){admin_mark}")
     render.out.print(f"plan    {me.plan}")
     render.out.print(f"server  {creds.coordinator_address}")
 

@@ -16,10 +16,11 @@ from c3ctl.stack import LocalStack
 @click.command()
 @click.option("--coordinator-port", default=7430, show_default=True, type=int)
 @click.option("--storage-port", default=7431, show_default=True, type=int)
-def up(coordinator_port: int, storage_port: int) -> None:
+@click.option("--tls", is_flag=True, help="TLS on every hop (certificates generated in the stack dir).")
+def up(coordinator_port: int, storage_port: int, tls: bool) -> None:
     """Start coordinator, storaged and a local agent on loopback."""
     stack = LocalStack()
-    state = run(stack.up(coordinator_port=coordinator_port, storage_port=storage_port))
+    state = run(stack.up(coordinator_port=coordinator_port, storage_port=storage_port, tls=tls))
     render.err.print(
         f"local stack up: coordinator {state.coordinator_address}, storage {state.storage_address}, "
         f"1 agent (data in {stack.root})"
@@ -43,7 +44,7 @@ def status(as_json: bool) -> None:
 
     async def probe() -> tuple[bool, int]:
         healthy = bool(state.coordinator_address) and await grpcutil.check_health(
-            state.coordinator_address
+            state.coordinator_address, 1.0, stack.channel_credentials(state.tls)
         )
         async with DaemonConnection() as daemon:
             reply = await daemon.status()

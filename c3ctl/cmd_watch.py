@@ -22,6 +22,7 @@ async def _watch(project_dir: Path, provider: str) -> None:
     request = daemon_pb2.WatchRequest(
         project_dir=str(project_dir), provider=provider,
         api_key=creds.api_key, coordinator_address=creds.coordinator_address,
+        tls=creds.daemon_tls,
     )
     async with DaemonConnection() as daemon:
         await daemon.ensure_running()

@@ -15,6 +15,8 @@ from c3 import __version__
 from c3.errors import C3Error, from_rpc_error
 from c3ctl import render
 from c3ctl.cmd_accounts import apikey, balance, whoami
+from c3ctl.cmd_admin import admin, upgrade
+from c3ctl.cmd_completion import completion
 from c3ctl.cmd_daemon import daemon, ls_files
 from c3ctl.cmd_deploy import deploy
 from c3ctl.cmd_hardware import list_hardware
@@ -22,6 +24,7 @@ from c3ctl.cmd_init import init
 from c3ctl.cmd_jobs import cancel, logs, pull, squeue
 from c3ctl.cmd_stack import down, status, up
 from c3ctl.cmd_watch import watch
+from c3ctl.data import data
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,10 +34,12 @@ def cli() -> None:
 
 
 for command in (
+    admin, upgrade,
     init, deploy, squeue, logs, cancel, pull, list_hardware, balance, apikey, whoami,
-    up, down, status, daemon, ls_files, watch,
+    up, down, status, daemon, ls_files, watch, completion,
 ):
     cli.add_command(command)
+cli.add_command(data)
 
 
 def _unreachable_hint(error: C3Error) -> str:

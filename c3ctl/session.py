@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from c3.storage_client import StorageClient
 
 from c3 import grpcutil
 from c3.errors import from_rpc_error
-from c3.userconfig import load_user_config, resolve_api_key
-from c3.v1 import coordinator_pb2, coordinator_pb2_grpc
+from c3.storage_client import StorageClient
+from c3.tls import credentials_for, warn_if_plaintext
+from c3.userconfig import LOCAL_FILE, TlsSettings, load_user_config, resolve_api_key
+from c3.v1 import coordinator_pb2, coordinator_pb2_grpc, daemon_pb2
+from c3ctl.localkey import warn_if_local_key_not_ignored
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,18 @@ class Credentials:
     coordinator_address: str
     api_key: str
     source: str
+    tls: TlsSettings = field(default_factory=TlsSettings)
+
+    @property
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        return credentials_for(self.tls)
+
+    @property
+    def daemon_tls(self) -> daemon_pb2.ClientTls:
+        """The TLS settings for c3d, which dials coordinator and storage for us."""
+        t = self.tls
+        return daemon_pb2.ClientTls(enabled=t.enabled, ca_file=t.ca_file, cert_file=t.cert_file,
+                                    key_file=t.key_file, server_name=t.server_name)
 
 
 def credentials(project_root: Path | None = None) -> Credentials:
@@ -30,7 +44,9 @@ def credentials(project_root: Path | None = None) -> Credentials:
         project_root = _nearest_project_root(Path.cwd())
     config = load_user_config()
     key, source = resolve_api_key(project_root)
-    return Credentials(config.coordinator, key, source)
+    if project_root is not None and source.endswith(LOCAL_FILE):
+        warn_if_local_key_not_ignored(project_root)
+    return Credentials(config.coordinator, key, source, config.tls)
 
 
 def _nearest_project_root(start: Path) -> Path | None:
@@ -45,7 +61,9 @@ class CoordinatorSession:
 
     def __init__(self, creds: Credentials) -> None:
         self.creds = creds
-        self.channel = grpcutil.channel(creds.coordinator_address)
+        tls = creds.channel_credentials
+        warn_if_plaintext(creds.coordinator_address, tls)
+        self.channel = grpcutil.channel(creds.coordinator_address, tls)
         self.stub = coordinator_pb2_grpc.CoordinatorStub(self.channel)
         self.metadata = grpcutil.bearer(creds.api_key) if creds.api_key else ()
 
@@ -80,5 +98,6 @@ async def storage_client(project_root: Path | None = None) -> AsyncIterator[Stor
     async with coordinator(project_root) as session:
         token = await session.storage_token()
     address = os.environ.get("C3_STORAGE") or token.storage_address
-    async with StorageClient(address, token.token) as client:
+    tls = session.creds.channel_credentials
+    async with StorageClient(address, token.token, credentials=tls) as client:
         yield client

@@ -16,11 +16,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import grpc
+
 from c3 import grpcutil
 from c3.errors import FailedPrecondition, Unavailable
 from c3.paths import c3_paths, ensure_private_dir
+from c3.tls import DEFAULT_HOSTS, CertFiles, channel_credentials
+from c3.tls import generate as generate_certs
 from c3.tokens import TokenSigner
-from c3.userconfig import update_user_config
+from c3.userconfig import TlsSettings, update_user_config
 
 START_TIMEOUT_S = 30.0
 STOP_GRACE_S = 10.0
@@ -32,6 +36,7 @@ class StackState:
     pids: dict[str, int] = field(default_factory=dict)
     coordinator_address: str = ""
     storage_address: str = ""
+    tls: bool = False
 
     @classmethod
     def load(cls, path: Path) -> StackState:
@@ -43,6 +48,7 @@ class StackState:
             pids={k: int(v) for k, v in raw.get("pids", {}).items()},
             coordinator_address=raw.get("coordinator_address", ""),
             storage_address=raw.get("storage_address", ""),
+            tls=bool(raw.get("tls", False)),
         )
 
     def save(self, path: Path) -> None:
@@ -95,15 +101,40 @@ class LocalStack:
 
     # -- start ------------------------------------------------------------------------
 
-    async def up(self, *, coordinator_port: int = 7430, storage_port: int = 7431) -> StackState:
-        """Start whatever is not running; harmless when everything already is."""
+    @property
+    def certs_dir(self) -> Path:
+        return self.root / "tls"
+
+    def channel_credentials(self, tls: bool) -> grpc.ChannelCredentials | None:
+        return channel_credentials(self.certs_dir / "ca.pem") if tls else None
+
+    async def up(
+        self, *, coordinator_port: int = 7430, storage_port: int = 7431, tls: bool = False
+    ) -> StackState:
+        """Start whatever is not running; harmless when everything already is. With `tls`
+        every hop (CLI, c3d, agent, coordinator, storaged) uses TLS with certificates
+        generated into the stack directory."""
         ensure_private_dir(self.root)
         self.logs.mkdir(exist_ok=True)
         state = self.state()
         running = {s.name for s in self.status() if s.running}
-        if running == set(COMPONENTS) and await grpcutil.check_health(state.coordinator_address):
+        if running and state.tls != tls:  # switching TLS on or off restarts everything
+            await self.down()
+            state, running = self.state(), set()
+        if running == set(COMPONENTS) and await grpcutil.check_health(
+            state.coordinator_address, 1.0, self.channel_credentials(tls)
+        ):
             self._write_user_config(state)
             return state
+        state.tls = tls
+        tls_args: dict[str, list[str]] = {"storaged": [], "coordinator": [], "agent": []}
+        if tls:
+            certs = self._certificates()
+            server = ["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)]
+            tls_args["storaged"] = server
+            tls_args["coordinator"] = [*server, "--storage-tls-ca", str(certs.ca_cert)]
+            tls_args["agent"] = ["--tls-ca", str(certs.ca_cert), "--tls-cert",
+                                 str(certs.agent_cert), "--tls-key", str(certs.agent_key)]
         # Only what is down is started, on the address it had: the parts still running, and
         # the jobs on them, carry on (agents reconnect to a restarted coordinator).
         signer = TokenSigner.load_or_create(self.root / "signing-key.pem")
@@ -115,7 +146,8 @@ class LocalStack:
             state.storage_address = await self._start(
                 state, "storaged",
                 ["-m", "storaged.main", "--listen", f"127.0.0.1:{port}",
-                 "--data-dir", str(self.root / "storage"), "--token-public-key", str(public_key)],
+                 "--data-dir", str(self.root / "storage"), "--token-public-key", str(public_key),
+                 *tls_args["storaged"]],
             )
         if "coordinator" not in running:
             port = _port_of(state.coordinator_address, coordinator_port)
@@ -125,7 +157,8 @@ class LocalStack:
                  "--data-dir", str(self.root / "coordinator"),
                  "--storage-address", state.storage_address,
                  "--signing-key", str(self.root / "signing-key.pem"),
-                 "--bootstrap-file", str(self.root / "bootstrap.json")],
+                 "--bootstrap-file", str(self.root / "bootstrap.json"),
+                 *tls_args["coordinator"]],
             )
         self._write_user_config(state)
         if "agent" not in running:
@@ -133,11 +166,21 @@ class LocalStack:
                 state, "agent",
                 ["-m", "agent.main", "--coordinator", state.coordinator_address,
                  "--secret-file", str(self.root / "bootstrap.json"),
-                 "--data-dir", str(self.root / "agent"), "--provider", "local"],
+                 "--data-dir", str(self.root / "agent"), "--provider", "local",
+                 *tls_args["agent"]],
                 ready_file=False,
             )
         await self._wait_for_agent(state)
         return state
+
+    def _certificates(self) -> CertFiles:
+        """The stack's certificates, generated on first use and kept across restarts (a
+        running part keeps trusting the same CA)."""
+        existing = CertFiles(*(self.certs_dir / n for n in (
+            "ca.pem", "ca-key.pem", "server.pem", "server-key.pem", "agent.pem", "agent-key.pem")))  # fmt: skip
+        if all(p.exists() for p in (existing.ca_cert, existing.server_cert, existing.agent_cert)):
+            return existing
+        return generate_certs(self.certs_dir, DEFAULT_HOSTS)
 
     async def _start(
         self, state: StackState, name: str, args: list[str], *, ready_file: bool = True
@@ -159,7 +202,9 @@ class LocalStack:
                 )
             if ready.exists():
                 address = ready.read_text().strip()
-                if address and await grpcutil.check_health(address):
+                if address and await grpcutil.check_health(
+                    address, 1.0, self.channel_credentials(state.tls)
+                ):
                     return address
             await asyncio.sleep(0.05)
         raise Unavailable(f"{name} did not become healthy in {START_TIMEOUT_S:.0f}s; see {self.logs / (name + '.log')}")
@@ -169,7 +214,9 @@ class LocalStack:
 
         key = json.loads((self.root / "bootstrap.json").read_text())["api_key"]
         deadline = time.monotonic() + START_TIMEOUT_S
-        async with grpcutil.channel(state.coordinator_address) as channel:
+        async with grpcutil.channel(
+            state.coordinator_address, self.channel_credentials(state.tls)
+        ) as channel:
             stub = coordinator_pb2_grpc.CoordinatorStub(channel)
             while time.monotonic() < deadline:
                 pid = state.pids["agent"]
@@ -185,7 +232,13 @@ class LocalStack:
 
     def _write_user_config(self, state: StackState) -> None:
         bootstrap = json.loads((self.root / "bootstrap.json").read_text())
-        update_user_config(coordinator=state.coordinator_address, api_key=bootstrap["api_key"])
+        tls = (
+            TlsSettings(enabled=True, ca_file=str(self.certs_dir / "ca.pem"))
+            if state.tls else TlsSettings()
+        )  # fmt: skip
+        update_user_config(
+            coordinator=state.coordinator_address, api_key=bootstrap["api_key"], tls=tls
+        )
 
     # -- stop -------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -9,7 +10,13 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from c3.errors import InvalidArgument, NotFound, Unauthenticated
+from c3.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from coordinator.model import ApiKey, Org
 from coordinator.repo import Repository
 from coordinator.secrets_util import matches, new_id, new_secret, salted_hash, split_credential
@@ -20,6 +27,31 @@ API_KEY_PREFIX = "c3_key_"
 PROVISIONING_PREFIX = "c3_prov_"
 # last_used_at is bookkeeping: write it at most this often per key.
 _LAST_USED_WRITE_INTERVAL_S = 60.0
+# GPU concurrency per plan (jobs above it wait PENDING); C3_PLAN_LIMITS="free=1,pro=10".
+DEFAULT_PLAN_LIMITS = {"free": 1, "pro": 10, "team": 50}
+
+# Tables only accounts and billing use; created next to the coordinator's own.
+ACCOUNTS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS operator_orgs (org_id TEXT PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS one_time_secrets (id TEXT PRIMARY KEY, used_at REAL NOT NULL)",
+)
+_INSERT_OPERATOR = "INSERT OR REPLACE INTO operator_orgs VALUES (?)"
+_UPSERT_ONE_TIME = "INSERT OR REPLACE INTO one_time_secrets VALUES (?,?)"
+
+
+def plan_limits() -> dict[str, int]:
+    """Plan name -> GPU concurrency, defaults overridden by C3_PLAN_LIMITS."""
+    limits = dict(DEFAULT_PLAN_LIMITS)
+    for item in os.environ.get("C3_PLAN_LIMITS", "").split(","):
+        name, sep, value = item.partition("=")
+        if sep and name.strip() and value.strip().isdigit():
+            limits[name.strip()] = int(value)
+    return limits
+
+
+def plan_gpu_limit(plan: str) -> int:
+    """How many GPUs an org on `plan` may hold at once (the scheduler's concurrency cap)."""
+    return plan_limits().get(plan, DEFAULT_PLAN_LIMITS["free"])
 
 
 @dataclass(frozen=True)
@@ -37,11 +69,20 @@ class Accounts:
         self._orgs: dict[str, Org] = {}
         self._keys: dict[str, ApiKey] = {}
         self._provisioning: list[tuple[str, bytes, bytes]] = []
+        self._operators: set[str] = set()
+        # One-time provisioning secrets: id -> used_at (0.0 while unused).
+        self._one_time: dict[str, float] = {}
 
     async def load(self) -> None:
+        db = self._repo.db
+        for statement in ACCOUNTS_SCHEMA:
+            await db.fetchall(statement)
         self._orgs = {o.id: o for o in await self._repo.load_orgs()}
         self._keys = {k.id: k for k in await self._repo.load_keys()}
         self._provisioning = await self._repo.load_provisioning_secrets()
+        self._operators = {r[0] for r in await db.fetchall("SELECT org_id FROM operator_orgs")}
+        rows = await db.fetchall("SELECT id, used_at FROM one_time_secrets")
+        self._one_time = {r[0]: float(r[1]) for r in rows}
 
     @property
     def empty(self) -> bool:
@@ -61,6 +102,90 @@ class Accounts:
             return self._orgs[org_id]
         except KeyError:
             raise NotFound(f"unknown org {org_id}") from None
+
+    def find_org(self, ref: str) -> Org:
+        """An org by id or by name."""
+        org = self._orgs.get(ref) or next((o for o in self._orgs.values() if o.name == ref), None)
+        if org is None:
+            raise NotFound(f"no org {ref!r} (c3ctl admin org list)")
+        return org
+
+    def list_orgs(self) -> list[Org]:
+        return sorted(self._orgs.values(), key=lambda o: o.created_at)
+
+    def is_operator(self, org_id: str) -> bool:
+        return org_id in self._operators
+
+    async def make_operator(self, org_id: str) -> None:
+        self._operators.add(org_id)
+        await self._repo.db.write(_INSERT_OPERATOR, (org_id,))
+
+    def require_operator(self, caller: Caller) -> None:
+        """Platform verbs (orgs, top-ups, agent tokens): an admin key of an operator org."""
+        if not (caller.key.admin and caller.org.id in self._operators):
+            raise PermissionDenied(
+                f"key {caller.key.id} is not an operator admin key; this needs the key "
+                "`c3ctl up` created (or one from an operator org)"
+            )
+
+    def require_org_admin(self, caller: Caller) -> None:
+        if not caller.key.admin:
+            raise PermissionDenied(
+                f"key {caller.key.id} is not an admin key of org {caller.org.name}; "
+                "ask an admin of your org"
+            )
+
+    async def create_org_with_admin(self, name: str, plan: str) -> tuple[Org, str]:
+        name = name.strip()
+        if not name or len(name) > 64 or not all(c.isalnum() or c in "-_." for c in name):
+            raise InvalidArgument(
+                f"org name {name!r}: use 1-64 letters, digits, '-', '_' or '.'"
+            )
+        self._check_plan(plan)
+        org = await self.create_org(name, plan)
+        _, secret = await self.create_key(org.id, f"{name}-admin", admin=True)
+        return org, secret
+
+    def _check_plan(self, plan: str) -> None:
+        known = plan_limits()
+        if plan not in known:
+            raise InvalidArgument(f"unknown plan {plan!r}; plans: {', '.join(sorted(known))}")
+
+    async def set_plan(self, org_id: str, plan: str) -> tuple[Org, str]:
+        """Change an org's plan; returns (org, previous plan)."""
+        self._check_plan(plan)
+        old = self.org(org_id)
+        org = replace(old, plan=plan)
+        self._orgs[org.id] = org
+        await self._repo.put_org(org)
+        log.info("org %s plan %s -> %s", org.id, old.plan, plan)
+        return org, old.plan
+
+    # -- money ---------------------------------------------------------------------------
+    def adjust_balance(self, org_id: str, delta_minor: int) -> asyncio.Future[None]:
+        """Add (or with a negative delta, take) integer minor units; durable when awaited."""
+        if not isinstance(delta_minor, int):
+            raise InvalidArgument("balance changes are integer minor units")
+        org = self.org(org_id)
+        org = replace(org, balance_minor=org.balance_minor + delta_minor)
+        self._orgs[org.id] = org
+        return self._repo.put_org(org)
+
+    async def top_up(self, org_ref: str, amount_minor: int) -> Org:
+        if amount_minor <= 0:
+            raise InvalidArgument(f"top-up amount must be positive (got {amount_minor} minor units)")
+        org = self.find_org(org_ref)
+        await self.adjust_balance(org.id, amount_minor)
+        log.info("org %s topped up by %d minor units", org.id, amount_minor)
+        return self.org(org.id)
+
+    def require_credit(self, org_id: str) -> None:
+        org = self.org(org_id)
+        if org.balance_minor <= 0:
+            raise FailedPrecondition(
+                f"org {org.name} has no credit (balance {org.balance_minor / 100:.2f}); "
+                "ask an operator to top it up (c3ctl admin topup ORG AMOUNT)"
+            )
 
     # -- API keys ----------------------------------------------------------------------
     async def create_key(self, org_id: str, name: str, admin: bool = False) -> tuple[ApiKey, str]:
@@ -102,21 +227,35 @@ class Accounts:
         return replace(key)
 
     # -- agent provisioning --------------------------------------------------------------
-    async def create_provisioning_secret(self) -> str:
+    async def create_provisioning_secret(self, one_time: bool = False) -> str:
+        """A secret agents enrol with; a one-time one is consumed by its first use."""
         secret_id, secret = new_id(), new_secret()
         salt, digest = salted_hash(secret)
+        if one_time:
+            self._one_time[secret_id] = 0.0
+            self._repo.db.write(_UPSERT_ONE_TIME, (secret_id, 0.0))
         self._provisioning.append((secret_id, salt, digest))
         await self._repo.put_provisioning_secret(secret_id, salt, digest, time.time())
         return f"{PROVISIONING_PREFIX}{secret_id}_{secret}"
 
     def is_provisioning_secret(self, presented: str) -> bool:
+        """True when `presented` may enrol an agent now; consumes a one-time secret."""
         parts = split_credential(presented, PROVISIONING_PREFIX)
         if parts is None:
             return False
-        return any(
+        valid = any(
             sid == parts[0] and matches(parts[1], salt, digest)
             for sid, salt, digest in self._provisioning
         )
+        if not valid:
+            return False
+        if parts[0] in self._one_time:
+            if self._one_time[parts[0]]:
+                log.warning("refused a replayed one-time agent secret %s", parts[0])
+                return False
+            self._one_time[parts[0]] = time.time()
+            self._repo.db.write(_UPSERT_ONE_TIME, (parts[0], self._one_time[parts[0]]))
+        return True
 
     # -- first start ---------------------------------------------------------------------
     async def bootstrap(self, path: Path, plan: str) -> None:
@@ -126,6 +265,7 @@ class Accounts:
                 log.warning("database already initialised; not rewriting %s", path)
             return
         org = await self.create_org("local", plan)
+        await self.make_operator(org.id)
         _, api_key = await self.create_key(org.id, "local-admin", admin=True)
         agent_secret = await self.create_provisioning_secret()
         payload = json.dumps({"org_id": org.id, "api_key": api_key, "agent_secret": agent_secret})

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from c3.errors import C3Error
+from c3.tls import server_credentials, warn_if_plaintext_listen
 from c3.tokens import TokenVerifier
 from storaged.server import StoragedConfig, StoragedServer
 
@@ -59,6 +60,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=float(_env("C3_STORAGED_GC_GRACE", "21600")),
         help="never collect blobs touched within this many seconds",
     )
+    p.add_argument("--tls-cert", default=_env("C3_STORAGED_TLS_CERT", ""),
+                   help="server certificate (PEM); with --tls-key serves TLS")
+    p.add_argument("--tls-key", default=_env("C3_STORAGED_TLS_KEY", ""))
+    p.add_argument("--tls-client-ca", default=_env("C3_STORAGED_TLS_CLIENT_CA", ""),
+                   help="require client certificates signed by this CA (mutual TLS)")
     p.add_argument("--log-level", default=_env("C3_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
     if not str(args.data_dir) or str(args.data_dir) == ".":
@@ -86,7 +92,15 @@ async def serve(args: argparse.Namespace) -> None:
         verifier = TokenVerifier.from_pem(pem)
     except (ValueError, AssertionError) as exc:
         raise C3Error(f"{args.token_public_key} is not an Ed25519 public key in PEM form") from exc
+    credentials = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise C3Error("--tls-cert and --tls-key go together")
+        credentials = server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca or None)
+    else:
+        warn_if_plaintext_listen(args.listen, None, "c3-storaged")
     config = StoragedConfig(
+        server_credentials=credentials,
         data_dir=args.data_dir,
         listen=args.listen,
         max_blob_bytes=args.max_blob_bytes,

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from c3 import grpcutil
 from c3.tokens import TokenVerifier
@@ -30,6 +31,8 @@ class StoragedConfig:
     # Blobs touched more recently than this are never collected (uploads in flight,
     # jobs that just resolved their inputs).
     gc_grace_seconds: float = 6 * 3600.0
+    # grpc.ServerCredentials for TLS (storaged/main.py --tls-cert/--tls-key); None: plaintext.
+    server_credentials: Any = None
 
 
 class StoragedServer:
@@ -58,6 +61,7 @@ class StoragedServer:
         server = await grpcutil.create_server(
             config.listen,
             [(storage_pb2_grpc.add_StorageServicer_to_server, service, SERVICE_NAME)],
+            server_credentials=config.server_credentials,
         )
         self = cls(config, server, store)
         if config.gc_interval_seconds > 0:

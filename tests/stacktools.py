@@ -41,11 +41,12 @@ def clean_env(home: Path) -> dict[str, str]:
 
 
 @contextmanager
-def running_stack(home: Path) -> Iterator[dict[str, str]]:
-    """`c3ctl up` on free ports in a private C3_HOME; on exit, down + daemon stop, and
-    a check that no process of this installation is left."""
+def running_stack(home: Path, *, tls: bool = False) -> Iterator[dict[str, str]]:
+    """`c3ctl up` on free ports in a private C3_HOME (`--tls` with tls=True); on exit,
+    down + daemon stop, and a check that no process of this installation is left."""
     env = clean_env(home)
-    up = c3ctl(env, "up", "--coordinator-port", "0", "--storage-port", "0", timeout=90)
+    extra = ("--tls",) if tls else ()
+    up = c3ctl(env, "up", "--coordinator-port", "0", "--storage-port", "0", *extra, timeout=90)
     assert up.returncode == 0, up.stderr
     try:
         yield env

@@ -1,0 +1,142 @@
+"""Admin commands: orgs, top-ups, agent tokens, certificates; and `c3ctl upgrade`."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import click
+import grpc
+from rich.table import Table
+
+from c3 import tls
+from c3.errors import InvalidArgument, from_rpc_error
+from c3.v1 import admin_pb2, admin_pb2_grpc
+from c3ctl import render, session
+from c3ctl.aio import run
+from c3ctl.cmd_accounts import _money
+
+
+def parse_amount(text: str) -> int:
+    """Pounds ("5", "2.50") -> minor units (500, 250); refuses anything else."""
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise InvalidArgument(f"amount {text!r} is not a number; write pounds like 5 or 2.50") from None
+    if not value.is_finite() or value <= 0:
+        raise InvalidArgument(f"amount {text!r} must be a positive number of pounds (like 5 or 2.50)")
+    minor = value * 100
+    if minor != minor.to_integral_value():
+        raise InvalidArgument(f"amount {text!r} has more than two decimal places")
+    return int(minor)
+
+
+async def _admin_call(method: str, request: object) -> object:
+    async with session.coordinator() as s:
+        stub = admin_pb2_grpc.AdminStub(s.channel)
+        try:
+            return await getattr(stub, method)(request, metadata=s.metadata, timeout=30)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+
+def _org_row(org: admin_pb2.OrgInfo) -> dict[str, object]:
+    return {"id": org.id, "name": org.name, "plan": org.plan,
+            "balance_minor": org.balance_minor, "operator": org.operator}  # fmt: skip
+
+
+@click.group()
+def admin() -> None:
+    """Operator verbs (need an admin key of an operator org)."""
+
+
+@admin.group("org")
+def admin_org() -> None:
+    """Create and list orgs."""
+
+
+@admin_org.command("create")
+@click.argument("name")
+@click.option("--plan", default="", help="free, pro or team (default: the server's default)")
+@click.option("--json", "as_json", is_flag=True)
+def org_create(name: str, plan: str, as_json: bool) -> None:
+    reply = run(_admin_call("CreateOrg", admin_pb2.CreateOrgRequest(name=name, plan=plan)))
+    assert isinstance(reply, admin_pb2.CreateOrgResponse)
+    if as_json:
+        click.echo(json.dumps({"org": _org_row(reply.org), "admin_key": reply.admin_key}))
+        return
+    render.err.print(
+        f"created org {reply.org.name} ({reply.org.id}, plan {reply.org.plan}); its first "
+        "admin key follows, shown this once:"
+    )
+    click.echo(reply.admin_key)
+
+
+@admin_org.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def org_list(as_json: bool) -> None:
+    reply = run(_admin_call("ListOrgs", admin_pb2.ListOrgsRequest()))
+    assert isinstance(reply, admin_pb2.ListOrgsResponse)
+    if as_json:
+        click.echo(json.dumps({"orgs": [_org_row(o) for o in reply.orgs]}))
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("ID", "NAME", "PLAN", "BALANCE", ""):
+        table.add_column(column)
+    for o in reply.orgs:
+        table.add_row(o.id, o.name, o.plan, _money(o.balance_minor, "GBP"),
+                      "operator" if o.operator else "")  # fmt: skip
+    render.out.print(table)
+
+
+@admin.command("topup")
+@click.argument("org")
+@click.argument("amount")
+def topup(org: str, amount: str) -> None:
+    """Add AMOUNT pounds (5, 2.50) to ORG's balance (id or name)."""
+    minor = parse_amount(amount)
+    reply = run(_admin_call("TopUp", admin_pb2.TopUpRequest(org=org, amount_minor=minor)))
+    assert isinstance(reply, admin_pb2.TopUpResponse)
+    render.err.print(
+        f"topped up {reply.org.name} by {_money(minor, reply.currency)}; "
+        f"balance now {_money(reply.org.balance_minor, reply.currency)}"
+    )
+
+
+@admin.command("agent-token")
+def agent_token() -> None:
+    """A one-time provisioning secret for one agent (`c3-agent --secret-file`)."""
+    reply = run(_admin_call("CreateAgentToken", admin_pb2.CreateAgentTokenRequest()))
+    assert isinstance(reply, admin_pb2.CreateAgentTokenResponse)
+    render.err.print("one-time agent secret (valid for a single enrolment), shown once:")
+    click.echo(reply.secret)
+
+
+@admin.command("certs")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="directory for ca.pem, server.pem, agent.pem and their keys")  # fmt: skip
+@click.option("--hosts", default=",".join(tls.DEFAULT_HOSTS), show_default=True,
+              help="comma-separated names/IPs the server certificate is valid for")  # fmt: skip
+def certs(out_dir: Path, hosts: str) -> None:
+    """Generate a CA, a server certificate and an agent client certificate."""
+    files = tls.generate(out_dir, tuple(hosts.split(",")))
+    render.err.print(
+        f"wrote {files.ca_cert}, {files.server_cert} (hosts {hosts}), {files.agent_cert} "
+        f"and keys (0600) in {out_dir}\n"
+        f"servers: --tls-cert {files.server_cert} --tls-key {files.server_key} "
+        f"[--tls-client-ca {files.ca_cert}]\n"
+        f"agents:  --tls-ca {files.ca_cert} --tls-cert {files.agent_cert} --tls-key {files.agent_key}"
+    )
+
+
+@click.command()
+@click.argument("plan")
+def upgrade(plan: str) -> None:
+    """Change your org's plan (an admin key of the org is needed)."""
+    reply = run(_admin_call("ChangePlan", admin_pb2.ChangePlanRequest(plan=plan)))
+    assert isinstance(reply, admin_pb2.ChangePlanResponse)
+    render.err.print(
+        "note: no payment provider is configured here; the plan changes without a charge"
+    )
+    render.err.print(f"{reply.org.name}: plan {reply.previous_plan} -> {reply.org.plan}")

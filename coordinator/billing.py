@@ -1,0 +1,184 @@
+"""Per-second metering of running jobs, charged to the org's balance in minor units.
+
+A job is metered from script start (RUNNING) to its end; queueing and provisioning are
+free. The charge is `ceil(milliseconds * price_per_hour / 3_600_000)` minor units, all
+integer arithmetic. While an org has running jobs, one timer per org fires at the moment
+its balance is projected to run out and stops them with FAILED / BALANCE_EXHAUSTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import logging
+import time
+from dataclasses import dataclass
+
+from c3.grpcutil import channel, storage_metadata
+from c3.tokens import READ, TokenClaims, TokenSigner
+from c3.v1 import storage_pb2, storage_pb2_grpc
+from coordinator.accounts import Accounts
+from coordinator.catalog import Catalog
+from coordinator.db import Database
+from coordinator.jobs import JobService
+from coordinator.lifecycle import FINISHED, Reason, State
+from coordinator.model import Job
+
+log = logging.getLogger(__name__)
+
+BILLING_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS charges (job_id TEXT PRIMARY KEY, org_id TEXT NOT NULL,"
+    " amount_minor INTEGER NOT NULL, millis INTEGER NOT NULL, gpu_profile TEXT NOT NULL,"
+    " at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS charges_org ON charges(org_id, at)",
+)
+_INSERT_CHARGE = "INSERT OR REPLACE INTO charges VALUES (?,?,?,?,?,?)"
+MS_PER_HOUR = 3_600_000
+
+
+@dataclass(frozen=True)
+class Charge:
+    job_id: str
+    org_id: str
+    amount_minor: int
+    millis: int
+    gpu_profile: str
+    at: float
+
+
+def cost_minor(millis: int, price_per_hour_minor: int) -> int:
+    """Integer cost of `millis` of runtime, rounded up to a whole minor unit."""
+    return -(-millis * price_per_hour_minor // MS_PER_HOUR)
+
+
+def month_start(now: float) -> float:
+    t = time.gmtime(now)
+    return float(calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0)))
+
+
+class Billing:
+    def __init__(
+        self,
+        accounts: Accounts,
+        jobs: JobService,
+        db: Database,
+        catalog: Catalog,
+        signer: TokenSigner,
+        storage_address: str,
+        storage_credentials: object | None = None,
+    ) -> None:
+        self._accounts = accounts
+        self._jobs = jobs
+        self._db = db
+        self._catalog = catalog
+        self._signer = signer
+        self._storage_address = storage_address
+        self._storage_credentials = storage_credentials
+        self._charges: dict[str, Charge] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    async def load(self) -> None:
+        db = self._db
+        for statement in BILLING_SCHEMA:
+            await db.fetchall(statement)
+        for r in await db.fetchall("SELECT * FROM charges"):
+            self._charges[r[0]] = Charge(r[0], r[1], int(r[2]), int(r[3]), r[4], float(r[5]))
+        self._jobs.on_transition.append(self._on_transition)
+        for org_id in {j.org_id for j in self._jobs.jobs.values() if j.state == State.RUNNING}:
+            self._reschedule(org_id)
+
+    # -- metering ------------------------------------------------------------------------
+    def price(self, job: Job) -> int:
+        profile = self._catalog.profile(job.gpu_profile)
+        return profile.price_per_hour_minor if profile is not None else 0
+
+    def _on_transition(self, job: Job, target: State) -> None:
+        if target == State.RUNNING:
+            self._reschedule(job.org_id)
+        elif target in FINISHED and target != State.SYNCED:
+            if job.started_at and job.id not in self._charges:
+                self._charge(job)
+            self._reschedule(job.org_id)
+
+    def _charge(self, job: Job) -> None:
+        millis = max(0, round((job.finished_at - job.started_at) * 1000))
+        amount = cost_minor(millis, self.price(job))
+        charge = Charge(job.id, job.org_id, amount, millis, job.gpu_profile, job.finished_at)
+        self._charges[job.id] = charge
+        self._db.write(
+            _INSERT_CHARGE,
+            (job.id, job.org_id, amount, millis, job.gpu_profile, job.finished_at),
+        )
+        if amount:
+            self._accounts.adjust_balance(job.org_id, -amount)
+        log.info("job %s: %d ms on %s charged %d minor units", job.id, millis, job.gpu_profile, amount)
+
+    def _running(self, org_id: str) -> list[Job]:
+        return [j for j in self._jobs.jobs.values()
+                if j.org_id == org_id and j.state == State.RUNNING and j.started_at]  # fmt: skip
+
+    def _remaining_minor(self, org_id: str, now: float) -> float:
+        """Balance minus what the org's running jobs have used so far (not yet charged)."""
+        accrued = sum(self.price(j) * (now - j.started_at) / 3600 for j in self._running(org_id))
+        return self._accounts.org(org_id).balance_minor - accrued
+
+    def _reschedule(self, org_id: str) -> None:
+        timer = self._timers.pop(org_id, None)
+        if timer is not None:
+            timer.cancel()
+        rate = sum(self.price(j) for j in self._running(org_id))  # minor units per hour
+        if rate <= 0:
+            return
+        delay = max(0.0, self._remaining_minor(org_id, time.time()) * 3600 / rate)
+        loop = asyncio.get_running_loop()
+        self._timers[org_id] = loop.call_later(delay, self._exhausted, org_id)
+
+    def _exhausted(self, org_id: str) -> None:
+        self._timers.pop(org_id, None)
+        if self._remaining_minor(org_id, time.time()) > 0.01:
+            self._reschedule(org_id)  # a top-up arrived meanwhile
+            return
+        for job in self._running(org_id):
+            if job.cancel_requested:
+                continue
+            log.info("job %s: org %s balance exhausted; stopping it", job.id, org_id)
+            job.failure_reason = Reason.BALANCE_EXHAUSTED
+            job.cancel_requested = True
+            job.message = "stopped: the org's balance is exhausted (top up to run more)"
+            self._jobs.save(job)
+            self._jobs.scheduler.push_cancel(job, State.FAILED, "balance exhausted")
+
+    def balance_changed(self, org_id: str) -> None:
+        """Re-plan the exhaustion timer after a top-up."""
+        self._reschedule(org_id)
+
+    def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    # -- reporting -----------------------------------------------------------------------
+    def charges(self, org_id: str) -> list[Charge]:
+        return sorted((c for c in self._charges.values() if c.org_id == org_id),
+                      key=lambda c: c.at)  # fmt: skip
+
+    def month_spend(self, org_id: str, now: float | None = None) -> int:
+        start = month_start(now if now is not None else time.time())
+        return sum(c.amount_minor for c in self.charges(org_id) if c.at >= start)
+
+    async def storage_bytes(self, org_id: str) -> int:
+        """Bytes the org has committed, as storaged counts them (0 when unreachable)."""
+        token = self._signer.sign(TokenClaims(
+            org_id=org_id, operations=(READ,), read_prefixes=("/",), write_prefixes=(),
+            expires_at=time.time() + 60, subject="coordinator:billing",
+        ))  # fmt: skip
+        try:
+            async with channel(self._storage_address, self._storage_credentials) as ch:  # type: ignore[arg-type]
+                reply = await storage_pb2_grpc.StorageStub(ch).DiskUsage(
+                    storage_pb2.DiskUsageRequest(path="/"), metadata=storage_metadata(token),
+                    timeout=5,
+                )
+        except Exception as exc:  # the balance still answers without storage
+            log.warning("storage usage for org %s unavailable: %s", org_id, exc)
+            return 0
+        return int(reply.stored_bytes or reply.logical_bytes)
