@@ -15,6 +15,7 @@ from c3 import grpcutil
 from c3.hashindex import HashIndex
 from c3.paths import c3_paths, ensure_private_dir
 from c3.v1 import daemon_pb2_grpc
+from c3d.connections import Connections
 from c3d.history import History
 from c3d.pipeline import Pusher
 from c3d.projects import Projects
@@ -49,7 +50,8 @@ async def serve(socket_path: Path) -> None:
     shutdown = asyncio.Event()
     projects = Projects(index)
     history = await History(paths.daemon_state_dir / "history.sqlite").open()
-    service = DaemonService(Pusher(projects, history), shutdown)
+    connections = Connections()
+    service = DaemonService(Pusher(projects, history), connections, shutdown)
     old_umask = os.umask(0o177)  # the socket file is created 0600
     try:
         server = await grpcutil.create_server(
@@ -65,6 +67,7 @@ async def serve(socket_path: Path) -> None:
     log.info("c3d %s listening on %s", os.getpid(), socket_path)
     await shutdown.wait()
     await server.stop(1.0)
+    await connections.close()
     await projects.close()
     await history.close()
     await index.close()

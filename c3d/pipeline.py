@@ -13,9 +13,8 @@ from c3 import config as project_config
 from c3 import manifest, workspace
 from c3.errors import ConfigError
 from c3.storage_client import LocalBlob, StorageClient
-from c3.tls import credentials_for
 from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2
-from c3d.coordclient import CoordinatorClient, Target
+from c3d.connections import Connections
 from c3d.follow import follow_events
 from c3d.history import History
 from c3d.projects import Projects
@@ -151,7 +150,11 @@ async def resolve_datasets(
 
 
 async def deploy(
-    request: daemon_pb2.DeployRequest, pusher: Pusher, *, supersedes: common_pb2.Job | None = None
+    request: daemon_pb2.DeployRequest,
+    pusher: Pusher,
+    connections: Connections,
+    *,
+    supersedes: common_pb2.Job | None = None,
 ) -> AsyncIterator[daemon_pb2.DeployEvent]:
     """One deploy. With `supersedes`, that earlier run is cancelled once this one is
     accepted and its agent (which holds the blobs and environment) is preferred."""
@@ -165,50 +168,45 @@ async def deploy(
             f"{cfg.path}: script: {cfg.script} is left out of the workspace by {rule}; "
             f"remove that rule or add `!{cfg.script}` to .c3ignore"
         )
-    client = CoordinatorClient(Target(request.coordinator_address, request.api_key, request.tls))
+    target = connections.target(request)
+    client = await connections.coordinator(target)
+    storage = await connections.storage(target)
+    server_key = server_identity(connections.storage_address(target), request.api_key)
+    feed = ProgressFeed("upload")
+    push = asyncio.create_task(pusher.push_workspace(cfg.root, storage, server_key, feed))
     try:
-        token = await client.call("IssueStorageToken", coordinator_pb2.IssueStorageTokenRequest())
-        server_key = server_identity(token.storage_address, request.api_key)
-        async with StorageClient(
-            token.storage_address, token.token, credentials=credentials_for(request.tls)
-        ) as storage:
-            feed = ProgressFeed("upload")
-            push = asyncio.create_task(pusher.push_workspace(cfg.root, storage, server_key, feed))
-            try:
-                async for event in with_progress(push, feed):
-                    yield event
-            finally:
-                push.cancel()
-            digest, stats = push.result()
-            yield daemon_pb2.DeployEvent(pushed=stats)
-            mounts = []
-            async for mount, ds_stats in resolve_datasets(cfg, storage, pusher, server_key):
-                mounts.append(mount)
-                if ds_stats is not None:
-                    yield daemon_pb2.DeployEvent(
-                        notice=f"dataset {mount.resolved_path} v{mount.version}: "
-                        f"{ds_stats.blobs_new} new blobs, {ds_stats.bytes_sent} bytes sent"
-                    )
-        spec = project_config.job_spec(cfg, workspace_manifest_digest=digest)
-        del spec.datasets[:]
-        spec.datasets.extend(mounts)
-        if request.provider:
-            spec.provider = request.provider
-        submit = coordinator_pb2.SubmitJobRequest(spec=spec)
-        if supersedes is not None:
-            previous = await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=supersedes.id))
-            submit.supersedes_job_id = supersedes.id
-            submit.prefer_agent_id = previous.job.agent_id
-        reply = await client.call("SubmitJob", submit)
-        job = reply.job
-        yield daemon_pb2.DeployEvent(submitted=job)
-        if not request.follow:
-            return
-        async for job_event in follow_events(client, pusher.history, job.id):
-            yield daemon_pb2.DeployEvent(job_event=job_event)
-        final = await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=job.id))
-        yield daemon_pb2.DeployEvent(finished=final.job)
+        async for event in with_progress(push, feed):
+            yield event
     finally:
-        await client.close()
+        push.cancel()
+    digest, stats = push.result()
+    yield daemon_pb2.DeployEvent(pushed=stats)
+    mounts = []
+    async for mount, ds_stats in resolve_datasets(cfg, storage, pusher, server_key):
+        mounts.append(mount)
+        if ds_stats is not None:
+            yield daemon_pb2.DeployEvent(
+                notice=f"dataset {mount.resolved_path} v{mount.version}: "
+                f"{ds_stats.blobs_new} new blobs, {ds_stats.bytes_sent} bytes sent"
+            )
+    spec = project_config.job_spec(cfg, workspace_manifest_digest=digest)
+    del spec.datasets[:]
+    spec.datasets.extend(mounts)
+    if request.provider:
+        spec.provider = request.provider
+    submit = coordinator_pb2.SubmitJobRequest(spec=spec)
+    if supersedes is not None:
+        previous = await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=supersedes.id))
+        submit.supersedes_job_id = supersedes.id
+        submit.prefer_agent_id = previous.job.agent_id
+    reply = await client.call("SubmitJob", submit)
+    job = reply.job
+    yield daemon_pb2.DeployEvent(submitted=job)
+    if not request.follow:
+        return
+    async for job_event in follow_events(client, pusher.history, job.id):
+        yield daemon_pb2.DeployEvent(job_event=job_event)
+    final = await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=job.id))
+    yield daemon_pb2.DeployEvent(finished=final.job)
 
 

@@ -15,15 +15,16 @@ import c3
 from c3 import workspace
 from c3.errors import InvalidArgument, Unavailable, Unimplemented
 from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2, daemon_pb2_grpc
-from c3d.coordclient import CoordinatorClient, Target
+from c3d.connections import Connections
 from c3d.follow import follow_events
 from c3d.pipeline import Pusher, deploy
 from c3d.watchmode import WatchState, watch
 
 
 class DaemonService(daemon_pb2_grpc.DaemonServicer):
-    def __init__(self, pusher: Pusher, shutdown: asyncio.Event) -> None:
+    def __init__(self, pusher: Pusher, connections: Connections, shutdown: asyncio.Event) -> None:
         self.pusher = pusher
+        self.connections = connections
         self.projects = pusher.projects
         self.watching: dict[Path, WatchState] = {}
         self.shutdown = shutdown
@@ -35,25 +36,22 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
     ) -> AsyncIterator[daemon_pb2.DeployEvent]:
         if not os.path.isabs(request.project_dir):
             raise InvalidArgument(f"project_dir must be absolute, got {request.project_dir!r}")
-        async for event in deploy(request, self.pusher):
+        async for event in deploy(request, self.pusher, self.connections):
             yield event
 
     async def Logs(
         self, request: daemon_pb2.LogsRequest, context: aio.ServicerContext
     ) -> AsyncIterator[common_pb2.JobEvent]:
-        client = CoordinatorClient(Target(request.coordinator_address, request.api_key, request.tls))
-        try:
-            # The local history is shared by every key used on this machine: the caller's
-            # key must see the job before any stored event is served (another org's job
-            # answers NotFound). Offline, the local history still answers.
-            with contextlib.suppress(Unavailable):
-                await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=request.job_id))
-            async for event in follow_events(
-                client, self.pusher.history, request.job_id, live=request.follow
-            ):
-                yield event
-        finally:
-            await client.close()
+        client = await self.connections.coordinator(self.connections.target(request))
+        # The local history is shared by every key used on this machine: the caller's
+        # key must see the job before any stored event is served (another org's job
+        # answers NotFound). Offline, the local history still answers.
+        with contextlib.suppress(Unavailable):
+            await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=request.job_id))
+        async for event in follow_events(
+            client, self.pusher.history, request.job_id, live=request.follow
+        ):
+            yield event
 
     async def ListFiles(
         self, request: daemon_pb2.ListFilesRequest, context: aio.ServicerContext
@@ -98,7 +96,7 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
         state = self.watching.setdefault(project.root, WatchState())
         state.sessions += 1
         try:
-            async for event in watch(request, self.pusher, project, state):
+            async for event in watch(request, self.pusher, self.connections, project, state):
                 yield event
         finally:
             state.sessions -= 1

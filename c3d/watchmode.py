@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from c3.errors import C3Error, NotFound
 from c3.v1 import common_pb2, daemon_pb2
+from c3d.connections import Connections
 from c3d.pipeline import Pusher, deploy
 from c3d.projects import Project
 
@@ -38,7 +39,11 @@ def describe(paths: set[str], limit: int = 3) -> str:
 
 
 async def watch(
-    request: daemon_pb2.WatchRequest, pusher: Pusher, project: Project, state: WatchState
+    request: daemon_pb2.WatchRequest,
+    pusher: Pusher,
+    connections: Connections,
+    project: Project,
+    state: WatchState,
 ) -> AsyncIterator[daemon_pb2.DeployEvent]:
     queue: asyncio.Queue[tuple[int, object]] = asyncio.Queue()
     changed: set[str] = set()
@@ -62,7 +67,7 @@ async def watch(
     async def one_run(number: int, supersedes: common_pb2.Job | None) -> None:
         nonlocal last_job
         try:
-            async for event in deploy(deploy_request, pusher, supersedes=supersedes):
+            async for event in deploy(deploy_request, pusher, connections, supersedes=supersedes):
                 if event.HasField("submitted"):
                     last_job = event.submitted
                 queue.put_nowait((number, event))
