@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from c3.scaffold import init_project
 
+from c3.scaffold import init_project
 from c3ctl import render
 
 
