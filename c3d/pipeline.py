@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,9 +12,9 @@ from typing import TypeVar
 
 from c3 import config as project_config
 from c3 import manifest, workspace
-from c3.errors import ConfigError
+from c3.errors import ConfigError, NotFound
 from c3.storage_client import LocalBlob, StorageClient
-from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2
+from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2, storage_pb2
 from c3d.connections import Connections
 from c3d.follow import follow_events
 from c3d.history import History
@@ -122,6 +123,24 @@ def _unique(blobs: list[LocalBlob]) -> list[LocalBlob]:
     return out
 
 
+def dataset_name(directory: Path) -> str:
+    """A dataset name from a local directory's name: lowercase, [a-z0-9._-] only."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", directory.name.lower()).strip("-.")
+    return name or "data"
+
+
+async def _latest_if_same(
+    storage: StorageClient, path: str, digest: str
+) -> storage_pb2.VersionInfo | None:
+    """The latest version of `path` when it already holds exactly this tree: an unchanged
+    directory does not make a new version."""
+    try:
+        latest = await storage.resolve(f"{path}@latest")
+    except NotFound:
+        return None
+    return latest if latest.manifest_digest == digest else None
+
+
 async def resolve_datasets(
     cfg: project_config.ProjectConfig,
     storage: StorageClient,
@@ -133,8 +152,12 @@ async def resolve_datasets(
         stats = None
         if ds.local_dir is not None:
             digest, stats = await pusher.push_directory(ds.local_dir, storage, server_key)
-            version = await storage.commit(f"/datasets/{ds.local_dir.name}", digest,
-                                           message=f"uploaded by deploy of {cfg.project}")
+            path = f"/datasets/{dataset_name(ds.local_dir)}"
+            version = await _latest_if_same(storage, path, digest)
+            if version is None:
+                version = await storage.commit(
+                    path, digest, message=f"uploaded by deploy of {cfg.project}"
+                )
         else:
             version = await storage.resolve(ds.ref)
         yield (
