@@ -7,15 +7,13 @@ coordinator and storaged on free ports.
 from __future__ import annotations
 
 import json
-import os
-import selectors
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stacktools import LineReader, c3ctl, running_stack
 
 PAYLOAD = "".join(f"payload line {i}\n" for i in range(2000))
 
@@ -29,45 +27,10 @@ echo "last line from the job"
 """
 
 
-def c3ctl(env: dict[str, str], *args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "c3ctl.main", *args],
-        env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-    )
-
-
-def processes_mentioning(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-@pytest.fixture
-def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    home = tmp_path / "c3home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("C3_")}
-    env.update(C3_HOME=str(home), NO_COLOR="1", PYTHONUNBUFFERED="1")
-    up = c3ctl(env, "up", "--coordinator-port", "0", "--storage-port", "0", timeout=90)
-    assert up.returncode == 0, up.stderr
-    try:
+@pytest.fixture(scope="module")
+def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    with running_stack(tmp_path_factory.mktemp("c3home")) as env:
         yield env
-    finally:
-        c3ctl(env, "down")
-        c3ctl(env, "daemon", "stop")
-        deadline = time.monotonic() + 15
-        while processes_mentioning(str(home)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        stray = processes_mentioning(str(home))
-        for pid in stray:
-            os.kill(pid, 9)
-        assert not stray, f"processes left behind: {stray}"
 
 
 def test_deploy_streams_live_pulls_and_dedups(stack_env: dict[str, str], tmp_path: Path) -> None:
@@ -84,28 +47,18 @@ def test_deploy_streams_live_pulls_and_dedups(stack_env: dict[str, str], tmp_pat
         [sys.executable, "-m", "c3ctl.main", "deploy", "-f"],
         env=stack_env, cwd=project / "src", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    assert proc.stdout is not None and proc.stderr is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + 60
-    first_line = ""
-    while time.monotonic() < deadline and not first_line:
-        if sel.select(timeout=1):
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if "first line from the job" in line:
-                first_line = line
-    assert first_line, "the job's first output line never arrived"
+    reader = LineReader(proc)
+    reader.wait_for("first line from the job")
 
     # The line arrived while the job was still running.
     queue = c3ctl(stack_env, "squeue", "--json")
     assert queue.returncode == 0, queue.stderr
-    jobs = json.loads(queue.stdout)["jobs"]
+    jobs = [j for j in json.loads(queue.stdout)["jobs"] if j["project"] == "e2e-demo"]
     assert len(jobs) == 1 and jobs[0]["status"] == "RUNNING", jobs
     job_id = jobs[0]["id"]
 
     rest, err = proc.communicate(timeout=60)
+    err = "".join(line for stream, line in reader.seen if stream == "err") + err
     assert proc.returncode == 0, err
     assert "last line from the job" in rest
     assert "COMPLETED" in err
@@ -118,7 +71,7 @@ def test_deploy_streams_live_pulls_and_dedups(stack_env: dict[str, str], tmp_pat
     assert data.read_text() == PAYLOAD
 
     queue = json.loads(c3ctl(stack_env, "squeue", "--json").stdout)["jobs"]
-    assert queue[0]["status"] == "SYNCED"
+    assert next(j for j in queue if j["id"] == job_id)["status"] == "SYNCED"
 
     # Re-deploying the unchanged project moves nothing.
     again = c3ctl(stack_env, "deploy", cwd=project)
@@ -150,3 +103,38 @@ def test_config_error_is_one_line_without_traceback(stack_env: dict[str, str], t
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert ".c3:2" in result.stderr and "gpus" in result.stderr
+
+
+def test_up_twice_is_harmless_and_status_shows_the_stack(stack_env: dict[str, str]) -> None:
+    before = json.loads(c3ctl(stack_env, "status", "--json").stdout)
+    assert all(part["running"] for part in before["stack"].values())
+    again = c3ctl(stack_env, "up")
+    assert again.returncode == 0, again.stderr
+    after = json.loads(c3ctl(stack_env, "status", "--json").stdout)
+    assert after["stack"] == before["stack"]  # same processes, nothing restarted
+    assert after["coordinator_healthy"]
+
+
+def test_ctrl_c_detaches_without_cancelling(stack_env: dict[str, str], tmp_path: Path) -> None:
+    import signal
+
+    project = tmp_path / "detach"
+    project.mkdir()
+    (project / ".c3").write_text("project: detach\nscript: run.sh\n")
+    (project / "run.sh").write_text('echo "started"\nsleep 2\necho "finished anyway"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "c3ctl.main", "deploy", "-f"], env=stack_env, cwd=project,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    reader = LineReader(proc)
+    reader.wait_for("started")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    err = "".join(line for stream, line in reader.seen if stream == "err") + err
+    assert proc.returncode == 130
+    assert "detached" in err and "keeps running" in err and "Traceback" not in err
+    job_id = next(line.split()[1] for line in err.splitlines() if line.startswith("submitted "))
+    logs = c3ctl(stack_env, "logs", "-f", job_id)
+    assert "finished anyway" in logs.stdout
+    jobs = json.loads(c3ctl(stack_env, "squeue", "--json").stdout)["jobs"]
+    assert next(j for j in jobs if j["id"] == job_id)["status"] == "COMPLETED"
