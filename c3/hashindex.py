@@ -108,11 +108,7 @@ class HashIndex:
         with their stat), hashing only files whose stat changed since the last time."""
         root_key = str(root.absolute())
         stats = HashStats(files_scanned=len(files))
-        async with self.db.execute(
-            "SELECT path, size, mtime_ns, ctime_ns, inode, digest, hashed_at_ns FROM files WHERE root=?",
-            (root_key,),
-        ) as cur:
-            known = {r[0]: r[1:] for r in await cur.fetchall()}
+        known = await self._rows(root_key, files)
         digests: dict[str, str] = {}
         misses: list[tuple[str, os.stat_result]] = []
         for rel, st in files:
@@ -147,6 +143,27 @@ class HashIndex:
             for rel, st in sorted(files, key=lambda f: f[0])
         ]
         return entries, stats
+
+    # Up to this many paths are looked up one by one (SQLite's default variable limit is far higher).
+    _TARGETED_LOOKUP_MAX = 500
+
+    async def _rows(
+        self, root_key: str, files: Sequence[tuple[str, os.stat_result]]
+    ) -> dict[str, tuple[int, int, int, int, str, int]]:
+        """Stored rows for `files`: the whole root for a big request, else just those paths
+        (a watcher's handful of changed files must not read every row of a large tree)."""
+        columns = "path, size, mtime_ns, ctime_ns, inode, digest, hashed_at_ns"
+        if len(files) > self._TARGETED_LOOKUP_MAX:
+            async with self.db.execute(
+                f"SELECT {columns} FROM files WHERE root=?", (root_key,)
+            ) as cur:
+                return {r[0]: r[1:] for r in await cur.fetchall()}
+        marks = ",".join("?" * len(files))
+        async with self.db.execute(
+            f"SELECT {columns} FROM files WHERE root=? AND path IN ({marks})",
+            [root_key, *(rel for rel, _ in files)],
+        ) as cur:
+            return {r[0]: r[1:] for r in await cur.fetchall()}
 
     async def _hash_all(
         self, root: Path, misses: list[tuple[str, os.stat_result]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ from typing import TypeVar
 
 from c3 import config as project_config
 from c3 import manifest, workspace
-from c3.errors import ConfigError, NotFound
+from c3.errors import ConfigError, FailedPrecondition, NotFound
 from c3.storage_client import LocalBlob, StorageClient
 from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2, storage_pb2
 from c3d.connections import Connections
@@ -21,6 +22,7 @@ from c3d.history import History
 from c3d.projects import Projects
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Pusher:
@@ -30,6 +32,8 @@ class Pusher:
         self.projects = projects
         self.history = history
         self.hashes = projects.hashes
+        # Digests known present per server identity, in front of the index's table.
+        self._present: dict[str, set[str]] = {}
 
     async def push_workspace(
         self, root: Path, storage: StorageClient, server_key: str,
@@ -38,12 +42,13 @@ class Pusher:
         """The project's workspace, from its live index (only changed files are hashed)."""
         started = time.monotonic()
         project = await self.projects.get(root)
-        tree, index_stats = await project.index.manifest()
-        stats = await self._push(root, tree, storage, server_key, progress)
-        stats.files_scanned = index_stats.files_scanned
-        stats.files_hashed = index_stats.files_hashed
+        snap = await project.index.snapshot()
+        stats = await self._push(root, snap.files, storage, server_key, progress)
+        stats.files_scanned = snap.stats.files_scanned
+        stats.files_hashed = snap.stats.files_hashed
+        digest = await self._store_manifest(root, snap.tree, snap.files, storage, server_key, stats)
         stats.seconds = time.monotonic() - started
-        return await storage.put_manifest(tree), stats
+        return digest, stats
 
     async def push_directory(
         self, root: Path, storage: StorageClient, server_key: str,
@@ -54,27 +59,58 @@ class Pusher:
         files = await asyncio.to_thread(workspace.scan, root)
         entries, hash_stats = await self.hashes.digests(root, [(f.path, f.stat) for f in files])
         tree = manifest.build(entries)
-        stats = await self._push(root, tree, storage, server_key, progress)
+        by_path = {e.path: (e.digest, e.size) for e in entries}
+        stats = await self._push(root, by_path, storage, server_key, progress)
         stats.files_scanned = hash_stats.files_scanned
         stats.files_hashed = hash_stats.files_hashed
+        digest = await self._store_manifest(root, tree, by_path, storage, server_key, stats)
         stats.seconds = time.monotonic() - started
-        return await storage.put_manifest(tree), stats
+        return digest, stats
+
+    async def _store_manifest(
+        self, root: Path, tree: common_pb2.Manifest, files: dict[str, tuple[str, int]],
+        storage: StorageClient, server_key: str, stats: daemon_pb2.PushStats,
+    ) -> str:
+        """Store the manifest; blobs we wrongly believed present (the server collected
+        them) are forgotten and pushed, then the manifest is stored again."""
+        digest, missing = await storage.store_manifest(tree)
+        if not missing:
+            return digest
+        lost = set(missing)
+        self._present.get(server_key, set()).difference_update(lost)
+        await self.hashes.forget_present(server_key, lost)
+        again = await self._push(
+            root, {p: v for p, v in files.items() if v[0] in lost}, storage, server_key, None
+        )
+        stats.blobs_new += again.blobs_new
+        stats.bytes_sent += again.bytes_sent
+        digest, missing = await storage.store_manifest(tree)
+        if missing:
+            raise FailedPrecondition(
+                f"storage still lacks {len(missing)} blobs of the workspace after re-uploading them"
+            )
+        return digest
 
     async def _push(
-        self, root: Path, tree: common_pb2.Manifest, storage: StorageClient, server_key: str,
-        progress: ProgressFeed | None,
+        self, root: Path, files: dict[str, tuple[str, int]], storage: StorageClient,
+        server_key: str, progress: ProgressFeed | None,
     ) -> daemon_pb2.PushStats:
-        digests = {e.digest for e in tree.entries}
-        known = await self.hashes.known_present(server_key, digests)
-        candidates = [
-            LocalBlob(root / e.path, e.digest, e.size) for e in tree.entries if e.digest not in known
-        ]
-        pushed = await storage.push_files(_unique(candidates), progress=progress)
-        await self.hashes.mark_present(server_key, digests)
+        present = self._present.setdefault(server_key, set())
+        unknown = {digest for digest, _ in files.values()} - present
+        if unknown:
+            present |= await self.hashes.known_present(server_key, unknown)
+        candidates: dict[str, LocalBlob] = {}
+        for path, (digest, size) in files.items():
+            if digest not in present and digest not in candidates:
+                candidates[digest] = LocalBlob(root / path, digest, size)
+        pushed = await storage.push_files(list(candidates.values()), progress=progress)
+        if candidates:
+            await self.hashes.mark_present(server_key, candidates)
+            present.update(candidates)
         return daemon_pb2.PushStats(
             blobs_new=pushed.blobs_new,
             bytes_sent=pushed.bytes_sent,
-            bytes_total=manifest.total_size(tree),
+            bytes_total=sum(size for _, size in files.values()),
         )
 
 
@@ -111,16 +147,6 @@ async def with_progress(
 def server_identity(storage_address: str, api_key: str) -> str:
     """Key of the known-present cache: one store as seen by one credential (orgs differ)."""
     return f"{storage_address}|{hashlib.sha256(api_key.encode()).hexdigest()[:16]}"
-
-
-def _unique(blobs: list[LocalBlob]) -> list[LocalBlob]:
-    seen: set[str] = set()
-    out = []
-    for blob in blobs:
-        if blob.digest not in seen:
-            seen.add(blob.digest)
-            out.append(blob)
-    return out
 
 
 def dataset_name(directory: Path) -> str:
@@ -181,6 +207,7 @@ async def deploy(
 ) -> AsyncIterator[daemon_pb2.DeployEvent]:
     """One deploy. With `supersedes`, that earlier run is cancelled once this one is
     accepted and its agent (which holds the blobs and environment) is preferred."""
+    started = time.perf_counter()
     project_dir = Path(request.project_dir)
     cfg_path = project_config.find_project_file(project_dir)
     cfg = await asyncio.to_thread(project_config.load_project, cfg_path)
@@ -222,12 +249,22 @@ async def deploy(
         previous = await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=supersedes.id))
         submit.supersedes_job_id = supersedes.id
         submit.prefer_agent_id = previous.job.agent_id
+    pushed_at = time.perf_counter()
     reply = await client.call("SubmitJob", submit)
     job = reply.job
+    submitted_at = time.perf_counter()
     yield daemon_pb2.DeployEvent(submitted=job)
     if not request.follow:
         return
+    first = True
     async for job_event in follow_events(client, pusher.history, job.id):
+        if first and job_event.HasField("log"):
+            first = False
+            log.debug(
+                "deploy %s: prepare+push %.1f ms, submit %.1f ms, first log line %.1f ms",
+                job.id, (pushed_at - started) * 1000, (submitted_at - pushed_at) * 1000,
+                (time.perf_counter() - submitted_at) * 1000,
+            )
         yield daemon_pb2.DeployEvent(job_event=job_event)
     final = await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=job.id))
     yield daemon_pb2.DeployEvent(finished=final.job)
