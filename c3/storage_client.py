@@ -165,12 +165,10 @@ class StorageClient:
         async def send_batch(group: list[LocalBlob]) -> None:
             async with batch_slots:
                 wanted = [(b.path, b.digest, b.size) for b in group]
-                items = await self.run(prepare_batch, wanted)
+                request, wire = await self.run(prepare_batch, wanted)
                 try:
                     with _rpc():
-                        await self._stub.PutBlobs(
-                            storage_pb2.PutBlobsRequest(blobs=items), metadata=self._md
-                        )
+                        await self._stub.PutBlobs(request, metadata=self._md)
                 except DataLoss:
                     # The server found a blob that does not match its digest: most likely
                     # a file edited since it was hashed. Name it if so.
@@ -178,7 +176,7 @@ class StorageClient:
                     if changed is not None:
                         raise changed from None
                     raise
-                advance(sum(b.size for b in group), sum(len(i.data) for i in items), len(group))
+                advance(sum(b.size for b in group), wire, len(group))
 
         async def send_stream(blob: LocalBlob) -> None:
             async with stream_slots:

@@ -31,23 +31,25 @@ def _read(path: Path) -> bytes:
         raise NotFound(f"{path} disappeared since it was hashed; run the command again") from exc
 
 
-def prepare_batch(items: list[tuple[Path, str, int]]) -> list[storage_pb2.BlobData]:
-    """(path, digest, size) -> compressed BlobData messages. The content is not hashed
-    again here: the server verifies every blob and rejects the batch on a mismatch, and
-    `find_changed` then names the file (a second hash of every file would cost the client
-    a fifth of its CPU on a cold push)."""
-    out = []
+def prepare_batch(items: list[tuple[Path, str, int]]) -> tuple[storage_pb2.PutBlobsRequest, int]:
+    """(path, digest, size) -> a PutBlobsRequest of compressed blobs, and its payload bytes.
+    The content is not hashed again here: the server verifies every blob and rejects the
+    batch on a mismatch, and `find_changed` then names the file (a second hash of every
+    file would cost the client a fifth of its CPU on a cold push)."""
+    blobs = []
+    wire = 0
     for path, digest, size in items:
         data = _read(path)
         if len(data) != size:
             raise _changed(str(path), digest, size)
         compression, payload = codec.compress(data)
-        out.append(
+        wire += len(payload)
+        blobs.append(
             storage_pb2.BlobData(
                 digest=digest, size=size, compression=codec.Compression(compression), data=payload
             )
         )
-    return out
+    return storage_pb2.PutBlobsRequest(blobs=blobs), wire
 
 
 def find_changed(items: list[tuple[Path, str, int]]) -> FailedPrecondition | None:

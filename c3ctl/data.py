@@ -129,6 +129,7 @@ class UploadResult:
     bytes_sent: int
     bytes_total: int
     seconds: float
+    ignored: list[workspace.IgnoredPath]
 
 
 def _server_key(address: str, api_key: str) -> str:
@@ -141,7 +142,9 @@ async def upload(
     progress: Callable[[int, int], None] | None = None,
 ) -> UploadResult:
     started = time.monotonic()
-    files = await asyncio.to_thread(workspace.scan, src)
+    # The same file set a deploy would ship for this directory (so the two dedup), with
+    # what the ignore rules left out, which the summary reports.
+    files, ignored = await asyncio.to_thread(workspace.scan_with_ignored, src)
     if not files:
         raise InvalidArgument(f"{src} has no files to upload (all ignored or empty)")
     entries, hstats = await index.digests(src, [(f.path, f.stat) for f in files])
@@ -172,7 +175,7 @@ async def upload(
             await index.forget_present(server_key)
     return UploadResult(
         version, hstats.files_scanned, hstats.files_hashed, new, sent,
-        mf.total_size(manifest), time.monotonic() - started,
+        mf.total_size(manifest), time.monotonic() - started, ignored,
     )
 
 
@@ -292,6 +295,12 @@ def cp(src: str, dst: str) -> None:
         f" ({render.human_bytes(r.bytes_total)}), {r.files_hashed} hashed, {r.blobs_new} new,"
         f" {render.human_bytes(r.bytes_sent)} sent in {r.seconds:.2f}s"
     )
+    if r.ignored:
+        first = r.ignored[0]
+        render.err.print(
+            f"[yellow]{len(r.ignored)} path(s) left out by ignore rules[/], e.g."
+            f" {escape(first.path)} ({escape(first.rule)})"
+        )
 
 
 @data.command("rm")

@@ -38,7 +38,8 @@ class BlobStore:
         self.backend = backend
         self.meta = meta
         self.max_blob_bytes = max_blob_bytes
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="blobstore")
+        # More threads than cores: a batch waiting on the group sync holds one.
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="blobstore")
         self._inflight: Counter[str] = Counter()
         self._deleting: dict[str, asyncio.Event] = {}
         self._active_uploads: set[str] = set()
@@ -122,25 +123,28 @@ class BlobStore:
 
     async def put_blobs(self, org: str, blobs: Sequence[storage_pb2.BlobData]) -> tuple[int, int]:
         """Verify every blob, then store the new ones; (stored, new compressed bytes)."""
-        unique: dict[str, storage_pb2.BlobData] = {}
+        # (digest, size, compression, payload): each protobuf bytes field read copies it,
+        # so every payload is taken out of its message exactly once.
+        unique: dict[str, tuple[str, int, int, bytes]] = {}
         for b in blobs:
-            if b.compression == storage_pb2.COMPRESSION_UNSPECIFIED:
-                b.compression = storage_pb2.COMPRESSION_NONE  # unset means raw bytes
-            self._check_header(b.digest, b.size, b.compression)
-            if len(b.data) > _max_payload(b.size):
-                raise InvalidArgument(f"blob {b.digest[:12]}: payload larger than its size allows")
-            unique.setdefault(b.digest, b)
+            digest, size, compression, payload = b.digest, b.size, b.compression, b.data
+            if compression == storage_pb2.COMPRESSION_UNSPECIFIED:
+                compression = storage_pb2.COMPRESSION_NONE  # unset means raw bytes
+            self._check_header(digest, size, compression)
+            if len(payload) > _max_payload(size):
+                raise InvalidArgument(f"blob {digest[:12]}: payload larger than its size allows")
+            unique.setdefault(digest, (digest, size, compression, payload))
         items = list(unique.values())
         # All bytes are checked before any is kept: one bad blob fails the whole batch.
         await self.run(_verify_all, items)
         digests = list(unique)
         async with self._claim(digests):
             existing = await self.meta.blob_rows(digests)
-            new = [b for b in items if b.digest not in existing]
-            await self.run(self.backend.put_many, [(b.digest, b.compression, b.data) for b in new])
-            rows = [BlobRow(b.digest, b.size, len(b.data), b.compression) for b in new]
+            new = [b for b in items if b[0] not in existing]
+            await self.run(self.backend.put_many, [(d, c, p) for d, _, c, p in new])
+            rows = [BlobRow(d, size, len(p), c) for d, size, c, p in new]
             await self.meta.record_blobs(org, rows, [d for d in digests if d in existing])
-        return len(items), sum(len(b.data) for b in new)
+        return len(items), sum(len(b[3]) for b in new)
 
     def _upload_key(self, org: str, digest: str, compression: int) -> str:
         org_tag = hashlib.sha256(org.encode()).hexdigest()[:16]
@@ -317,9 +321,9 @@ class BlobStore:
 # Blocking helpers, run in the pool --------------------------------------------------------
 
 
-def _verify_all(blobs: Sequence[storage_pb2.BlobData]) -> None:
-    for b in blobs:
-        codec.verify_payload(b.digest, b.size, b.compression, b.data)
+def _verify_all(blobs: Sequence[tuple[str, int, int, bytes]]) -> None:
+    for digest, size, compression, payload in blobs:
+        codec.verify_payload(digest, size, compression, payload)
 
 
 def _append(
