@@ -25,6 +25,7 @@ from agent.logbatch import LogBatcher
 from agent.resources import ResourceShare
 from agent.runner import DEFAULT_GRACE_SECONDS, Ending, RunResult, ScriptRun
 from agent.sandbox import JobLayout, LaunchSpec, ReadOnlyMount
+from agent.storagepool import StoragePool
 from agent.warmtree import WarmTrees
 from agent.workspace import DatasetCache, FetchStats, cache_fetched, fetch_workspace
 from c3.blobcache import BlobCache
@@ -35,7 +36,7 @@ from c3.v1 import agent_pb2, common_pb2
 log = logging.getLogger(__name__)
 
 Emit = Callable[[agent_pb2.AgentMessage], None]
-StorageFactory = Callable[[str, str], Any]  # (address, token) -> async context manager client
+StorageFactory = Callable[[str, str], Any]  # (address, token) -> StorageClient-like client
 DEFAULT_BLOB_CACHE_BYTES = 20 << 30
 
 S = common_pb2
@@ -65,6 +66,15 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
+async def _settled(task: asyncio.Task[JobCgroup | None]) -> JobCgroup | None:
+    """The task's cgroup once it has finished; None if it failed (its error, if it
+    matters, was raised where the job awaited it)."""
+    await asyncio.wait({task})
+    if task.cancelled() or task.exception() is not None:
+        return None
+    return task.result()
+
+
 class JobExecutor:
     def __init__(self, *, data_dir: Path, host: HostInfo, sandboxed: bool, unsandboxed_ok: bool,
                  emit: Emit, on_idle: Callable[[], None] = lambda: None,
@@ -85,7 +95,7 @@ class JobExecutor:
         self.sandbox_problem = sandbox_problem
         self._emit = emit
         self._on_idle = on_idle
-        self._storage_factory = storage_factory or (lambda addr, tok: StorageClient(addr, tok))
+        self._storage = StoragePool(storage_factory or (lambda addr, tok: StorageClient(addr, tok)))
         self.grace_seconds = grace_seconds
         self.jobs_dir = data_dir / "jobs"
         self.blobs = BlobCache(data_dir / "blobs", blob_cache_bytes)
@@ -94,7 +104,7 @@ class JobExecutor:
         self._active: dict[str, _Active] = {}
         self._projects: set[str] = set()
         self.warm = WarmTrees(data_dir / "warm")
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         # Leftovers of a previous run of this agent (crash, SIGKILL): never reused.
         if self.jobs_dir.exists():
             shutil.rmtree(self.jobs_dir, ignore_errors=True)
@@ -148,6 +158,7 @@ class JobExecutor:
         tasks = [a.task for a in self._active.values() if a.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self._storage.close()
 
     # -- one job -----------------------------------------------------------------------
     def _status(self, job_id: str, state: common_pb2.JobState.ValueType, *,
@@ -194,7 +205,8 @@ class JobExecutor:
         finally:
             await logs.close()
             state, reason, code, message, path, version = final
-            # Kept for the project's next job, before that job can be sent.
+            # Kept for the project's next job, before that job can be sent (a rename);
+            # tidied once the status is out (the next job tidies it if it comes first).
             if active.fetched.records:
                 active.tree = await asyncio.to_thread(
                     self.warm.keep, job.org_id, job.spec.project, job_dir / "workspace",
@@ -207,9 +219,15 @@ class JobExecutor:
             self._on_idle()
             if active.caching is not None and not active.caching.done():
                 # Goes on reading the kept tree; held so it is not garbage-collected.
-                self._background.add(active.caching)
-                active.caching.add_done_callback(self._background.discard)
+                self._hold(active.caching)
+            if active.tree is not None:
+                self._hold(asyncio.create_task(asyncio.to_thread(
+                    self.warm.tidy, job.org_id, job.spec.project)))
             await asyncio.to_thread(shutil.rmtree, job_dir, True)
+
+    def _hold(self, task: asyncio.Task[Any]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _execute(self, active: _Active, assignment: agent_pb2.Assignment,
                        logs: LogBatcher, job_dir: Path, received: float) -> tuple[Any, ...]:
@@ -229,13 +247,26 @@ class JobExecutor:
                             f"this agent cannot sandbox jobs ({self.sandbox_problem}); "
                             "its operator must fix bubblewrap or start it with --allow-unsandboxed")
         layout = JobLayout.under(job_dir)
-        await asyncio.to_thread(layout.create)
+        # The job's cgroup and its other dirs are made while the workspace is fetched.
+        prepared = asyncio.create_task(self._prepare(job.id, layout, with_cgroup=not image))
+        try:
+            return await self._start_and_wait(active, assignment, logs, layout, received,
+                                              image, prepared)
+        finally:
+            group = await _settled(prepared)
+            await self._drop_cgroup(group)
+
+    async def _start_and_wait(self, active: _Active, assignment: agent_pb2.Assignment,
+                              logs: LogBatcher, layout: JobLayout, received: float,
+                              image: str, prepared: asyncio.Task[JobCgroup | None]
+                              ) -> tuple[Any, ...]:
+        job, spec = active.job, active.job.spec
         startup = common_pb2.StartupBreakdown()
         if assignment.HasField("assigned_at") and assignment.assigned_at.seconds:
             startup.agent_pickup_ms = max(
                 0.0, (time.time_ns() - assignment.assigned_at.ToNanoseconds()) / 1e6)
-        async with self._storage_factory(assignment.storage_address,
-                                         assignment.storage_token) as client:
+        async with self._storage.client(assignment.storage_address,
+                                        assignment.storage_token) as client:
             mounts = await self._fetch(active, client, layout, logs)
             startup.workspace_fetch_ms = _ms(time.monotonic() - received)
             self._projects.add(spec.project)
@@ -257,7 +288,7 @@ class JobExecutor:
                                 shm_bytes=share.shm_bytes if share else 0,
                                 docker_image=image, container_name=f"c3-{job.id}",
                                 share=share)
-            group = await self._cgroup(job.id) if not image else None
+            group = await prepared
             run = ScriptRun(launch, sandboxed=self.sandboxed, logs=logs,
                             time_limit_seconds=spec.time_limit_seconds,
                             grace_seconds=self.grace_seconds, cgroup=group)
@@ -265,7 +296,6 @@ class JobExecutor:
             try:
                 await run.start()
             except C3Error as exc:
-                await self._drop_cgroup(group)
                 raise JobFailed(S.FAILURE_REASON_WORKSPACE_ERROR, exc.message) from exc
             startup.script_start_ms = _ms(time.monotonic() - t_spawn)
             active.run = run
@@ -280,24 +310,32 @@ class JobExecutor:
             watchdog = None
             if share is not None and share.disk_bytes:
                 watchdog = asyncio.create_task(watch_disk(
-                    job_dir, share.disk_bytes, lambda why: run.stop(Ending.DISK_LIMIT, why),
+                    layout.workspace.parent, share.disk_bytes, lambda why: run.stop(Ending.DISK_LIMIT, why),
                     self.disk_interval))
             try:
                 result = await run.wait()
             finally:
                 if watchdog is not None:
                     watchdog.cancel()
-                await self._drop_cgroup(group)
             return await self._finish(client, active, layout, logs, result)
 
-    async def _cgroup(self, job_id: str) -> JobCgroup | None:
-        if self.cgroups is None or self.share is None:
-            return None
-        try:
-            return await asyncio.to_thread(self.cgroups.create, f"job-{job_id}", self.share)
-        except OSError as exc:
-            raise JobFailed(S.FAILURE_REASON_INTERNAL,
-                            f"could not create the job's cgroup: {exc}") from exc
+    async def _prepare(self, job_id: str, layout: JobLayout, with_cgroup: bool
+                       ) -> JobCgroup | None:
+        """The job's artifacts and tmp dirs, and its cgroup (one thread hop)."""
+        cgroups, share = self.cgroups, self.share
+
+        def blocking() -> JobCgroup | None:
+            for path in (layout.artifacts, layout.tmp):
+                path.mkdir(parents=True, exist_ok=True)
+            if not with_cgroup or cgroups is None or share is None:
+                return None
+            try:
+                return cgroups.create(f"job-{job_id}", share)
+            except OSError as exc:
+                raise JobFailed(S.FAILURE_REASON_INTERNAL,
+                                f"could not create the job's cgroup: {exc}") from exc
+
+        return await asyncio.to_thread(blocking)
 
     @staticmethod
     async def _drop_cgroup(group: JobCgroup | None) -> None:

@@ -1,8 +1,10 @@
 """stdout/stderr of a job, cut into lines and sent up in small timestamped batches.
 
-Lines arrive from both streams into one ordered buffer; a batch leaves at most
-`interval` seconds after its first line (or at once when it is full), so output streams
-live without one message per line. Over-long lines are split; bytes that are not UTF-8
+Lines arrive from both streams into one ordered buffer. A line after a quiet spell (no
+batch sent in the last `interval` seconds) leaves at once, so a job's first output line
+never waits on a timer; lines that follow within `interval` of a send are gathered into
+the next batch (sent `interval` after the previous one, or at once when full), so busy
+output streams live without one message per line. Over-long lines are split; bytes that are not UTF-8
 are replaced, never dropped.
 """
 
@@ -89,6 +91,7 @@ class LogBatcher:
         self._full = asyncio.Event()
         self._closed = False
         self._task: asyncio.Task[None] | None = None
+        self._last_sent = float("-inf")  # monotonic time of the last batch
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"logs-{self.job_id}")
@@ -109,17 +112,21 @@ class LogBatcher:
             return
         lines, self._lines, self._bytes = self._lines, [], 0
         self._full.clear()
+        self._last_sent = time.monotonic()
         await self._send(agent_pb2.LogBatch(job_id=self.job_id, lines=lines))
 
     async def _run(self) -> None:
         while not self._closed:
             await self._wake.wait()
             self._wake.clear()
-            # Give the batch a few ms to fill, unless it is already full or we close.
-            try:
-                await asyncio.wait_for(self._full.wait(), timeout=self._interval)
-            except TimeoutError:
-                pass
+            # Right after a batch went out, give the next a few ms to fill, unless it is
+            # already full or we close; after a quiet spell, send at once.
+            wait = self._last_sent + self._interval - time.monotonic()
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(self._full.wait(), timeout=wait)
+                except TimeoutError:
+                    pass
             await self._flush()
 
     async def close(self) -> None:

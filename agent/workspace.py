@@ -18,7 +18,7 @@ from agent.sandbox import ReadOnlyMount, check_mount_target
 from agent.warmtree import Record, WarmTrees, stamp_written
 from c3.blobcache import BlobCache
 from c3.errors import C3Error, InvalidArgument
-from c3.manifest import EMPTY_DIGEST, check_digest, check_relative_path, validate
+from c3.manifest import EMPTY_DIGEST, check_digest, check_relative_path
 from c3.storage_client import StorageClient
 from c3.v1 import common_pb2
 
@@ -57,6 +57,21 @@ def _copy_cached(entries: list[common_pb2.ManifestEntry], dest: Path, cache: Blo
     return missing
 
 
+def _reuse_and_copy(manifest: common_pb2.Manifest, dest: Path, cache: BlobCache,
+                    warm: WarmTrees | None, owner: tuple[str, str]
+                    ) -> tuple[list[common_pb2.ManifestEntry], list[common_pb2.ManifestEntry],
+                               dict[str, Record]]:
+    """One thread hop: the kept tree reused, cached blobs copied. Returns (entries
+    written or still to fetch, entries still to fetch, records of kept files)."""
+    kept: dict[str, Record] = {}
+    if warm is not None:
+        todo, kept = warm.take(*owner, manifest, dest)
+    else:
+        dest.mkdir(parents=True, exist_ok=True)
+        todo = list(manifest.entries)
+    return todo, _copy_cached(todo, dest, cache), kept
+
+
 async def fetch_workspace(client: StorageClient, manifest_digest: str, dest: Path,
                           cache: BlobCache, warm: WarmTrees | None = None,
                           owner: tuple[str, str] = ("", "")) -> FetchStats:
@@ -65,16 +80,10 @@ async def fetch_workspace(client: StorageClient, manifest_digest: str, dest: Pat
     (verified) straight into place. New blobs reach the cache later, off the job's startup
     path, because the cache makes each blob durable (fsync) and that would dominate."""
     check_digest(manifest_digest)
+    # Checked against its digest and validated (paths, order) by the client.
     manifest = await client.get_manifest(manifest_digest)
-    validate(manifest)
-    await cache.open()
-    kept: dict[str, Record] = {}
-    if warm is not None:
-        todo, kept = await asyncio.to_thread(warm.take, *owner, manifest, dest)
-    else:
-        dest.mkdir(parents=True, exist_ok=True)
-        todo = list(manifest.entries)
-    missing = await asyncio.to_thread(_copy_cached, todo, dest, cache)
+    todo, missing, kept = await asyncio.to_thread(_reuse_and_copy, manifest, dest, cache,
+                                                  warm, owner)
     fetched = 0
     if missing:
         fetched = await client.download_tree(common_pb2.Manifest(entries=missing), dest)

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +45,32 @@ mkdir -p results && echo 42 > results/answer.txt
 
 @dataclass
 class Stack:
-    coordinator: object
+    coordinator: Any
     api_key: str
     address: str
     storage_address: str
     channel: aio.Channel
     agent: subprocess.Popen[bytes]
+    storaged: Any = None
+    data_dir: Path = Path()
+
+    def job_workspace(self, job_id: str) -> Path:
+        """Host path of a running job's workspace (inside the agent's data dir)."""
+        return self.data_dir / "agent" / "jobs" / job_id / "workspace"
+
+    async def restart_coordinator(self) -> None:
+        """Stop the coordinator and start it again on the same address and data dir."""
+        await self.channel.close()
+        config = self.coordinator.config
+        await self.coordinator.stop()
+        self.coordinator, _ = await start_coordinator(replace(config, listen=self.address))
+        self.channel = channel(self.address)
+
+    async def stop_storage(self) -> None:
+        """Stop storaged (for good): the agent's storage calls fail from now on."""
+        if self.storaged is not None:
+            server, self.storaged = self.storaged, None
+            await server.stop(grace=0)
 
 
 async def push_workspace(stack: Stack, root: Path) -> str:
@@ -85,18 +105,19 @@ async def start_stack(tmp_path: Path, *agent_args: str) -> AsyncIterator[Stack]:
          "--secret-file", str(coord_dir / "bootstrap.json"), "--data-dir",
          str(tmp_path / "agent"), "--grace-seconds", "1", "--allow-unsandboxed", *agent_args],
         env=env)
-    ch = channel(app.address)
+    stack = Stack(app, boot.api_key, app.address, storaged.address, channel(app.address), agent,
+                  storaged, tmp_path)
     try:
         await eventually(lambda: list(app.scheduler.idle_agents()), timeout=30,
                          what="the agent to register and connect")
-        yield Stack(app, boot.api_key, app.address, storaged.address, ch, agent)
+        yield stack
     finally:
         if agent.poll() is None:
             agent.send_signal(signal.SIGTERM)
             await asyncio.to_thread(agent.wait, 20)
-        await ch.close()
-        await app.stop()
-        await storaged.stop()
+        await stack.channel.close()
+        await stack.coordinator.stop()
+        await stack.stop_storage()
 
 
 @pytest.fixture

@@ -50,3 +50,28 @@ def test_only_untouched_wanted_files_are_kept(tmp_path: Path) -> None:
     todo, kept = warm.take("other-org", "proj", common_pb2.Manifest(entries=second),
                            tmp_path / "job3")
     assert len(todo) == 4 and kept == {}
+
+
+def test_tidied_tree_is_reconciled_by_manifest_diff(tmp_path: Path) -> None:
+    blobs = {"a": b"file a", "d/x.py": b"x", "d/y.py": b"y", "keep.py": b"k"}
+    first = sorted((entry(p, d) for p, d in blobs.items()), key=lambda e: e.path)
+    ws = tmp_path / "job1"
+    ws.mkdir()
+    write(ws, first, blobs)
+    warm = WarmTrees(tmp_path / "warm")
+    records = stamp_written(ws, first)
+    (ws / "made-by-job").mkdir()
+    (ws / "made-by-job/out.bin").write_bytes(b"o")
+    kept_at = warm.keep("org", "proj", ws, records)
+    assert kept_at is not None
+    warm.tidy("org", "proj")  # what the agent does once the job's status is out
+    assert not (kept_at / "made-by-job").exists()
+    inode = os.lstat(kept_at / "keep.py").st_ino
+
+    # "a" becomes a directory, d/ loses all its files, keep.py is unchanged.
+    second = [entry("a/b.txt", b"new"), entry("keep.py", b"k")]
+    ws2 = tmp_path / "job2"
+    todo, kept = warm.take("org", "proj", common_pb2.Manifest(entries=second), ws2)
+    assert [e.path for e in todo] == ["a/b.txt"] and sorted(kept) == ["keep.py"]
+    assert os.lstat(ws2 / "keep.py").st_ino == inode  # reused, not rewritten
+    assert sorted(str(p.relative_to(ws2)) for p in ws2.rglob("*")) == ["keep.py"]
