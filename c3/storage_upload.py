@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,12 +24,27 @@ def _changed(label: str, digest: str, size: int) -> FailedPrecondition:
     )
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path, size: int = -1) -> bytes:
+    """The file's bytes; with `size`, at most size + 1 of them (enough to see it grew).
+    Plain os.open/os.read: no buffered file object per small file (a third of the cost)."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError as exc:
         raise NotFound(f"{path} disappeared since it was hashed; run the command again") from exc
+    try:
+        if size < 0:
+            size = os.fstat(fd).st_size
+        chunks = []
+        want = size + 1
+        while want > 0:
+            got = os.read(fd, want)
+            if not got:
+                break
+            chunks.append(got)
+            want -= len(got)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def prepare_batch(items: list[tuple[Path, str, int]]) -> tuple[storage_pb2.PutBlobsRequest, int]:
@@ -39,7 +55,7 @@ def prepare_batch(items: list[tuple[Path, str, int]]) -> tuple[storage_pb2.PutBl
     blobs = []
     wire = 0
     for path, digest, size in items:
-        data = _read(path)
+        data = _read(path, size)
         if len(data) != size:
             raise _changed(str(path), digest, size)
         compression, payload = codec.compress(data)

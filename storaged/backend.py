@@ -1,5 +1,6 @@
 """Where blob bytes live. `BlobBackend` is the small interface the service needs, so an
-object store can replace the local disk later; `LocalDiskBackend` is the disk version.
+object store can replace the local disk later; `LocalDiskBackend` is the disk version:
+small blobs appended to pack files (storaged/packs.py), large ones one file each.
 
 All methods block: callers run them in a thread pool. Payloads are stored exactly as
 verified (zstd or raw); the compression is part of the file name so a file describes itself.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import io
 import itertools
 import os
 import threading
@@ -19,6 +21,14 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from c3.storage_codec import NONE, ZSTD
+from storaged.packs import (
+    MIN_LIVE_FRACTION,
+    PACK_MAX_BLOB,
+    PACK_ROLL_BYTES,
+    CompactStats,
+    PackStore,
+    PendingAppend,
+)
 
 _SUFFIX: dict[int, str] = {NONE: ".raw", ZSTD: ".zst"}
 
@@ -49,6 +59,11 @@ class BlobBackend(Protocol):
 
     def drop_partials_older_than(self, cutoff: float) -> int: ...
     def drop_temps_older_than(self, cutoff: float) -> int: ...
+    def compact(self, min_live_fraction: float = MIN_LIVE_FRACTION) -> CompactStats:
+        """Give back the space of deleted blobs where the backend keeps them together."""
+        ...
+
+    def close(self) -> None: ...
 
 
 _libc: ctypes.CDLL | None = None
@@ -105,10 +120,17 @@ class GroupSync:
 
 
 class LocalDiskBackend:
-    """`root/blobs/ab/cdef….zst|.raw`, temp files in `root/tmp`, partial uploads in
+    """Payloads up to `pack_max_blob` bytes in append-only packs under `root/packs`; larger
+    ones in `root/blobs/ab/cdef….zst|.raw`, temp files in `root/tmp`, partial uploads in
     `root/uploads`. A stored file is read-only and appears only through rename."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        pack_max_blob: int = PACK_MAX_BLOB,
+        pack_roll_bytes: int = PACK_ROLL_BYTES,
+    ) -> None:
         self.root = root
         self.blobs = root / "blobs"
         self.tmp = root / "tmp"
@@ -119,6 +141,9 @@ class LocalDiskBackend:
         for i in range(256):
             (self.blobs / f"{i:02x}").mkdir(exist_ok=True)
         self._sync = GroupSync(self.blobs)
+        self.pack_max_blob = pack_max_blob
+        # Packs live on the same filesystem as the blobs: one group sync covers both.
+        self.packs = PackStore(root, self._sync.wait_durable, roll_bytes=pack_roll_bytes)
         # Temp names: a tag per process start plus a counter (cheaper than a uuid per file).
         self._tmp_tag = uuid.uuid4().hex[:12]
         self._tmp_seq = itertools.count()
@@ -129,7 +154,13 @@ class LocalDiskBackend:
     def _path(self, digest: str, compression: int) -> Path:
         return self.blobs / digest[:2] / (digest[2:] + _SUFFIX[compression])
 
+    def close(self) -> None:
+        self.packs.close()
+
     def stat(self, digest: str) -> StoredBlob | None:
+        packed = self.packs.locate(digest)
+        if packed is not None:
+            return StoredBlob(digest, packed.compression, packed.length)
         for compression in (ZSTD, NONE):
             try:
                 st = os.stat(self._path(digest, compression))
@@ -139,6 +170,10 @@ class LocalDiskBackend:
         return None
 
     def open(self, digest: str) -> tuple[StoredBlob, BinaryIO]:
+        found = self.packs.read(digest)
+        if found is not None:
+            loc, payload = found
+            return StoredBlob(digest, loc.compression, loc.length), io.BytesIO(payload)
         for compression in (ZSTD, NONE):
             path = self._path(digest, compression)
             try:
@@ -154,7 +189,21 @@ class LocalDiskBackend:
     def put_many(self, blobs: list[tuple[str, int, bytes]]) -> None:
         if not blobs:
             return
-        # Plain strings, not Path objects: this loop runs once per small file.
+        small = [b for b in blobs if len(b[2]) <= self.pack_max_blob]
+        large = [b for b in blobs if len(b[2]) > self.pack_max_blob]
+        pending = self.packs.append(small) if small else None
+        try:
+            self._put_files(large, pending)
+        finally:
+            if pending is not None:
+                self.packs.release(pending)
+
+    def _put_files(
+        self, blobs: list[tuple[str, int, bytes]], pending: PendingAppend | None
+    ) -> None:
+        """Write the large blobs as files; one sync makes them and the pack append durable,
+        then renames and the pack index make them visible, and a second sync the ack."""
+        # Plain strings, not Path objects: this loop runs once per blob.
         base = str(self.blobs)
         staged: list[tuple[str, str]] = []
         installed = 0
@@ -178,6 +227,8 @@ class LocalDiskBackend:
             for tmp, final in staged:
                 os.replace(tmp, final)
                 installed += 1
+            if pending is not None:
+                self.packs.publish(pending)
             self._sync.wait_durable()  # and the renames themselves, before the caller acks
         finally:
             for tmp, _ in staged[installed:]:
@@ -227,10 +278,15 @@ class LocalDiskBackend:
         self._partial(key).unlink(missing_ok=True)
 
     def delete(self, digest: str) -> None:
+        self.packs.delete(digest)
         for compression in (ZSTD, NONE):
             self._path(digest, compression).unlink(missing_ok=True)
 
+    def compact(self, min_live_fraction: float = MIN_LIVE_FRACTION) -> CompactStats:
+        return self.packs.compact(min_live_fraction)
+
     def iter_blobs(self) -> Iterator[tuple[str, float]]:
+        yield from self.packs.iter_blobs()
         for fan in self.blobs.iterdir():
             for entry in os.scandir(fan):
                 if not entry.name.startswith("."):  # ".name.uuid": a temp file

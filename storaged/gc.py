@@ -4,6 +4,9 @@ A blob is kept while it is referenced by a committed version's manifest, or was 
 (uploaded, reported present by FindMissing, fetched as a manifest) within the grace
 period: an upload in progress or a job that just resolved its inputs still needs it. A
 blob being written right now is never deleted (BlobStore.reclaim checks that).
+
+Deleting a packed blob only tombstones it; the compaction step at the end rewrites packs
+that are mostly dead. It moves live blobs, never drops one, so it needs no grace rules.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from storaged.packs import MIN_LIVE_FRACTION
 from storaged.store import BlobStore
 
 log = logging.getLogger(__name__)
@@ -22,9 +26,14 @@ class GcStats:
     blobs_removed: int = 0
     orphans_removed: int = 0
     partials_removed: int = 0
+    packs_rewritten: int = 0
+    packs_deleted: int = 0
+    bytes_freed: int = 0
 
 
-async def collect_garbage(store: BlobStore, grace_seconds: float) -> GcStats:
+async def collect_garbage(
+    store: BlobStore, grace_seconds: float, min_live_fraction: float = MIN_LIVE_FRACTION
+) -> GcStats:
     meta = store.meta
     cutoff = time.time() - grace_seconds
     stats = GcStats()
@@ -46,5 +55,9 @@ async def collect_garbage(store: BlobStore, grace_seconds: float) -> GcStats:
             stats.orphans_removed += 1
     stats.partials_removed = await store.run(store.backend.drop_partials_older_than, cutoff)
     stats.partials_removed += await store.run(store.backend.drop_temps_older_than, cutoff)
+    compacted = await store.run(store.backend.compact, min_live_fraction)
+    stats.packs_rewritten = compacted.packs_rewritten
+    stats.packs_deleted = compacted.packs_deleted
+    stats.bytes_freed = compacted.bytes_freed
     log.info("gc: %s", stats)
     return stats

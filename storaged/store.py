@@ -50,6 +50,7 @@ class BlobStore:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.backend.close()  # waits for a pool thread still inside the backend
 
     # GC coordination: a digest being written is never deleted, and a write waits for a
     # deletion in progress to finish (then finds the blob gone and stores it again).

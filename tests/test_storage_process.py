@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import zstandard
 from test_storage_helpers import MakeToken, make_token, random_bytes, signer, write_file  # noqa: F401
 
 from c3 import manifest as mf
+from c3 import storage_codec as codec
 from c3.errors import C3Error
 from c3.storage_client import StorageClient
 from c3.tokens import TokenSigner
@@ -53,9 +55,31 @@ async def _wait_for(condition, what: str, timeout: float = 20.0):  # type: ignor
     pytest.fail(f"timed out waiting for {what}")
 
 
+def _verify_packs(data_dir: Path) -> int:
+    """Check every indexed packed blob against its digest (the index is read-only here: the
+    running server owns it); returns the count."""
+    index = data_dir / "packs" / "index.sqlite"
+    if not index.exists():
+        return 0
+    db = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT digest, pack, offset, length, compression FROM packed").fetchall()
+    finally:
+        db.close()
+    for digest, pack, offset, length, compression in rows:
+        with open(data_dir / "packs" / f"pack-{pack:08d}.pack", "rb") as f:
+            f.seek(offset)
+            data = f.read(length)
+        assert len(data) == length, f"packed blob {digest} is cut short"
+        if compression == codec.ZSTD:
+            data = zstandard.ZstdDecompressor().decompress(data)
+        assert hashlib.sha256(data).hexdigest() == digest, f"corrupt packed blob {digest}"
+    return len(rows)
+
+
 def _verify_store(data_dir: Path) -> int:
-    """Check every blob file on disk against the digest in its name; returns the count."""
-    count = 0
+    """Check every blob on disk (own file or packed) against its digest; returns the count."""
+    count = _verify_packs(data_dir)
     for path in (data_dir / "blobs").rglob("*.*"):
         if path.name.startswith("."):
             continue  # a temp file the kill left behind: never a blob (no name), GC drops it
