@@ -7,8 +7,6 @@ from typing import Any
 
 import grpc
 from grpc import aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from c3.errors import ErrorMappingInterceptor, Unauthenticated
 
@@ -68,7 +66,7 @@ def bearer_secret(context: aio.ServicerContext) -> str:
 class Server:
     """A started grpc.aio server with health and reflection; `port` is the bound port."""
 
-    def __init__(self, server: aio.Server, port: int, health_servicer: health.aio.HealthServicer):
+    def __init__(self, server: aio.Server, port: int, health_servicer: Any):
         self.server = server
         self.port = port
         self.health = health_servicer
@@ -97,6 +95,10 @@ async def create_server(
     for add, servicer, name in registrations:
         add(servicer, server)
         names.append(name)
+    # Server-only modules, imported here so clients (the CLI) do not load them.
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection
+
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names += [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
@@ -122,6 +124,8 @@ async def check_health(
 ) -> bool:
     """True when the server at `address` answers SERVING."""
     async with channel(address, credentials) as ch:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
         stub = health_pb2_grpc.HealthStub(ch)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)

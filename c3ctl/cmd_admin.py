@@ -10,7 +10,7 @@ import click
 import grpc
 from rich.table import Table
 
-from c3 import tls
+from c3 import certs as certificates
 from c3.errors import InvalidArgument, from_rpc_error
 from c3.v1 import admin_pb2, admin_pb2_grpc
 from c3ctl import render, session
@@ -116,11 +116,11 @@ def agent_token() -> None:
 @admin.command("certs")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="directory for ca.pem, server.pem, agent.pem and their keys")  # fmt: skip
-@click.option("--hosts", default=",".join(tls.DEFAULT_HOSTS), show_default=True,
+@click.option("--hosts", default=",".join(certificates.DEFAULT_HOSTS), show_default=True,
               help="comma-separated names/IPs the server certificate is valid for")  # fmt: skip
 def certs(out_dir: Path, hosts: str) -> None:
     """Generate a CA, a server certificate and an agent client certificate."""
-    files = tls.generate(out_dir, tuple(hosts.split(",")))
+    files = certificates.generate(out_dir, tuple(hosts.split(",")))
     render.err.print(
         f"wrote {files.ca_cert}, {files.server_cert} (hosts {hosts}), {files.agent_cert} "
         f"and keys (0600) in {out_dir}\n"

@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 job or user error, 2 usage, 3 a service could not be reached
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -14,32 +15,51 @@ from rich.markup import escape
 from c3 import __version__
 from c3.errors import C3Error, from_rpc_error
 from c3ctl import render
-from c3ctl.cmd_accounts import apikey, balance, whoami
-from c3ctl.cmd_admin import admin, upgrade
-from c3ctl.cmd_completion import completion
-from c3ctl.cmd_daemon import daemon, ls_files
-from c3ctl.cmd_deploy import deploy
-from c3ctl.cmd_hardware import list_hardware
-from c3ctl.cmd_init import init
-from c3ctl.cmd_jobs import cancel, logs, pull, squeue
-from c3ctl.cmd_stack import down, status, up
-from c3ctl.cmd_watch import watch
-from c3ctl.data import data
+
+# Command name -> "module:attribute". Modules are imported only for the command that runs
+# (and all of them for --help), so `c3ctl deploy` does not pay for cryptography or tables.
+COMMANDS = {
+    "init": "c3ctl.cmd_init:init",
+    "deploy": "c3ctl.cmd_deploy:deploy",
+    "watch": "c3ctl.cmd_watch:watch",
+    "squeue": "c3ctl.cmd_jobs:squeue",
+    "logs": "c3ctl.cmd_jobs:logs",
+    "cancel": "c3ctl.cmd_jobs:cancel",
+    "pull": "c3ctl.cmd_jobs:pull",
+    "data": "c3ctl.data:data",
+    "list": "c3ctl.cmd_hardware:list_hardware",
+    "balance": "c3ctl.cmd_accounts:balance",
+    "apikey": "c3ctl.cmd_accounts:apikey",
+    "whoami": "c3ctl.cmd_accounts:whoami",
+    "admin": "c3ctl.cmd_admin:admin",
+    "upgrade": "c3ctl.cmd_admin:upgrade",
+    "up": "c3ctl.cmd_stack:up",
+    "down": "c3ctl.cmd_stack:down",
+    "status": "c3ctl.cmd_stack:status",
+    "daemon": "c3ctl.cmd_daemon:daemon",
+    "ls-files": "c3ctl.cmd_daemon:ls_files",
+    "completion": "c3ctl.cmd_completion:completion",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="c3ctl")
 def cli() -> None:
     """c3: edit locally, run on a warm remote GPU."""
-
-
-for command in (
-    admin, upgrade,
-    init, deploy, squeue, logs, cancel, pull, list_hardware, balance, apikey, whoami,
-    up, down, status, daemon, ls_files, watch, completion,
-):
-    cli.add_command(command)
-cli.add_command(data)
 
 
 def _unreachable_hint(error: C3Error) -> str:

@@ -5,18 +5,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+    from rich.table import Table
 
 from c3.v1 import common_pb2, daemon_pb2
 
@@ -93,6 +89,14 @@ def progress(update: daemon_pb2.Progress) -> None:
     if not sys.stderr.isatty() or update.total == 0:
         return
     if _bar is None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TransferSpeedColumn,
+        )
+
         _bar = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
             TransferSpeedColumn(), console=err, transient=True,
@@ -141,6 +145,8 @@ def _info(job: common_pb2.Job) -> str:
 
 
 def jobs_table(jobs: list[common_pb2.Job]) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("ID", "PROJECT", "NAME", "STATUS", "GPU", "RUNTIME", "INFO"):
         table.add_column(column)

@@ -7,16 +7,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
 from c3 import grpcutil
 from c3.errors import from_rpc_error
-from c3.storage_client import StorageClient
 from c3.tls import credentials_for, warn_if_plaintext
 from c3.userconfig import LOCAL_FILE, TlsSettings, load_user_config, resolve_api_key
 from c3.v1 import coordinator_pb2, coordinator_pb2_grpc, daemon_pb2
 from c3ctl.localkey import warn_if_local_key_not_ignored
+
+if TYPE_CHECKING:
+    from c3.storage_client import StorageClient
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ async def coordinator(project_root: Path | None = None) -> AsyncIterator[Coordin
 
 @asynccontextmanager
 async def storage_client(project_root: Path | None = None) -> AsyncIterator[StorageClient]:
+    from c3.storage_client import StorageClient
+
     """A storage client holding a fresh token for the caller's org."""
     async with coordinator(project_root) as session:
         token = await session.storage_token()

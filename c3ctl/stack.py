@@ -19,10 +19,11 @@ from pathlib import Path
 import grpc
 
 from c3 import grpcutil
+from c3.certs import DEFAULT_HOSTS, CertFiles
+from c3.certs import generate as generate_certs
 from c3.errors import FailedPrecondition, Unavailable
 from c3.paths import c3_paths, ensure_private_dir
-from c3.tls import DEFAULT_HOSTS, CertFiles, channel_credentials
-from c3.tls import generate as generate_certs
+from c3.tls import channel_credentials
 from c3.tokens import TokenSigner
 from c3.userconfig import TlsSettings, update_user_config
 
