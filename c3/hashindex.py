@@ -144,8 +144,8 @@ class HashIndex:
         ]
         return entries, stats
 
-    # Up to this many paths are looked up one by one (SQLite's default variable limit is far higher).
-    _TARGETED_LOOKUP_MAX = 500
+    # Up to this many paths are looked up by name (SQLite allows 32,766 variables since 3.32).
+    _TARGETED_LOOKUP_MAX = 8192
 
     async def _rows(
         self, root_key: str, files: Sequence[tuple[str, os.stat_result]]

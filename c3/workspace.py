@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import stat as stat_mod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,7 @@ _EDITOR_TEMP = re.compile(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkspaceFile:
     path: str  # relative POSIX
     stat: os.stat_result  # of the file itself (of the target for a followed symlink)
@@ -223,6 +224,17 @@ class IgnoreMatcher:
         """Walk the tree (blocking). Files sorted by path; ignored paths in walk order."""
         files: list[WorkspaceFile] = []
         ignored: list[IgnoredPath] = []
+        for item in self.walk(report_ignored=report_ignored):
+            if isinstance(item, WorkspaceFile):
+                files.append(item)
+            else:
+                ignored.append(item)
+        files.sort(key=lambda f: f.path)
+        return files, ignored
+
+    def walk(self, *, report_ignored: bool = True) -> Iterator[WorkspaceFile | IgnoredPath]:
+        """The files that ship (and, with report_ignored, what is left out), in walk order,
+        one at a time: a caller indexing a huge tree never holds all of it at once."""
         self.reload()
         try:
             if not stat_mod.S_ISDIR(os.stat(self.root).st_mode):
@@ -238,11 +250,11 @@ class IgnoreMatcher:
                 with os.scandir(abs_dir) as it:
                     entries = list(it)
             except OSError as exc:
-                ignored.append(IgnoredPath(rel_dir + "/", f"unreadable directory: {exc.strerror}"))
+                yield IgnoredPath(rel_dir + "/", f"unreadable directory: {exc.strerror}")
                 continue
             names = frozenset(e.name for e in entries)
             if rel_dir and not names.isdisjoint(VENV_MARKERS):
-                ignored.append(IgnoredPath(rel_dir + "/", "built-in: virtualenv"))
+                yield IgnoredPath(rel_dir + "/", "built-in: virtualenv")
                 continue
             own = self.level(rel_dir, names & frozenset(IGNORE_FILES))
             if own is not None:
@@ -261,18 +273,16 @@ class IgnoreMatcher:
                         rule = pattern.source
                 if rule is not None:
                     if report_ignored:
-                        ignored.append(IgnoredPath(rel + "/" if is_dir else rel, rule))
+                        yield IgnoredPath(rel + "/" if is_dir else rel, rule)
                     continue
                 if is_dir:
                     stack.append((entry.path, rel, levels))
                     continue
                 shipped, problem = self._file(entry)
                 if shipped is not None:
-                    files.append(WorkspaceFile(rel, shipped))
+                    yield WorkspaceFile(rel, shipped)
                 elif report_ignored:
-                    ignored.append(IgnoredPath(rel, problem))
-        files.sort(key=lambda f: f.path)
-        return files, ignored
+                    yield IgnoredPath(rel, problem)
 
     def _file(self, entry: os.DirEntry[str]) -> tuple[os.stat_result | None, str]:
         try:

@@ -2,28 +2,40 @@
 
 A deploy after a save re-stats only the paths that changed, hashes only files whose
 (size, mtime, ctime, inode, mode) moved, and patches the kept manifest in place, so the
-manifest of a large tree after one change costs a copy, not a rebuild.
+manifest of a large tree after one change costs a copy, not a rebuild. Per file it keeps
+one small tuple (digest, size, stat fingerprint): a 100,000-file project stays small.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import ctypes
+import gc
 import os
 import stat as stat_mod
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from c3.errors import FailedPrecondition, PermissionDenied
 from c3.hashindex import HashIndex
 from c3.v1 import common_pb2
-from c3.workspace import IgnoreMatcher, is_editor_temp
+from c3.workspace import IgnoredPath, IgnoreMatcher, WorkspaceFile, is_editor_temp
 
-StatKey = tuple[int, int, int, int, int]
+# Files hashed per round of a big (re)index: bounds the memory of one round.
+HASH_ROUND = 4096
+# After indexing this many files, hand freed heap back to the OS (glibc keeps it otherwise).
+TRIM_AFTER = 20_000
 
 
-def stat_key(st: os.stat_result) -> StatKey:
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode & 0o111)
+FileInfo = tuple[str, int, bool, int]
+
+
+def fingerprint(st: os.stat_result) -> int:
+    """One int standing for the stat fields that tell a file changed."""
+    return hash((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode & 0o111))
 
 
 @dataclass
@@ -37,8 +49,9 @@ class Snapshot:
     """What ships right now. `tree` is a private copy, safe to hold across awaits."""
 
     tree: common_pb2.Manifest
-    # path -> (digest, size): the same content as `tree`, cheap to scan from Python.
-    files: dict[str, tuple[str, int]]
+    # path -> (digest, size, executable, stat fingerprint): `tree` as a dict, cheap to
+    # scan from Python.
+    files: dict[str, FileInfo]
     stats: IndexStats = field(default_factory=IndexStats)
 
 
@@ -47,18 +60,19 @@ class ProjectIndex:
         self.root = root
         self.hashes = hashes
         self.matcher = IgnoreMatcher(root)
-        self._stats: dict[str, os.stat_result] | None = None  # None: a full scan is due
+        self._scan_due = True
         self._dirty: set[str] = set()
-        # Paths whose stat may differ from what was hashed (all of them after a scan).
-        self._recheck: set[str] = set()
-        self._keys: dict[str, StatKey] = {}
-        self._files: dict[str, tuple[str, int]] = {}
+        # Paths to look at again with their new stat (None: gone or now ignored).
+        self._pending: dict[str, os.stat_result | None] = {}
+        # What was hashed: path -> (digest, size, executable, fingerprint).
+        self._files: dict[str, FileInfo] = {}
+        self._dirs: set[str] = set()
         self._tree = common_pb2.Manifest()
         self._order: list[str] = []  # paths of self._tree.entries, sorted
         self._lock = asyncio.Lock()
 
     def invalidate(self) -> None:
-        self._stats = None
+        self._scan_due = True
 
     def note_changes(self, abs_paths: set[str]) -> set[str]:
         """Record changed paths from the watcher; return those that affect what ships."""
@@ -76,87 +90,115 @@ class ProjectIndex:
                 self.invalidate()
                 relevant.add(rel)
                 continue
-            known = self._stats is not None and (rel in self._stats or self._has_below(rel))
+            known = rel in self._files or rel in self._dirs
             if not known and self.matcher.is_ignored(rel, os.path.isdir(path)):
                 continue
             self._dirty.add(rel)
-            # Same-size rewrites within one timestamp tick keep their stat: rehash regardless.
-            self._keys.pop(rel, None)
             relevant.add(rel)
         return relevant
 
-    def _has_below(self, rel: str) -> bool:
-        assert self._stats is not None
-        prefix = rel + "/"
-        return any(p.startswith(prefix) for p in self._stats)
-
-    def _scan(self) -> None:
-        files, _ = self.matcher.scan(report_ignored=False)
-        self._stats = {f.path: f.stat for f in files}
-        self._dirty.clear()
-        # Everything found, and everything shipped before (it may be gone or ignored now).
-        self._recheck = set(self._stats) | set(self._files)
+    # -- bringing the file set up to date ---------------------------------------------------
 
     def _refresh(self) -> None:
-        """Bring the file set up to date (blocking: runs in a thread)."""
-        if self._stats is None:
-            self._scan()
-            return
+        """Re-stat what the watcher reported (blocking: runs in a thread)."""
         dirty, self._dirty = self._dirty, set()
         for rel in dirty:
             try:
                 st = os.stat(self.root / rel, follow_symlinks=False)
             except FileNotFoundError:
-                self._drop(rel)
+                self._gone(rel)
                 continue
             if stat_mod.S_ISREG(st.st_mode):
-                if self.matcher.is_ignored(rel, False):
-                    self._stats.pop(rel, None)
-                else:
-                    self._stats[rel] = st
-                self._recheck.add(rel)
+                # Always re-read: a same-size rewrite within one timestamp tick keeps its stat.
+                self._pending[rel] = None if self.matcher.is_ignored(rel, False) else st
+                if self._pending[rel] is not None and rel in self._files:
+                    digest, size, executable, _ = self._files[rel]
+                    self._files[rel] = (digest, size, executable, 0)
             else:
                 # A directory appeared or moved in, or a symlink changed: rare, rescan.
-                self._scan()
+                self._scan_due = True
                 return
 
-    def _drop(self, rel: str) -> None:
-        assert self._stats is not None
-        prefix = rel + "/"
-        for path in [p for p in self._stats if p == rel or p.startswith(prefix)]:
-            del self._stats[path]
-            self._recheck.add(path)
+    def _gone(self, rel: str) -> None:
+        self._pending[rel] = None
+        if rel in self._dirs:
+            prefix = rel + "/"
+            for path in self._files:
+                if path.startswith(prefix):
+                    self._pending[path] = None
+
+    async def _rescan(self) -> int:
+        """Walk the whole tree in rounds, hashing files whose stat moved; returns how many
+        were hashed. Never holds more than one round of the walk in memory."""
+        self._scan_due = False
+        self._dirty.clear()  # the walk sees their current state; later changes re-note
+        walker = self.matcher.walk(report_ignored=False)
+        seen: set[str] = set()
+        hashed = 0
+        while chunk := await asyncio.to_thread(_take, walker, HASH_ROUND):
+            stale = []
+            for item in chunk:
+                seen.add(item.path)
+                held = self._files.get(item.path)
+                if held is None or held[3] != fingerprint(item.stat):
+                    stale.append((item.path, item.stat))
+            del chunk
+            if stale:
+                entries = await self._hash(stale)
+                hashed += len(entries)
+                self._apply(entries, dict(stale))
+        gone = [path for path in self._files if path not in seen]
+        if gone:
+            self._remove(gone)
+        return hashed
+
+    # -- snapshots -----------------------------------------------------------------------
 
     async def snapshot(self) -> Snapshot:
         """What ships now, hashing only what changed since the last snapshot."""
         async with self._lock:
-            await asyncio.to_thread(self._refresh)
-            stats_by_path = self._stats
-            assert stats_by_path is not None
-            recheck, self._recheck = self._recheck, set()
+            hashed = 0
+            while True:
+                if self._scan_due:
+                    self._pending.clear()
+                    hashed += await self._rescan()
+                await asyncio.to_thread(self._refresh)
+                if not self._scan_due:
+                    break
+            pending, self._pending = self._pending, {}
             stale = [
-                (rel, stats_by_path[rel]) for rel in recheck
-                if rel in stats_by_path and self._keys.get(rel) != stat_key(stats_by_path[rel])
+                (rel, st) for rel, st in pending.items()
+                if st is not None
+                and ((held := self._files.get(rel)) is None or held[3] != fingerprint(st))
             ]
-            removed = [rel for rel in recheck if rel not in stats_by_path and rel in self._files]
-            stats = IndexStats(files_scanned=len(stats_by_path))
+            removed = [rel for rel, st in pending.items() if st is None and rel in self._files]
+            del pending
             if stale:
-                entries = await self._hash(stale)
-                stats.files_hashed = len(entries)
-            else:
-                entries = []
-            self._apply(entries, removed, {rel: st for rel, st in stale})
-            snapshot = common_pb2.Manifest()
-            snapshot.CopyFrom(self._tree)
-            return Snapshot(snapshot, dict(self._files), stats)
+                try:
+                    entries = await self._hash(stale)
+                except PermissionDenied:
+                    self._pending.update(stale)  # looked at again next time
+                    raise
+                hashed += len(entries)
+                self._apply(entries, dict(stale))
+            if removed:
+                self._remove(removed)
+            if hashed or removed:
+                self._rebuild_if_needed()
+            if hashed >= TRIM_AFTER:
+                gc.collect()
+                _trim_heap()
+            tree = common_pb2.Manifest()
+            tree.CopyFrom(self._tree)
+            return Snapshot(tree, dict(self._files), IndexStats(len(self._files), hashed))
 
     async def manifest(self) -> tuple[common_pb2.Manifest, IndexStats]:
         snap = await self.snapshot()
         return snap.tree, snap.stats
 
-    async def _hash(self, stale: list[tuple[str, os.stat_result]]) -> list[common_pb2.ManifestEntry]:
+    async def _hash(self, chunk: list[tuple[str, os.stat_result]]) -> list[common_pb2.ManifestEntry]:
         try:
-            entries, _ = await self.hashes.digests(self.root, stale)
+            entries, _ = await self.hashes.digests(self.root, chunk)
         except FileNotFoundError as exc:
             # Vanished between the scan and the read: the next snapshot rescans.
             self.invalidate()
@@ -164,7 +206,6 @@ class ProjectIndex:
                 f"{exc.filename}: deleted while it was being read; deploy again"
             ) from None
         except OSError as exc:
-            self._recheck.update(rel for rel, _ in stale)
             raise PermissionDenied(
                 f"cannot read {exc.filename or self.root}: {exc.strerror}; fix its "
                 "permissions or leave it out with .c3ignore"
@@ -172,31 +213,60 @@ class ProjectIndex:
         return entries
 
     def _apply(
-        self,
-        entries: list[common_pb2.ManifestEntry],
-        removed: list[str],
-        stats: dict[str, os.stat_result],
+        self, entries: list[common_pb2.ManifestEntry], stats: dict[str, os.stat_result]
     ) -> None:
-        """Patch the kept manifest: in place for changed files, rebuilt when paths come or go."""
-        added = False
+        """Record hashed files; patch the kept manifest in place where the path is known."""
         for entry in entries:
-            self._keys[entry.path] = stat_key(stats[entry.path])
-            if entry.path not in self._files:
-                added = True
-            self._files[entry.path] = (entry.digest, entry.size)
+            path = entry.path
+            known = path in self._files
+            self._files[path] = (
+                entry.digest, entry.size, entry.executable, fingerprint(stats[path])
+            )
+            if known and self._order:
+                i = bisect.bisect_left(self._order, path)
+                if i < len(self._order) and self._order[i] == path:
+                    self._tree.entries[i].CopyFrom(entry)
+                    continue
+            self._order = []  # a new path: the manifest is rebuilt once at the end
+            parent = path.rpartition("/")[0]
+            while parent and parent not in self._dirs:
+                self._dirs.add(parent)
+                parent = parent.rpartition("/")[0]
+
+    def _remove(self, removed: list[str]) -> None:
         for rel in removed:
-            self._files.pop(rel, None)
-            self._keys.pop(rel, None)
-        if added or removed:
-            self._order = sorted(self._files)
-            by_path = {e.path: e for e in entries}
-            rebuilt = common_pb2.Manifest()
-            old = {e.path: e for e in self._tree.entries} if not by_path.keys() >= set(self._files) else {}
-            for path in self._order:
-                entry = by_path.get(path) or old[path]
-                rebuilt.entries.add().CopyFrom(entry)
-            self._tree = rebuilt
+            del self._files[rel]
+        self._order = []
+
+    def _rebuild_if_needed(self) -> None:
+        if self._order or not self._files:
+            if not self._files:
+                self._tree = common_pb2.Manifest()
             return
-        for entry in entries:
-            i = bisect.bisect_left(self._order, entry.path)
-            self._tree.entries[i].CopyFrom(entry)
+        self._order = sorted(self._files)
+        tree = common_pb2.Manifest()
+        add = tree.entries.add
+        for path in self._order:
+            digest, size, executable, _ = self._files[path]
+            add(path=path, digest=digest, size=size, executable=executable)
+        self._tree = tree
+
+
+def _take(walker: Iterator[WorkspaceFile | IgnoredPath], count: int) -> list[WorkspaceFile]:
+    """The next `count` shipped files of a walk (blocking)."""
+    out: list[WorkspaceFile] = []
+    for item in walker:
+        if isinstance(item, WorkspaceFile):
+            out.append(item)
+            if len(out) == count:
+                break
+    return out
+
+
+def _trim_heap() -> None:
+    """Give freed memory back to the OS after a big index (glibc only; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass

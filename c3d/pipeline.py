@@ -19,6 +19,7 @@ from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2, storage_pb2
 from c3d.connections import Connections
 from c3d.follow import follow_events
 from c3d.history import History
+from c3d.hotindex import FileInfo
 from c3d.projects import Projects
 
 T = TypeVar("T")
@@ -59,7 +60,7 @@ class Pusher:
         files = await asyncio.to_thread(workspace.scan, root)
         entries, hash_stats = await self.hashes.digests(root, [(f.path, f.stat) for f in files])
         tree = manifest.build(entries)
-        by_path = {e.path: (e.digest, e.size) for e in entries}
+        by_path = {e.path: (e.digest, e.size, e.executable, 0) for e in entries}
         stats = await self._push(root, by_path, storage, server_key, progress)
         stats.files_scanned = hash_stats.files_scanned
         stats.files_hashed = hash_stats.files_hashed
@@ -68,7 +69,7 @@ class Pusher:
         return digest, stats
 
     async def _store_manifest(
-        self, root: Path, tree: common_pb2.Manifest, files: dict[str, tuple[str, int]],
+        self, root: Path, tree: common_pb2.Manifest, files: dict[str, FileInfo],
         storage: StorageClient, server_key: str, stats: daemon_pb2.PushStats,
     ) -> str:
         """Store the manifest; blobs we wrongly believed present (the server collected
@@ -92,15 +93,15 @@ class Pusher:
         return digest
 
     async def _push(
-        self, root: Path, files: dict[str, tuple[str, int]], storage: StorageClient,
+        self, root: Path, files: dict[str, FileInfo], storage: StorageClient,
         server_key: str, progress: ProgressFeed | None,
     ) -> daemon_pb2.PushStats:
         present = self._present.setdefault(server_key, set())
-        unknown = {digest for digest, _ in files.values()} - present
+        unknown = {info[0] for info in files.values()} - present
         if unknown:
             present |= await self.hashes.known_present(server_key, unknown)
         candidates: dict[str, LocalBlob] = {}
-        for path, (digest, size) in files.items():
+        for path, (digest, size, _, _) in files.items():
             if digest not in present and digest not in candidates:
                 candidates[digest] = LocalBlob(root / path, digest, size)
         pushed = await storage.push_files(list(candidates.values()), progress=progress)
@@ -110,7 +111,7 @@ class Pusher:
         return daemon_pb2.PushStats(
             blobs_new=pushed.blobs_new,
             bytes_sent=pushed.bytes_sent,
-            bytes_total=sum(size for _, size in files.values()),
+            bytes_total=sum(info[1] for info in files.values()),
         )
 
 
