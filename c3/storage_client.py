@@ -94,6 +94,18 @@ async def run_all(coros: Sequence[Coroutine[Any, Any, Any]]) -> None:
         raise first from None
 
 
+# Up to this many small blobs go without a find-missing round trip.
+SEND_WITHOUT_ASKING_BLOBS = 8
+SEND_WITHOUT_ASKING_BYTES = 256 * 1024
+
+
+def _cheaper_to_send(blobs: Iterable[LocalBlob]) -> bool:
+    items = list(blobs)
+    return 0 < len(items) <= SEND_WITHOUT_ASKING_BLOBS and (
+        sum(b.size for b in items) <= SEND_WITHOUT_ASKING_BYTES
+    )
+
+
 class StorageClient:
     def __init__(
         self, address: str, token: str, *, credentials: grpc.ChannelCredentials | None = None
@@ -145,8 +157,13 @@ class StorageClient:
         a file no longer has the digest it was hashed to."""
         unique = {b.digest: b for b in blobs}
         stats = PushStats(bytes_total=sum(b.size for b in unique.values()))
-        missing = await self.find_missing(unique)
-        todo = [b for d, b in unique.items() if d in missing]
+        if _cheaper_to_send(unique.values()):
+            # A save's one or two small files: sending them outright costs less than the
+            # round trip that asks whether the server has them (it dedups on arrival).
+            todo = list(unique.values())
+        else:
+            missing = await self.find_missing(unique)
+            todo = [b for d, b in unique.items() if d in missing]
         todo_bytes, done = sum(b.size for b in todo), 0
 
         def advance(raw: int, wire: int, blobs_new: int) -> None:

@@ -30,6 +30,12 @@ class AgentState:
     outbox: asyncio.Queue[agent_pb2.CoordinatorMessage | None] | None = None
     connected_at: float = 0.0
     loss_timer: asyncio.TimerHandle | None = None
+    # Jobs the coordinator places here that the agent's last heartbeat did not list.
+    missing: set[str] = field(default_factory=set)
+    # The warm pool (profile) this agent belongs to, and whether it was asked to leave.
+    pool: str = ""
+    releasing: bool = False
+    idle_since: float = 0.0
 
     @property
     def capacity(self) -> int:
@@ -41,7 +47,7 @@ class AgentState:
 
     @property
     def free(self) -> bool:
-        return self.connected and len(self.running) < self.capacity
+        return self.connected and not self.releasing and len(self.running) < self.capacity
 
     def send(self, message: agent_pb2.CoordinatorMessage) -> bool:
         if self.outbox is None:
@@ -56,12 +62,22 @@ class AgentRegistry:
         self._accounts = accounts
         self._records: dict[str, AgentRecord] = {}
         self.states: dict[str, AgentState] = {}
+        # Profiles, classes and providers any agent ever named (submit validates against
+        # these without scanning every agent).
+        self.gpu_names: set[str] = set()
+        self.providers: set[str] = set()
+
+    def _note(self, caps: agent_pb2.AgentCapabilities) -> None:
+        self.gpu_names |= {caps.profile, caps.gpu_class} - {""}
+        if caps.provider:
+            self.providers.add(caps.provider)
 
     async def load(self) -> None:
         for record in await self._repo.load_agents():
             self._records[record.id] = record
             caps = agent_pb2.AgentCapabilities.FromString(record.capabilities)
             self.states[record.id] = AgentState(record.id, caps)
+            self._note(caps)
 
     async def register(self, request: agent_pb2.RegisterAgentRequest) -> tuple[AgentState, str]:
         """Enrol with the provisioning secret, or re-register with the agent's credential."""
@@ -94,6 +110,7 @@ class AgentRegistry:
         if state is None:
             state = self.states[record.id] = AgentState(record.id, caps)
         state.caps = caps
+        self._note(caps)
         state.cached_projects = set(request.cached_projects)
         state.cached_env_hashes = set(request.cached_env_hashes)
         return state, credential

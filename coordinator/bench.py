@@ -99,7 +99,8 @@ async def bench(agents: int, jobs: int, single: int, concurrency: int) -> dict[s
         sys.executable, *wrap, "-m", "coordinator.main", "--listen", "127.0.0.1:0",
         "--data-dir", str(tmp / "data"), "--ready-file", str(ready_file),
         "--bootstrap-file", str(boot_file), "--heartbeat-ms", str(HEARTBEAT_MS),
-        "--log-level", "WARNING",
+        "--log-level", "WARNING", "--concurrency-limits", "free=0",
+        "--starting-credit-minor", str(10**12),
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while not ready_file.exists():
@@ -171,7 +172,7 @@ def main() -> None:
     p.add_argument("--agents", type=int, default=1000)
     p.add_argument("--jobs", type=int, default=10_000)
     p.add_argument("--single", type=int, default=200, help="jobs submitted one at a time")
-    p.add_argument("--concurrency", type=int, default=64, help="submissions in flight")
+    p.add_argument("--concurrency", type=int, default=512, help="submissions in flight")
     p.add_argument("--agents-child", nargs=3, metavar=("ADDRESS", "SECRET", "COUNT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.agents_child:

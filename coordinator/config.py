@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_LISTEN = "127.0.0.1:7430"
@@ -29,6 +29,29 @@ class CoordinatorConfig:
     bootstrap_plan: str = "free"
     ready_file: Path | None = None
     bootstrap_file: Path | None = None
+    # TLS (coordinator/main.py --tls-*): server cert/key, optional client CA (mutual TLS),
+    # and the CA the coordinator trusts when it dials storaged.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    storage_tls_ca: Path | None = None
+    # Jobs an org may have scheduling or running at once, by plan; 0 means no limit.
+    # A plan not listed gets the "free" limit.
+    concurrency_limits: tuple[tuple[str, int], ...] = (("free", 1), ("pro", 10), ("team", 50))
+    # A RUNNING job past its time limit by this much is timed out by the coordinator
+    # (the agent should have stopped it); if the agent stays silent for as long again
+    # after the cancel, the coordinator records TIMED_OUT itself.
+    time_limit_grace_s: float = 30.0
+    # A superseding job waits this long for the agent of the job it replaces.
+    supersede_hold_s: float = 2.0
+    # Warm pools and providers (coordinator/pools.py); None: agents come only from outside.
+    pool_config: Path | None = None
+    # Where provider-started agents keep their data (default: data_dir/agents).
+    agents_dir: Path | None = field(default=None)
+
+    def concurrency_limit(self, plan: str) -> int:
+        limits = dict(self.concurrency_limits)
+        return limits.get(plan, limits.get("free", 1))
 
     @property
     def database(self) -> Path:

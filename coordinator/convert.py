@@ -22,6 +22,7 @@ def job_to_proto(job: Job) -> common_pb2.Job:
         artifacts_path=job.artifacts_path,
         artifacts_version=job.artifacts_version,
         runtime_seconds=job.runtime_seconds,
+        pool=job.pool,
     )
     msg.spec.CopyFrom(job.spec)
     msg.created_at.CopyFrom(timestamp(job.created_at))

@@ -70,10 +70,20 @@ class EventLog:
             wake.set()
 
     async def subscribe(
-        self, job_id: str, after_seq: int, is_finished: Callable[[], bool]
+        self, job_id: str, after_seq: int, is_finished: Callable[[], bool], follow: bool = True
     ) -> AsyncIterator[common_pb2.JobEvent]:
-        """Every event with seq > after_seq exactly once, then live ones until finished."""
+        """Every event with seq > after_seq exactly once, then (when following) live ones
+        until the job is finished. Without follow the stream ends with what is stored."""
         cursor = after_seq
+        if not follow:
+            await self._repo.db.barrier()  # what was appended before the call is included
+            while True:
+                batch = await self._repo.events_after(job_id, cursor)
+                for event in batch:
+                    cursor = event.seq
+                    yield event
+                if not batch:
+                    return
         while True:
             wake = self._wakeups.get(job_id)
             if wake is None:

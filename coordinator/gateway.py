@@ -80,8 +80,13 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
         kind = message.WhichOneof("kind")
         if kind == "heartbeat":
             hb = message.heartbeat
-            agent.cached_projects.update(hb.cached_projects)
-            agent.cached_env_hashes.update(hb.cached_env_hashes)
+            if not agent.cached_projects.issuperset(hb.cached_projects) or (
+                not agent.cached_env_hashes.issuperset(hb.cached_env_hashes)
+            ):
+                agent.cached_projects.update(hb.cached_projects)
+                agent.cached_env_hashes.update(hb.cached_env_hashes)
+                self._scheduler.caches_changed(agent)
+            self._scheduler.reconcile(agent, hb.running_job_ids)
         elif kind == "status":
             self._jobs.apply_update(agent.id, message.status)
         elif kind == "logs":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from c3.errors import FailedPrecondition, NotFound
@@ -30,6 +30,8 @@ class JobService:
         self.jobs: dict[str, Job] = {}
         self._watchers: dict[str, set[asyncio.Queue[Job]]] = {}
         self.scheduler: Scheduler  # wired by the app (the two call each other)
+        # Called after every transition (billing meters RUNNING -> finished).
+        self.on_transition: list[Callable[[Job, State], None]] = []
 
     async def load(self) -> list[Job]:
         loaded = await self._repo.load_jobs()
@@ -50,13 +52,13 @@ class JobService:
         """Apply one legal state change; returns a future resolved once it is durable."""
         check_transition(job.id, job.state, target)
         now = time.time()
-        job.state = target
+        previous, job.state = job.state, target
         if reason is not None:
             job.failure_reason = reason
         if exit_code is not None:
             job.exit_code = exit_code
-        if message is not None:
-            job.message = message
+        # A message describes the current state only: every transition replaces it.
+        job.message = message or ""
         if target == State.RUNNING:
             job.started_at = now
         if target in FINISHED and target != State.SYNCED:
@@ -69,7 +71,9 @@ class JobService:
         job.transitions.append(t)
         self._repo.add_transition(job.id, len(job.transitions) - 1, t)
         self.save(job)
-        return self.events.append(
+        for hook in self.on_transition:
+            hook(job, target)
+        durable = self.events.append(
             common_pb2.JobEvent(
                 job_id=job.id,
                 status=common_pb2.StatusChange(
@@ -80,6 +84,8 @@ class JobService:
                 ),
             )
         )
+        self.scheduler.job_state_changed(job, previous, target)
+        return durable
 
     def save(self, job: Job) -> asyncio.Future[None]:
         for queue in self._watchers.get(job.org_id, ()):
@@ -95,14 +101,23 @@ class JobService:
         supersedes_job_id: str = "",
     ) -> Job:
         superseded = self.get(org_id, supersedes_job_id) if supersedes_job_id else None
+        job_id = f"j-{new_id(5)}"
+        hold_agent_id = ""
+        if superseded is not None and superseded.state not in FINISHED:
+            # Cancel first, so the agent is told to stop the old run before anything else.
+            on_agent = superseded.state in ON_AGENT
+            await self.cancel(org_id, [superseded.id], reason=f"superseded by {job_id}")
+            if on_agent and prefer_agent_id and superseded.agent_id == prefer_agent_id:
+                hold_agent_id = prefer_agent_id
         now = time.time()
         job = Job(
-            id=f"j-{new_id(5)}",
+            id=job_id,
             org_id=org_id,
             spec=spec,
             state=State.PENDING,
             created_at=now,
             prefer_agent_id=prefer_agent_id,
+            hold_agent_id=hold_agent_id,
         )
         self.jobs[job.id] = job
         job.transitions.append(Transition(State.PENDING, now, "submitted"))
@@ -116,8 +131,6 @@ class JobService:
         )
         self.scheduler.enqueue(job)
         await durable
-        if superseded is not None and superseded.state not in FINISHED:
-            await self.cancel(org_id, [superseded.id], reason=f"superseded by {job.id}")
         return job
 
     def get(self, org_id: str, job_id: str) -> Job:
@@ -190,18 +203,19 @@ class JobService:
         if update.artifacts_path:
             job.artifacts_path = update.artifacts_path
             job.artifacts_version = update.artifacts_version
+        if target == State.CANCELED and job.failure_reason == Reason.BALANCE_EXHAUSTED:
+            # Stopped by the coordinator for want of credit: a failure, not a user cancel.
+            target = State.FAILED
+            update.failure_reason = int(Reason.BALANCE_EXHAUSTED)  # type: ignore[assignment]
         reason = Reason(update.failure_reason) if target == State.FAILED else None
-        message = update.message if update.message else ("" if target == State.RUNNING else None)
         self.transition(
             job,
             target,
             update.message or "reported by agent",
             reason=reason,
             exit_code=update.exit_code,
-            message=message,
+            message=update.message,
         )
-        if target in FINISHED:
-            self.scheduler.job_left_agent(job, agent_id)
         return job
 
     def append_logs(self, agent_id: str, batch: agent_pb2.LogBatch) -> None:

@@ -74,6 +74,10 @@ class Job:
     cancel_requested: bool = False
     log_bytes: int = 0
     truncated_bytes: int = 0
+    # The warm pool (profile) the job's agent came from; "" for agents from outside a pool.
+    pool: str = ""
+    # Not persisted: while set, the job waits for this agent (supersede in watch mode).
+    hold_agent_id: str = field(default="", compare=False)
 
     @property
     def runtime_seconds(self) -> float:

@@ -74,3 +74,85 @@ def waiting_reason(
     if spec.provider:
         what += f" with provider {spec.provider}"
     return f"no capacity for {what}"
+
+
+class IdleIndex:
+    """Idle agents indexed by profile, cached project and environment, so placing a job
+    looks at a handful of agents instead of scanning every idle one."""
+
+    def __init__(self, classes: frozenset[str]) -> None:
+        self._classes = classes
+        self.all: dict[str, AgentState] = {}
+        self._by_profile: dict[str, dict[str, AgentState]] = {}
+        self._by_project: dict[str, dict[str, AgentState]] = {}
+        self._by_env: dict[str, dict[str, AgentState]] = {}
+        self._class_profiles: dict[str, set[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self.all)
+
+    def __contains__(self, agent_id: object) -> bool:
+        return agent_id in self.all
+
+    def add(self, agent: AgentState) -> None:
+        if agent.id in self.all:
+            return
+        self.all[agent.id] = agent
+        self._by_profile.setdefault(agent.caps.profile, {})[agent.id] = agent
+        self._class_profiles.setdefault(agent.caps.gpu_class, set()).add(agent.caps.profile)
+        for project in agent.cached_projects:
+            self._by_project.setdefault(project, {})[agent.id] = agent
+        for env_hash in agent.cached_env_hashes:
+            self._by_env.setdefault(env_hash, {})[agent.id] = agent
+
+    def discard(self, agent: AgentState) -> None:
+        if self.all.pop(agent.id, None) is None:
+            return
+        for index in (self._by_profile, self._by_project, self._by_env):
+            for key in list(index):
+                bucket = index[key]
+                if bucket.pop(agent.id, None) is not None and not bucket:
+                    del index[key]
+
+    def count(self, profile: str) -> int:
+        return len(self._by_profile.get(profile, ()))
+
+    def of_profile(self, profile: str) -> list[AgentState]:
+        return list(self._by_profile.get(profile, {}).values())
+
+    def _first_fit(
+        self, spec: common_pb2.JobSpec, agents: Iterable[AgentState], prefer: str = ""
+    ) -> AgentState | None:
+        best: AgentState | None = None
+        for agent in agents:
+            if fits(spec, agent.caps, self._classes):
+                if not prefer or prefer in agent.cached_projects:
+                    return agent
+                best = best or agent
+        return best
+
+    def choose(self, spec: common_pb2.JobSpec, prefer_agent_id: str = "") -> AgentState | None:
+        """The best idle agent: the one asked for, one holding the environment, one holding
+        the project's blobs, then any that fits."""
+        wanted = self.all.get(prefer_agent_id) if prefer_agent_id else None
+        if wanted is not None and fits(spec, wanted.caps, self._classes):
+            return wanted
+        if spec.env_hash and spec.env_hash in self._by_env:
+            found = self._first_fit(spec, self._by_env[spec.env_hash].values(), spec.project)
+            if found is not None:
+                return found
+        if spec.project in self._by_project:
+            found = self._first_fit(spec, self._by_project[spec.project].values())
+            if found is not None:
+                return found
+        if not spec.gpu:
+            profiles: Iterable[str] = list(self._by_profile)
+        elif spec.gpu in self._classes:
+            profiles = list(self._class_profiles.get(spec.gpu, ()))
+        else:
+            profiles = [spec.gpu]
+        for profile in profiles:
+            found = self._first_fit(spec, self._by_profile.get(profile, {}).values())
+            if found is not None:
+                return found
+        return None

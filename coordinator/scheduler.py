@@ -1,9 +1,11 @@
-"""Push dispatch: a pending queue, the idle agents, and the agents' liveness.
+"""Push dispatch: a fair pending queue, the idle agents, and the agents' liveness.
 
 Work moves the instant something changes: a submitted job looks for an idle agent, a
-freed agent takes the first pending job it fits, and an assignment goes straight into
-the agent's stream. Nothing here waits on a timer except loss detection, which is one
-TimerHandle per agent, pushed back on every message the agent sends.
+freed agent takes the next pending job it fits (orgs served in turn), and an assignment
+goes straight into the agent's stream. Timers, not polling, handle loss detection (one
+TimerHandle per agent, pushed back on every message), time limits and supersede holds.
+Every job state change passes through `job_state_changed`, which keeps the agents'
+slots, the orgs' concurrency counts and the time-limit timers in step.
 """
 
 from __future__ import annotations
@@ -11,23 +13,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from c3.tokens import READ, WRITE, TokenClaims, TokenSigner
 from c3.v1 import agent_pb2
 from coordinator.agents import AgentRegistry, AgentState
 from coordinator.convert import job_to_proto
 from coordinator.events import timestamp
+from coordinator.fairqueue import FairQueue
 from coordinator.jobs import JobService
-from coordinator.lifecycle import ON_AGENT, Reason, State
+from coordinator.lifecycle import FINISHED, ON_AGENT, Reason, State
 from coordinator.model import Job, Startup
-from coordinator.placement import choose, fits, waiting_reason
+from coordinator.placement import IdleIndex, fits, waiting_reason
+from coordinator.timelimits import TimeLimits
+
+if TYPE_CHECKING:
+    from coordinator.pools import PoolManager
 
 log = logging.getLogger(__name__)
 
 # A job token outlives its time limit by this much (upload of artifacts happens after).
 _TOKEN_GRACE_S = 3600.0
 _TOKEN_NO_LIMIT_S = 7 * 24 * 3600.0
+# A job assigned during the current stream is only declared gone after it is missing
+# from two heartbeats and at least this old (a heartbeat may cross the assignment).
+_RECONCILE_MIN_AGE_S = 1.0
 
 
 class Scheduler:
@@ -39,6 +50,9 @@ class Scheduler:
         signer: TokenSigner,
         storage_address: str,
         loss_after_s: float,
+        limit_of: Callable[[str], tuple[int, str]] = lambda org_id: (0, ""),
+        time_limit_grace_s: float = 30.0,
+        supersede_hold_s: float = 2.0,
     ) -> None:
         self._jobs = jobs
         self._agents = agents
@@ -46,55 +60,102 @@ class Scheduler:
         self._signer = signer
         self._storage_address = storage_address
         self._loss_after = loss_after_s
-        self._pending: OrderedDict[str, Job] = OrderedDict()
-        self._idle: dict[str, AgentState] = {}
+        self._hold_s = supersede_hold_s
+        self._pending = FairQueue(limit_of)
+        self._idle = IdleIndex(classes)
+        self._held: dict[str, list[Job]] = {}
+        self._limits = TimeLimits(time_limit_grace_s, self.push_cancel, self._force_timeout)
+        self.pool: PoolManager | None = None
 
     # -- restart -------------------------------------------------------------------------
     def restore(self, jobs: list[Job]) -> None:
         """After a restart: pending jobs queue again; jobs on agents wait for them to return."""
         for job in jobs:
             if job.state == State.PENDING:
-                self._pending[job.id] = job
+                self._pending.add(job)
             elif job.state in ON_AGENT:
                 agent = self._agents.states.get(job.agent_id)
                 if agent is None:
                     self._agent_gone(job, "its agent is unknown after a coordinator restart")
                     continue
+                self._pending.started(job.org_id)
                 agent.running.add(job.id)
+                if job.state == State.RUNNING:
+                    self._limits.started(job)
                 self.touch(agent)
 
     # -- jobs ----------------------------------------------------------------------------
     def enqueue(self, job: Job, front: bool = False) -> None:
-        agent = choose(job.spec, job.prefer_agent_id, self._idle.values(), self._classes)
-        if agent is not None:
-            self._assign(job, agent)
+        if job.hold_agent_id and self._hold(job):
             return
-        self._pending[job.id] = job
-        if front:
-            self._pending.move_to_end(job.id, last=False)
-        connected = (a.caps for a in self._agents.states.values() if a.connected)
-        job.message = waiting_reason(job.spec, connected, self._classes)
-        self._jobs.save(job)
+        if not self._pending.at_limit(job.org_id):
+            agent = self._idle.choose(job.spec, job.prefer_agent_id)
+            if agent is not None:
+                self._assign(job, agent)
+                return
+        self._pending.add(job, front)
+        self._set_message(job)
+        self._kick_pool()
+
+    def _hold(self, job: Job) -> bool:
+        """Keep a superseding job for the agent of the job it replaces; False: don't wait."""
+        agent = self._agents.states.get(job.hold_agent_id)
+        if agent is None or not agent.connected or not fits(job.spec, agent.caps, self._classes):
+            job.hold_agent_id = ""
+            return False
+        if agent.id in self._idle and not self._pending.at_limit(job.org_id):
+            job.hold_agent_id = ""
+            self._assign(job, agent)
+            return True
+        self._pending.add(job)
+        self._held.setdefault(agent.id, []).append(job)
+        asyncio.get_running_loop().call_later(self._hold_s, self._hold_expired, job)
+        self._set_message(job)
+        return True
+
+    def _hold_expired(self, job: Job) -> None:
+        if not job.hold_agent_id:
+            return
+        self._unhold(job)
+        if job.state == State.PENDING and self._pending.remove(job):
+            self.enqueue(job, front=True)
+
+    def _unhold(self, job: Job) -> None:
+        held = self._held.get(job.hold_agent_id, [])
+        if job in held:
+            held.remove(job)
+        if not held:
+            self._held.pop(job.hold_agent_id, None)
+        job.hold_agent_id = ""
 
     def forget(self, job: Job) -> None:
-        self._pending.pop(job.id, None)
+        if job.hold_agent_id:
+            self._unhold(job)
+        self._pending.remove(job)
 
     def pending_count(self) -> int:
         return len(self._pending)
 
+    def pending_jobs(self) -> Iterable[Job]:
+        return self._pending.jobs()
+
     def idle_agents(self) -> list[AgentState]:
-        return list(self._idle.values())
+        return list(self._idle.all.values())
+
+    def idle_of_profile(self, profile: str) -> list[AgentState]:
+        return self._idle.of_profile(profile)
 
     def _assign(self, job: Job, agent: AgentState) -> None:
-        self._pending.pop(job.id, None)
+        self._pending.remove(job)
         agent.running.add(job.id)
         if not agent.free:
-            self._idle.pop(agent.id, None)
+            self._idle.discard(agent)
         now = time.time()
         job.agent_id = agent.id
         job.gpu_profile = agent.caps.profile
         job.provider = agent.caps.provider
         job.region = agent.caps.region
+        job.pool = agent.pool
         job.assigned_at = now
         job.startup = Startup(
             allocation_ms=(now - job.created_at) * 1000,
@@ -136,26 +197,94 @@ class Scheduler:
                 "cancel of %s waits for agent %s to reconnect or be lost", job.id, job.agent_id
             )
 
-    def job_left_agent(self, job: Job, agent_id: str) -> None:
-        agent = self._agents.states.get(agent_id)
-        if agent is None:
-            return
-        agent.running.discard(job.id)
-        if agent.free:
-            self._agent_free(agent)
+    def _force_timeout(self, job: Job, why: str) -> None:
+        self._jobs.transition(job, State.TIMED_OUT, why, message=why)
+
+    def job_state_changed(self, job: Job, old: State, new: State) -> None:
+        """Called by JobService for every transition, after the job holds its new state."""
+        if new in ON_AGENT and old not in ON_AGENT:
+            self._pending.started(job.org_id)
+        if new == State.RUNNING:
+            self._limits.started(job)
+        if old in ON_AGENT and new not in ON_AGENT:
+            self._limits.stopped(job)
+            off_limit = self._pending.stopped(job.org_id)
+            agent = self._agents.states.get(job.agent_id)
+            if agent is not None:
+                agent.running.discard(job.id)
+                agent.missing.discard(job.id)
+                if agent.free:
+                    self._agent_free(agent)
+            if off_limit:
+                self._dispatch_org(job.org_id)
+
+    def _dispatch_org(self, org_id: str) -> None:
+        """The org may run more: place its pending jobs on idle agents, in order."""
+        for job in self._pending.org_jobs(org_id):
+            if self._pending.at_limit(org_id):
+                break
+            if job.hold_agent_id:
+                continue
+            agent = self._idle.choose(job.spec, job.prefer_agent_id)
+            if agent is not None:
+                self._assign(job, agent)
+        self._refresh(self._pending.org_jobs(org_id))
+
+    # -- pending messages ----------------------------------------------------------------
+    def _set_message(self, job: Job) -> None:
+        if job.hold_agent_id:
+            message = f"waiting for agent {job.hold_agent_id} to stop the job this one replaces"
+        elif self._pending.at_limit(job.org_id):
+            message = self._pending.limit_message(job.org_id)
+        else:
+            message = self.pool.message_for(job) if self.pool is not None else ""
+            pin = job.spec.provider
+            if not message and pin and self.pool is None and not any(
+                a.connected and a.caps.provider == pin for a in self._agents.states.values()
+            ):
+                message = f"provider {pin} unavailable (no agents and no pool for it)"
+            if not message:
+                connected = (a.caps for a in self._agents.states.values() if a.connected)
+                message = waiting_reason(job.spec, connected, self._classes)
+        if message != job.message:
+            job.message = message
+            self._jobs.save(job)
+
+    def _refresh(self, jobs: Iterable[Job]) -> None:
+        for job in jobs:
+            if job.state == State.PENDING:
+                self._set_message(job)
+
+    def refresh_pending(self) -> None:
+        """Re-state why each pending job waits (agents came or went, a provider failed)."""
+        self._refresh(self._pending.jobs())
+
+    def _kick_pool(self) -> None:
+        if self.pool is not None:
+            self.pool.kick()
 
     # -- agents --------------------------------------------------------------------------
     def _agent_free(self, agent: AgentState) -> None:
         while agent.free:
-            job = next(
-                (j for j in self._pending.values() if fits(j.spec, agent.caps, self._classes)),
-                None,
+            job = self._next_held(agent) or self._pending.take_for(
+                lambda j: not j.hold_agent_id and fits(j.spec, agent.caps, self._classes)
             )
             if job is None:
                 break
             self._assign(job, agent)
         if agent.free:
-            self._idle[agent.id] = agent
+            agent.idle_since = time.monotonic()
+            self._idle.add(agent)
+            self._kick_pool()
+
+    def _next_held(self, agent: AgentState) -> Job | None:
+        for job in list(self._held.get(agent.id, ())):
+            if job.state != State.PENDING:
+                self._unhold(job)
+            elif not self._pending.at_limit(job.org_id):
+                self._unhold(job)
+                return job
+        return None
 
     def connected(
         self, agent: AgentState, outbox: asyncio.Queue[agent_pb2.CoordinatorMessage | None]
@@ -164,9 +293,13 @@ class Scheduler:
             agent.outbox.put_nowait(None)  # a second stream replaces the first
         agent.outbox = outbox
         agent.connected_at = time.time()
+        agent.missing.clear()
         self.touch(agent)
+        if self.pool is not None:
+            self.pool.agent_connected(agent)
         if agent.free:
             self._agent_free(agent)
+        self.refresh_pending()
 
     def disconnected(
         self, agent: AgentState, outbox: asyncio.Queue[agent_pb2.CoordinatorMessage | None]
@@ -175,7 +308,51 @@ class Scheduler:
         if agent.outbox is not outbox:
             return
         agent.outbox = None
-        self._idle.pop(agent.id, None)
+        self._idle.discard(agent)
+        if self.pool is not None:
+            self.pool.agent_disconnected(agent)
+        self.refresh_pending()
+
+    def release(self, agent: AgentState) -> None:
+        """Ask an idle agent to leave (warm pool shrinking); it exits after its job."""
+        agent.releasing = True
+        self._idle.discard(agent)
+        agent.send(agent_pb2.CoordinatorMessage(release=True))
+
+    def caches_changed(self, agent: AgentState) -> None:
+        if agent.id in self._idle:  # re-index under its new projects and environments
+            self._idle.discard(agent)
+            self._idle.add(agent)
+
+    def reconcile(self, agent: AgentState, running_job_ids: Iterable[str]) -> None:
+        """Match a heartbeat's running jobs against what the coordinator believes."""
+        listed = set(running_job_ids)
+        now = time.time()
+        still_missing: set[str] = set()
+        for job_id in sorted(agent.running - listed):
+            job = self._jobs.jobs.get(job_id)
+            if job is None or job.state not in ON_AGENT:
+                agent.running.discard(job_id)
+                continue
+            settled = job.assigned_at < agent.connected_at
+            twice = job_id in agent.missing and now - job.assigned_at > _RECONCILE_MIN_AGE_S
+            if settled or twice:
+                self._agent_gone(job, f"agent {agent.id} no longer runs it")
+            else:
+                still_missing.add(job_id)
+        agent.missing = still_missing
+        for job_id in sorted(listed - agent.running):
+            job = self._jobs.jobs.get(job_id)
+            if job is not None and job.agent_id == agent.id and job.state in ON_AGENT:
+                agent.running.add(job_id)  # ours after all (e.g. restored late)
+                continue
+            why = "the coordinator has no running job of that id on this agent"
+            if job is not None and job.state in FINISHED:
+                why = f"job is already {job.state.name} at the coordinator"
+            cancel = agent_pb2.CancelAssignment(
+                job_id=job_id, state=int(State.CANCELED), reason=why  # type: ignore[arg-type]
+            )
+            agent.send(agent_pb2.CoordinatorMessage(cancel=cancel))
 
     def touch(self, agent: AgentState) -> None:
         if agent.loss_timer is not None:
@@ -191,10 +368,12 @@ class Scheduler:
             self.disconnected(agent, outbox)
             outbox.put_nowait(None)
         for job_id in sorted(agent.running):
-            agent.running.discard(job_id)
             job = self._jobs.jobs.get(job_id)
             if job is not None and job.state in ON_AGENT:
                 self._agent_gone(job, f"agent {agent.id} lost")
+            agent.running.discard(job_id)
+        if self.pool is not None:
+            self.pool.agent_lost(agent)
 
     def _agent_gone(self, job: Job, why: str) -> None:
         if job.cancel_requested:
@@ -205,15 +384,22 @@ class Scheduler:
             )
         else:
             self._jobs.transition(job, State.PENDING, why + " before the script started; requeued")
-            job.agent_id = job.gpu_profile = job.provider = job.region = ""
+            job.agent_id = job.gpu_profile = job.provider = job.region = job.pool = ""
             self.enqueue(job, front=True)
 
     def stop(self) -> None:
+        self._limits.close()
         for agent in self._agents.states.values():
             if agent.loss_timer is not None:
                 agent.loss_timer.cancel()
             if agent.outbox is not None:
                 agent.outbox.put_nowait(None)
+
+    def agent_gpu_names(self) -> set[str]:
+        return self._agents.gpu_names
+
+    def agent_providers(self) -> set[str]:
+        return self._agents.providers
 
     def known_agents(self) -> list[AgentState]:
         return list(self._agents.states.values())

@@ -12,6 +12,7 @@ from c3.grpcutil import bearer_secret
 from c3.tokens import ALL_OPERATIONS, TokenClaims, TokenSigner
 from c3.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from coordinator.accounts import Accounts, Caller
+from coordinator.billing import Billing
 from coordinator.catalog import Catalog
 from coordinator.convert import job_to_proto, key_to_proto
 from coordinator.events import timestamp
@@ -40,25 +41,24 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         self._signer = signer
         self._storage_address = storage_address
         self._token_ttl = client_token_ttl_s
+        self._catalog_gpu_names = set(catalog.classes) | {p.code for p in catalog.profiles}
+        self._catalog_providers = set(catalog.providers)
+        self.billing: Billing | None = None  # wired by the app
 
     def _caller(self, context: aio.ServicerContext) -> Caller:
         return self._accounts.authenticate(bearer_secret(context))
 
     def _gpu_names(self) -> set[str]:
-        names = set(self._catalog.classes) | {p.code for p in self._catalog.profiles}
-        for agent in self._scheduler.known_agents():
-            names |= {agent.caps.profile, agent.caps.gpu_class} - {""}
-        return names
+        return self._catalog_gpu_names | self._scheduler.agent_gpu_names()
 
     def _providers(self) -> set[str]:
-        names = set(self._catalog.providers)
-        names |= {a.caps.provider for a in self._scheduler.known_agents() if a.caps.provider}
-        return names
+        return self._catalog_providers | self._scheduler.agent_providers()
 
     async def SubmitJob(
         self, request: pb.SubmitJobRequest, context: aio.ServicerContext
     ) -> pb.SubmitJobResponse:
         caller = self._caller(context)
+        self._accounts.require_credit(caller.org.id)
         validate_spec(request.spec, self._gpu_names(), self._providers())
         job = await self._jobs.submit(
             caller.org.id, request.spec, request.prefer_agent_id, request.supersedes_job_id
@@ -100,7 +100,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         caller = self._caller(context)
         job = self._jobs.get(caller.org.id, request.job_id)
         async for event in self._jobs.events.subscribe(
-            job.id, request.after_seq, lambda: self._jobs.is_finished(job)
+            job.id, request.after_seq, lambda: self._jobs.is_finished(job), follow=request.follow
         ):
             yield event
 
@@ -155,9 +155,20 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     ) -> pb.GetBalanceResponse:
         caller = self._caller(context)
         org = self._accounts.org(caller.org.id)
-        return pb.GetBalanceResponse(
+        reply = pb.GetBalanceResponse(
             balance_minor=org.balance_minor, currency=self._catalog.currency, plan=org.plan
         )
+        if self.billing is not None:
+            reply.month_spend_minor = self.billing.month_spend(org.id)
+            reply.storage_bytes = await self.billing.storage_bytes(org.id)
+            if request.history:
+                reply.charges.extend(
+                    pb.Charge(job_id=c.job_id, amount_minor=c.amount_minor,
+                              seconds=c.millis / 1000, gpu_profile=c.gpu_profile,
+                              at=timestamp(c.at))
+                    for c in self.billing.charges(org.id)
+                )  # fmt: skip
+        return reply
 
     async def CreateApiKey(
         self, request: pb.CreateApiKeyRequest, context: aio.ServicerContext

@@ -33,6 +33,8 @@ def config_for_test(data_dir: Path, **overrides: Any) -> CoordinatorConfig:
         storage_address="127.0.0.1:7431",
         heartbeat_ms=200,
         bootstrap_file=data_dir / "bootstrap.json",
+        # Tests of other things must not trip over the free plan's limit of one job.
+        concurrency_limits=(("free", 0),),
     )
     return replace(base, **overrides)
 
@@ -97,11 +99,12 @@ class SimAgent:
         self.agent_id, self.credential = reply.agent_id, reply.credential
         return reply
 
-    async def connect(self) -> None:
-        """Open the stream and wait until the coordinator holds it (first heartbeat sent)."""
+    async def connect(self, running: tuple[str, ...] = ()) -> None:
+        """Open the stream and wait until the coordinator holds it (first heartbeat sent,
+        listing the jobs this agent still runs, as a real agent does)."""
         self._call = self._stub.Connect(metadata=bearer(self.credential))
         self._reader = asyncio.create_task(self._read(self._call))
-        await self.heartbeat()
+        await self.heartbeat(running)
         await self._call.wait_for_connection()
 
     async def _read(self, call: Any) -> None:

@@ -48,7 +48,7 @@ async def new_agent(app: Coordinator, boot: Bootstrap, **kw) -> SimAgent:  # typ
 
 async def final_events(ch: aio.Channel, key: str, job_id: str) -> list[common_pb2.JobEvent]:
     stream = client(ch).StreamJobEvents(
-        pb.StreamJobEventsRequest(job_id=job_id), metadata=bearer(key)
+        pb.StreamJobEventsRequest(job_id=job_id, follow=True), metadata=bearer(key)
     )
     return [e async for e in stream]
 

@@ -46,14 +46,16 @@ async def test_resume_after_disconnect_and_restart(tmp_path: Path) -> None:
     await agent.log(job.id, *[f"line {i}" for i in range(5)])
 
     # A live subscriber reads part of the stream, then its connection drops mid-stream.
-    first = client(ch).StreamJobEvents(pb.StreamJobEventsRequest(job_id=job.id), metadata=md)
+    first = client(ch).StreamJobEvents(
+        pb.StreamJobEventsRequest(job_id=job.id, follow=True), metadata=md
+    )
     seen = await read_n(first, 6)
     first.cancel()
     await agent.log(job.id, *[f"line {i}" for i in range(5, 10)])
 
     # It resumes from its last seq and gets the rest exactly once, live lines included.
     second = client(ch).StreamJobEvents(
-        pb.StreamJobEventsRequest(job_id=job.id, after_seq=seen[-1].seq), metadata=md
+        pb.StreamJobEventsRequest(job_id=job.id, after_seq=seen[-1].seq, follow=True), metadata=md
     )
     seen += await read_n(second, 7)  # line 3 .. line 9
     second.cancel()
@@ -67,10 +69,11 @@ async def test_resume_after_disconnect_and_restart(tmp_path: Path) -> None:
     assert boot2 == boot  # bootstrap file left alone on an existing database
     await agent.retarget(app.address)
     await agent.register()
-    await agent.connect()
+    await agent.connect(running=(job.id,))
     ch = channel(app.address)
     third = client(ch).StreamJobEvents(
-        pb.StreamJobEventsRequest(job_id=job.id, after_seq=last_before_restart), metadata=md
+        pb.StreamJobEventsRequest(job_id=job.id, after_seq=last_before_restart, follow=True),
+        metadata=md,
     )
     tail: list[S.JobEvent] = []
 

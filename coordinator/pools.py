@@ -1,0 +1,258 @@
+"""Warm pools: per profile keep `baseline` idle agents, grow toward pending demand up to
+`cap` through a provider, and release extra idle agents after the idle timeout.
+
+Every change (a job queued, an agent idle, connected or lost) calls `kick()`, which runs
+one reconcile pass on the next loop turn; timers cover idle timeouts, registration
+timeouts and retry backoff. Nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from c3.v1 import agent_pb2
+from coordinator.agents import AgentState
+from coordinator.catalog import Catalog
+from coordinator.lifecycle import State
+from coordinator.model import Job
+from coordinator.placement import fits
+from coordinator.poolconfig import PoolPolicy
+from coordinator.providers.base import Provider, ProvisionError
+
+if TYPE_CHECKING:
+    from coordinator.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+_BACKOFF_START_S = 1.0
+_BACKOFF_MAX_S = 60.0
+
+
+@dataclass(eq=False)
+class _Starting:
+    handle: Any
+    since: float
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(eq=False)
+class Pool:
+    policy: PoolPolicy
+    caps: agent_pb2.AgentCapabilities
+    provider: Provider
+    starting: list[_Starting] = field(default_factory=list)
+    members: dict[str, Any] = field(default_factory=dict)  # agent id -> handle or None
+    in_flight: int = 0  # provision() calls not yet returned
+    error: str = ""
+    backoff: float = _BACKOFF_START_S
+    retry_at: float = 0.0
+
+
+class PoolManager:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        policies: tuple[PoolPolicy, ...],
+        providers: dict[str, Provider],
+        catalog: Catalog,
+    ) -> None:
+        self._scheduler = scheduler
+        self._providers = providers
+        self._classes = catalog.classes
+        self.pools: list[Pool] = []
+        for policy in policies:
+            profile = catalog.profile(policy.profile)
+            caps = agent_pb2.AgentCapabilities(
+                profile=policy.profile, gpu_class=profile.gpu_class if profile else "",
+                gpu_count=profile.gpu_count if profile else 0, provider=policy.provider,
+            )  # fmt: skip
+            self.pools.append(Pool(policy, caps, providers[policy.provider]))
+        self._scheduled = False
+        self._closed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: list[asyncio.TimerHandle] = []
+
+    # -- hooks from the scheduler --------------------------------------------------------
+    def kick(self) -> None:
+        if not self._scheduled and not self._closed:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._reconcile)
+
+    def _pool_of(self, agent: AgentState) -> Pool | None:
+        for pool in self.pools:
+            if agent.caps.profile == pool.policy.profile and (
+                agent.caps.provider == pool.policy.provider
+            ):
+                return pool
+        return None
+
+    def agent_connected(self, agent: AgentState) -> None:
+        pool = self._pool_of(agent)
+        if pool is None:
+            return
+        agent.pool = pool.policy.name
+        if agent.id not in pool.members:
+            handle = None
+            if pool.starting:  # the oldest provisioned agent is (most likely) this one
+                started = pool.starting.pop(0)
+                if started.timer is not None:
+                    started.timer.cancel()
+                handle = started.handle
+            pool.members[agent.id] = handle
+        pool.error, pool.backoff = "", _BACKOFF_START_S
+        self.kick()
+
+    def agent_disconnected(self, agent: AgentState) -> None:
+        pool = self._pool_of(agent)
+        if agent.releasing and pool is not None and agent.id in pool.members:
+            # A released agent finished and left: make sure its process/allocation ends.
+            handle = pool.members.pop(agent.id)
+            if handle is not None:
+                self._spawn(pool.provider.release(handle))
+        self.kick()
+
+    def agent_lost(self, agent: AgentState) -> None:
+        pool = self._pool_of(agent)
+        if pool is not None and agent.id in pool.members:
+            handle = pool.members.pop(agent.id)
+            if handle is not None:
+                self._spawn(pool.provider.release(handle))
+        self.kick()
+
+    def message_for(self, job: Job) -> str:
+        pin = job.spec.provider
+        if pin and pin not in self._providers and not any(
+            a.connected and a.caps.provider == pin for a in self._scheduler.known_agents()
+        ):
+            return f"provider {pin} unavailable"
+        for pool in self.pools:
+            if not fits(job.spec, pool.caps, self._classes):
+                continue
+            if pool.error:
+                return f"provider {pool.policy.provider}: {pool.error}; retrying"
+            if pool.starting:
+                what = pool.provider.describe(pool.starting[0].handle)
+                return (
+                    f"provisioning a {pool.policy.profile} agent through "
+                    f"{pool.policy.provider} ({what}, waiting for it to register)"
+                )
+            if pool.in_flight:
+                return f"provisioning a {pool.policy.profile} agent through {pool.policy.provider}"
+        return ""
+
+    # -- the reconcile pass ----------------------------------------------------------------
+    def _members(self, pool: Pool) -> list[AgentState]:
+        states = self._scheduler.known_agents()
+        return [a for a in states if a.id in pool.members and a.connected and not a.releasing]
+
+    def _demand(self, pool: Pool) -> int:
+        return sum(
+            1
+            for job in self._scheduler.pending_jobs()
+            if job.state == State.PENDING
+            and not job.hold_agent_id
+            and fits(job.spec, pool.caps, self._classes)
+        )
+
+    def _reconcile(self) -> None:
+        self._scheduled = False
+        if self._closed:
+            return
+        now = time.monotonic()
+        for pool in self.pools:
+            policy = pool.policy
+            members = self._members(pool)
+            idle = [a for a in members if a.free and not a.running]
+            demand = self._demand(pool)
+            supply = len(idle) + len(pool.starting) + pool.in_flight
+            wanted = demand if demand else policy.baseline
+            room = policy.cap - len(members) - len(pool.starting) - pool.in_flight
+            grow = min(max(0, wanted - supply), room)
+            if grow and now >= pool.retry_at:
+                for _ in range(grow):
+                    pool.in_flight += 1
+                    self._spawn(self._provision(pool))
+            elif grow:
+                self._later(pool.retry_at - now)
+            if not demand and len(idle) > policy.baseline:
+                idle.sort(key=lambda a: a.idle_since)
+                extra = idle[: len(idle) - policy.baseline]
+                for agent in extra:
+                    due = agent.idle_since + policy.idle_timeout_s
+                    if due <= now:
+                        log.info("pool %s: releasing idle agent %s", policy.name, agent.id)
+                        self._scheduler.release(agent)
+                    else:
+                        self._later(due - now)
+        self._scheduler.refresh_pending()
+
+    async def _provision(self, pool: Pool) -> None:
+        try:
+            handle = await pool.provider.provision(pool.policy.profile, pool.caps.gpu_count)
+        except ProvisionError as exc:
+            pool.in_flight -= 1
+            self._failed(pool, str(exc))
+            return
+        pool.in_flight -= 1
+        started = _Starting(handle, time.monotonic())
+        started.timer = asyncio.get_running_loop().call_later(
+            pool.policy.register_timeout_s, self._register_timeout, pool, started
+        )
+        pool.starting.append(started)
+        if self._closed:
+            await pool.provider.release(handle)
+        self.kick()
+
+    def _failed(self, pool: Pool, why: str) -> None:
+        log.warning("pool %s: %s", pool.policy.name, why)
+        pool.error = why
+        pool.retry_at = time.monotonic() + pool.backoff
+        self._later(pool.backoff)
+        pool.backoff = min(pool.backoff * 2, _BACKOFF_MAX_S)
+        self.kick()
+
+    def _register_timeout(self, pool: Pool, started: _Starting) -> None:
+        if started not in pool.starting:
+            return
+        pool.starting.remove(started)
+        self._spawn(pool.provider.release(started.handle))
+        what = pool.provider.describe(started.handle)
+        self._failed(
+            pool, f"{what} did not register within {pool.policy.register_timeout_s:.0f}s"
+        )
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _later(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._timers = [t for t in self._timers if not t.cancelled()]
+        self._timers.append(loop.call_later(max(0.0, delay) + 0.01, self.kick))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Stop everything this coordinator started (on shutdown)."""
+        self._closed = True
+        for timer in self._timers:
+            timer.cancel()
+        for task in list(self._tasks):
+            if not task.done():
+                await asyncio.gather(task, return_exceptions=True)
+        releases = []
+        for pool in self.pools:
+            handles = [s.handle for s in pool.starting] + [
+                h for h in pool.members.values() if h is not None
+            ]
+            for started in pool.starting:
+                if started.timer is not None:
+                    started.timer.cancel()
+            pool.starting.clear()
+            pool.members.clear()
+            releases += [pool.provider.release(h) for h in handles]
+        await asyncio.gather(*releases, return_exceptions=True)

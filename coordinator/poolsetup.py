@@ -1,0 +1,61 @@
+"""Builds the warm pools and their providers from `--pool-config` at coordinator start."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from coordinator.accounts import Accounts
+from coordinator.catalog import Catalog
+from coordinator.config import CoordinatorConfig
+from coordinator.poolconfig import load_pool_config
+from coordinator.pools import PoolManager
+from coordinator.providers.base import AgentLaunch, Provider
+from coordinator.providers.local import LocalProvider
+from coordinator.providers.slurm import SlurmProvider
+from coordinator.scheduler import Scheduler
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    os.replace(tmp, path)
+
+
+async def start_pools(
+    config: CoordinatorConfig,
+    accounts: Accounts,
+    scheduler: Scheduler,
+    catalog: Catalog,
+    address: str,
+) -> PoolManager | None:
+    if config.pool_config is None:
+        return None
+    pool_config = load_pool_config(
+        config.pool_config, frozenset(p.code for p in catalog.profiles)
+    )
+    work_dir = config.agents_dir or config.data_dir / "agents"
+    secret_file = work_dir / "provisioning-secret"
+    # A provisioning secret of its own, so provider-started agents can enrol.
+    _write_secret(secret_file, await accounts.create_provisioning_secret())
+    launch = AgentLaunch(coordinator=address, secret_file=secret_file, work_dir=work_dir)
+    providers: dict[str, Provider] = {}
+    for name in pool_config.provider_names:
+        options = pool_config.providers.get(name, {})
+        agent_args = tuple(str(a) for a in options.get("agent_args", ()))
+        if name == "local":
+            providers[name] = LocalProvider(launch, agent_args)
+        elif name == "slurm":
+            providers[name] = SlurmProvider(
+                launch,
+                partition=str(options.get("partition", "")),
+                sbatch_args=tuple(str(a) for a in options.get("sbatch_args", ())),
+                extra_agent_args=agent_args,
+            )
+    manager = PoolManager(scheduler, pool_config.pools, providers, catalog)
+    scheduler.pool = manager
+    manager.kick()
+    return manager
