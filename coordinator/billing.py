@@ -76,6 +76,9 @@ class Billing:
         self._storage_credentials = storage_credentials
         self._charges: dict[str, Charge] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        # org -> its RUNNING jobs by id: every transition consults it, so it must not
+        # be a scan of all jobs.
+        self._running_by_org: dict[str, dict[str, Job]] = {}
 
     async def load(self) -> None:
         db = self._db
@@ -84,7 +87,10 @@ class Billing:
         for r in await db.fetchall("SELECT * FROM charges"):
             self._charges[r[0]] = Charge(r[0], r[1], int(r[2]), int(r[3]), r[4], float(r[5]))
         self._jobs.on_transition.append(self._on_transition)
-        for org_id in {j.org_id for j in self._jobs.jobs.values() if j.state == State.RUNNING}:
+        for job in self._jobs.jobs.values():
+            if job.state == State.RUNNING:
+                self._running_by_org.setdefault(job.org_id, {})[job.id] = job
+        for org_id in list(self._running_by_org):
             self._reschedule(org_id)
 
     # -- metering ------------------------------------------------------------------------
@@ -93,6 +99,11 @@ class Billing:
         return profile.price_per_hour_minor if profile is not None else 0
 
     def _on_transition(self, job: Job, target: State) -> None:
+        running = self._running_by_org.setdefault(job.org_id, {})
+        if target == State.RUNNING:
+            running[job.id] = job
+        else:
+            running.pop(job.id, None)
         if target == State.RUNNING:
             self._reschedule(job.org_id)
         elif target in FINISHED and target != State.SYNCED:
@@ -114,8 +125,7 @@ class Billing:
         log.info("job %s: %d ms on %s charged %d minor units", job.id, millis, job.gpu_profile, amount)
 
     def _running(self, org_id: str) -> list[Job]:
-        return [j for j in self._jobs.jobs.values()
-                if j.org_id == org_id and j.state == State.RUNNING and j.started_at]  # fmt: skip
+        return [j for j in self._running_by_org.get(org_id, {}).values() if j.started_at]
 
     def _remaining_minor(self, org_id: str, now: float) -> float:
         """Balance minus what the org's running jobs have used so far (not yet charged)."""
