@@ -40,6 +40,9 @@ FIND_MISSING_BATCH = 10_000
 BATCH_CONCURRENCY = 6
 STREAM_CONCURRENCY = 2
 Progress = Callable[[int, int], None]
+# The token operation for Hold/Release. Only the coordinator signs it for itself; client
+# and job tokens never carry it.
+HOLD_OPERATION = "hold"
 
 
 @dataclass(frozen=True)
@@ -358,3 +361,21 @@ class StorageClient:
             return await self._stub.DiskUsage(
                 storage_pb2.DiskUsageRequest(path=path), metadata=self._md
             )
+
+    # Holds (the coordinator's token only) ------------------------------------------------
+
+    async def hold(self, path: str, version: int, holder: str, ttl_seconds: int = 0) -> float:
+        """Pin `path` v`version` for `holder`; returns when the hold lapses (epoch seconds)."""
+        request = storage_pb2.HoldRequest(
+            path=path, version=version, holder=holder, ttl_seconds=ttl_seconds
+        )
+        with _rpc():
+            reply = await self._stub.Hold(request, metadata=self._md)
+        return reply.expires_at.ToNanoseconds() / 1e9
+
+    async def release(self, holder: str) -> int:
+        with _rpc():
+            reply = await self._stub.Release(
+                storage_pb2.ReleaseRequest(holder=holder), metadata=self._md
+            )
+        return int(reply.released)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import grpc
 
@@ -16,6 +14,7 @@ import c3
 from c3 import grpcutil
 from c3.errors import PermissionDenied, Unavailable
 from c3.paths import c3_paths, ensure_private_dir
+from c3.unixsock import socket_accepts
 from c3.v1 import daemon_pb2, daemon_pb2_grpc
 
 START_TIMEOUT_S = 15.0
@@ -111,17 +110,6 @@ class DaemonConnection:
         await self.stub.Shutdown(daemon_pb2.ShutdownRequest(), timeout=5.0)
         # Gone once it removed its socket (it does so as its last act) or stopped answering.
         deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and self.socket.exists() and _accepts(self.socket):  # noqa: ASYNC110 - another process; nothing to await
+        while time.monotonic() < deadline and self.socket.exists() and socket_accepts(self.socket):  # noqa: ASYNC110 - another process; nothing to await
             await asyncio.sleep(0.02)
         return True
-
-
-def _accepts(path: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()

@@ -9,6 +9,7 @@ from types import TracebackType
 
 import aiosqlite
 
+from c3.sqlite import open_database
 from c3.v1 import common_pb2
 
 _SCHEMA = """
@@ -34,12 +35,7 @@ class History:
         self._db: aiosqlite.Connection | None = None
 
     async def open(self) -> History:
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.db_path)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.executescript(_SCHEMA)
-        await self._db.commit()
+        self._db = await open_database(self.db_path, _SCHEMA)
         return self
 
     async def close(self) -> None:

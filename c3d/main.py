@@ -7,13 +7,13 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
 from c3 import grpcutil
 from c3.hashindex import HashIndex
 from c3.paths import c3_paths, ensure_private_dir
+from c3.unixsock import socket_accepts
 from c3.v1 import daemon_pb2_grpc
 from c3d.connections import Connections
 from c3d.history import History
@@ -24,24 +24,10 @@ from c3d.server import DaemonService
 log = logging.getLogger("c3d")
 
 
-def socket_in_use(path: Path) -> bool:
-    """True when something answers on the socket (a live daemon); False for a stale file."""
-    if not path.exists():
-        return False
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
-
-
 async def serve(socket_path: Path) -> None:
     paths = c3_paths()
     ensure_private_dir(socket_path.parent)
-    if socket_in_use(socket_path):
+    if socket_path.exists() and socket_accepts(socket_path):
         raise SystemExit(f"c3d: another daemon is already listening on {socket_path}")
     socket_path.unlink(missing_ok=True)  # stale socket from a crashed daemon
     ensure_private_dir(paths.daemon_state_dir)

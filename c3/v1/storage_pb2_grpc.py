@@ -106,6 +106,16 @@ class StorageStub:
                 request_serializer=c3_dot_v1_dot_storage__pb2.DiskUsageRequest.SerializeToString,
                 response_deserializer=c3_dot_v1_dot_storage__pb2.DiskUsageResponse.FromString,
                 _registered_method=True)
+        self.Hold = channel.unary_unary(
+                '/c3.v1.Storage/Hold',
+                request_serializer=c3_dot_v1_dot_storage__pb2.HoldRequest.SerializeToString,
+                response_deserializer=c3_dot_v1_dot_storage__pb2.HoldResponse.FromString,
+                _registered_method=True)
+        self.Release = channel.unary_unary(
+                '/c3.v1.Storage/Release',
+                request_serializer=c3_dot_v1_dot_storage__pb2.ReleaseRequest.SerializeToString,
+                response_deserializer=c3_dot_v1_dot_storage__pb2.ReleaseResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServicer:
@@ -202,6 +212,22 @@ class StorageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Hold(self, request, context):
+        """Pin a version for a holder (the coordinator passes "job:<id>"): a held version is
+        never removed (Remove answers FAILED_PRECONDITION naming the holder) nor collected.
+        Idempotent; calling again renews the expiry. Needs the coordinator's "hold" token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Release(self, request, context):
+        """Drop every hold of a holder in the token's org.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -274,6 +300,16 @@ def add_StorageServicer_to_server(servicer, server):
                     servicer.DiskUsage,
                     request_deserializer=c3_dot_v1_dot_storage__pb2.DiskUsageRequest.FromString,
                     response_serializer=c3_dot_v1_dot_storage__pb2.DiskUsageResponse.SerializeToString,
+            ),
+            'Hold': grpc.unary_unary_rpc_method_handler(
+                    servicer.Hold,
+                    request_deserializer=c3_dot_v1_dot_storage__pb2.HoldRequest.FromString,
+                    response_serializer=c3_dot_v1_dot_storage__pb2.HoldResponse.SerializeToString,
+            ),
+            'Release': grpc.unary_unary_rpc_method_handler(
+                    servicer.Release,
+                    request_deserializer=c3_dot_v1_dot_storage__pb2.ReleaseRequest.FromString,
+                    response_serializer=c3_dot_v1_dot_storage__pb2.ReleaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -656,6 +692,60 @@ class Storage:
             '/c3.v1.Storage/DiskUsage',
             c3_dot_v1_dot_storage__pb2.DiskUsageRequest.SerializeToString,
             c3_dot_v1_dot_storage__pb2.DiskUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Hold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/c3.v1.Storage/Hold',
+            c3_dot_v1_dot_storage__pb2.HoldRequest.SerializeToString,
+            c3_dot_v1_dot_storage__pb2.HoldResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Release(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/c3.v1.Storage/Release',
+            c3_dot_v1_dot_storage__pb2.ReleaseRequest.SerializeToString,
+            c3_dot_v1_dot_storage__pb2.ReleaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,13 @@ class StorageStub:
     Log: _grpc.UnaryUnaryMultiCallable[_storage_pb2.LogRequest, _storage_pb2.LogResponse]
     Remove: _grpc.UnaryUnaryMultiCallable[_storage_pb2.RemoveRequest, _storage_pb2.RemoveResponse]
     DiskUsage: _grpc.UnaryUnaryMultiCallable[_storage_pb2.DiskUsageRequest, _storage_pb2.DiskUsageResponse]
+    Hold: _grpc.UnaryUnaryMultiCallable[_storage_pb2.HoldRequest, _storage_pb2.HoldResponse]
+    """Pin a version for a holder (the coordinator passes "job:<id>"): a held version is
+    never removed (Remove answers FAILED_PRECONDITION naming the holder) nor collected.
+    Idempotent; calling again renews the expiry. Needs the coordinator's "hold" token.
+    """
+    Release: _grpc.UnaryUnaryMultiCallable[_storage_pb2.ReleaseRequest, _storage_pb2.ReleaseResponse]
+    """Drop every hold of a holder in the token's org."""
 
 @_typing.type_check_only
 class StorageAsyncStub(StorageStub):
@@ -81,6 +88,13 @@ class StorageAsyncStub(StorageStub):
     Log: _aio.UnaryUnaryMultiCallable[_storage_pb2.LogRequest, _storage_pb2.LogResponse]  # type: ignore[assignment]
     Remove: _aio.UnaryUnaryMultiCallable[_storage_pb2.RemoveRequest, _storage_pb2.RemoveResponse]  # type: ignore[assignment]
     DiskUsage: _aio.UnaryUnaryMultiCallable[_storage_pb2.DiskUsageRequest, _storage_pb2.DiskUsageResponse]  # type: ignore[assignment]
+    Hold: _aio.UnaryUnaryMultiCallable[_storage_pb2.HoldRequest, _storage_pb2.HoldResponse]  # type: ignore[assignment]
+    """Pin a version for a holder (the coordinator passes "job:<id>"): a held version is
+    never removed (Remove answers FAILED_PRECONDITION naming the holder) nor collected.
+    Idempotent; calling again renews the expiry. Needs the coordinator's "hold" token.
+    """
+    Release: _aio.UnaryUnaryMultiCallable[_storage_pb2.ReleaseRequest, _storage_pb2.ReleaseResponse]  # type: ignore[assignment]
+    """Drop every hold of a holder in the token's org."""
 
 class StorageServicer(metaclass=_abc_1.ABCMeta):
     """The content-addressed store and the per-org path namespace. Callers present a token
@@ -189,5 +203,24 @@ class StorageServicer(metaclass=_abc_1.ABCMeta):
         request: _storage_pb2.DiskUsageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_storage_pb2.DiskUsageResponse, _abc.Awaitable[_storage_pb2.DiskUsageResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Hold(
+        self,
+        request: _storage_pb2.HoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.HoldResponse, _abc.Awaitable[_storage_pb2.HoldResponse]]:
+        """Pin a version for a holder (the coordinator passes "job:<id>"): a held version is
+        never removed (Remove answers FAILED_PRECONDITION naming the holder) nor collected.
+        Idempotent; calling again renews the expiry. Needs the coordinator's "hold" token.
+        """
+
+    @_abc_1.abstractmethod
+    def Release(
+        self,
+        request: _storage_pb2.ReleaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.ReleaseResponse, _abc.Awaitable[_storage_pb2.ReleaseResponse]]:
+        """Drop every hold of a holder in the token's org."""
 
 def add_StorageServicer_to_server(servicer: StorageServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
