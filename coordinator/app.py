@@ -19,6 +19,7 @@ from coordinator.config import CoordinatorConfig
 from coordinator.db import Database
 from coordinator.events import EventLog
 from coordinator.gateway import AgentGatewayServicer
+from coordinator.holds import JobHolds
 from coordinator.jobs import JobService
 from coordinator.pools import PoolManager
 from coordinator.poolsetup import start_pools
@@ -76,6 +77,7 @@ class Coordinator:
             accounts, jobs, db, catalog, signer, config.storage_address, storage_creds
         )
         await billing.load()
+        await JobHolds(jobs, signer, config.storage_address, storage_creds).load()
         await db.barrier()
         coordinator = CoordinatorServicer(
             accounts, jobs, scheduler, catalog, signer, config.storage_address,

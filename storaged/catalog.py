@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -10,7 +11,7 @@ from c3 import manifest as mf
 from c3.errors import FailedPrecondition, InvalidArgument, NotFound
 from c3.v1 import common_pb2, storage_pb2
 from storaged import namespace as ns_mod
-from storaged.meta import Metadata, Version
+from storaged.meta import HoldRow, Metadata, Version, VersionsHeld
 from storaged.namespace import NsPath
 from storaged.store import BlobStore
 
@@ -42,6 +43,29 @@ def _pick(ns: NsPath, versions: Sequence[Version]) -> Version:
         if v.version == ns.version:
             return v
     raise NotFound(f"{ns.display} has no version v{ns.version} (latest is v{versions[-1].version})")
+
+
+DEFAULT_HOLD_TTL_SECONDS = 3600
+MAX_HOLDER_CHARS = 200
+
+
+def _holder_name(holder: str) -> str:
+    kind, sep, ident = holder.partition(":")
+    return f"{kind} {ident}" if sep and kind == "job" else holder
+
+
+def held_refusal(display: str, holds: Sequence[HoldRow]) -> FailedPrecondition:
+    """One line naming what pins the data, e.g. "/datasets/corpus v2 is mounted by job
+    j-123 (pending or running); cancel it or wait until it ends"."""
+    first = holds[0]
+    more = len({h.holder for h in holds}) - 1
+    others = f" and {more} other holder(s)" if more > 0 else ""
+    what = "mounted by" if first.holder.startswith("job:") else "held by"
+    state = " (pending or running)" if first.holder.startswith("job:") else ""
+    return FailedPrecondition(
+        f"{display} v{first.version} is {what} {_holder_name(first.holder)}{state}{others};"
+        " cancel it or wait until it ends"
+    )
 
 
 def _latest_by_path(versions: Sequence[Version]) -> dict[str, Version]:
@@ -188,7 +212,7 @@ class Catalog:
             versions = await self._leaf_versions(org, ns)
             if ns.version is not None:
                 _pick(ns, versions)
-                return await self.meta.delete_versions(org, ns.canonical, ns.version)
+                return await self._delete(org, ns.canonical, ns.display, ns.version)
             if not versions:
                 raise NotFound(f"no such path {ns.display}")
             if not recursive:
@@ -196,20 +220,54 @@ class Catalog:
                     f"{ns.display} has {len(versions)} version(s); use -r (recursive) to remove"
                     f" it, or name one version ({ns.display}@v{versions[-1].version})"
                 )
-            return await self.meta.delete_versions(org, ns.canonical, None)
+            return await self._delete(org, ns.canonical, ns.display, None)
         if ns.dir_kind == "root":
             raise InvalidArgument("refusing to remove /: name a dataset, job or directory below it")
         if not recursive:
             raise FailedPrecondition(
                 f"{ns.display} is a directory; use -r (recursive) to remove it"
             )
-        paths = {v.path for v in await self._dir_versions(org, ns)}
+        paths = sorted({v.path for v in await self._dir_versions(org, ns)})
         if not paths:
             raise NotFound(f"nothing to remove under {ns.display}")
+        # Refuse before deleting anything, so a held dataset never leaves a half-removed
+        # directory behind (each delete re-checks atomically for holds landing meanwhile).
+        for p in paths:
+            held = await self.meta.live_holds(org, p, None)
+            if held:
+                raise held_refusal(p, held)
         removed = 0
-        for p in sorted(paths):
-            removed += await self.meta.delete_versions(org, p, None)
+        for p in paths:
+            removed += await self._delete(org, p, p, None)
         return removed
+
+    async def _delete(self, org: str, canonical: str, display: str, version: int | None) -> int:
+        try:
+            return await self.meta.delete_versions(org, canonical, version)
+        except VersionsHeld as held:
+            raise held_refusal(display, held.holds) from None
+
+    async def hold(
+        self, org: str, path: str, version: int, holder: str, ttl_seconds: int
+    ) -> float:
+        """Pin `path` v`version` for `holder` (renews an existing hold); returns expiry."""
+        ns = ns_mod.parse(path, allow_version=False, allow_subpath=False)
+        if ns.canonical is None:
+            raise InvalidArgument(f"cannot hold directory {ns.display}: use one of {ns_mod.FORMS}")
+        if not holder or len(holder) > MAX_HOLDER_CHARS:
+            raise InvalidArgument(f"holder must be 1-{MAX_HOLDER_CHARS} characters")
+        if version <= 0:
+            raise InvalidArgument(f"hold of {ns.display} needs a version (1, 2, ...)")
+        expires_at = time.time() + (ttl_seconds or DEFAULT_HOLD_TTL_SECONDS)
+        await self._leaf_versions(org, ns)  # a project path must match the job's project
+        if not await self.meta.add_hold(org, ns.canonical, version, holder, expires_at):
+            raise NotFound(f"{ns.display} has no version v{version} (was it removed?)")
+        return expires_at
+
+    async def release(self, org: str, holder: str) -> int:
+        if not holder:
+            raise InvalidArgument("release needs a holder")
+        return await self.meta.release_holds(org, holder)
 
     async def disk_usage(self, org: str, path: str) -> storage_pb2.DiskUsageResponse:
         ns = ns_mod.parse(path, allow_subpath=False)

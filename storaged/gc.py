@@ -2,7 +2,8 @@
 
 A blob is kept while it is referenced by a committed version's manifest, or was touched
 (uploaded, reported present by FindMissing, fetched as a manifest) within the grace
-period: an upload in progress or a job that just resolved its inputs still needs it. A
+period: an upload in progress or a job that just resolved its inputs still needs it, or
+pinned by a live hold (see Catalog.hold). A
 blob being written right now is never deleted (BlobStore.reclaim checks that).
 
 Deleting a packed blob only tombstones it; the compaction step at the end rewrites packs
@@ -37,7 +38,13 @@ async def collect_garbage(
     meta = store.meta
     cutoff = time.time() - grace_seconds
     stats = GcStats()
-    roots = await meta.live_manifests() | await meta.recent_manifests(cutoff)
+    # Held versions (a pending or running job's mounts) are roots even if their version
+    # row were gone: a job that resolved them must find every blob.
+    roots = (
+        await meta.live_manifests()
+        | await meta.recent_manifests(cutoff)
+        | await meta.held_manifests()
+    )
     referenced = set(roots)
     for digest in roots:
         manifest = await store.load_manifest(digest)

@@ -33,6 +33,11 @@ CREATE TABLE IF NOT EXISTS manifests(digest TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS job_projects(
   org TEXT NOT NULL, job_id TEXT NOT NULL, project TEXT NOT NULL,
   PRIMARY KEY(org, job_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS holds(
+  org TEXT NOT NULL, path TEXT NOT NULL, version INTEGER NOT NULL, holder TEXT NOT NULL,
+  manifest TEXT NOT NULL, expires_at REAL NOT NULL,
+  PRIMARY KEY(org, path, version, holder)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS holds_by_holder ON holds(org, holder);
 """
 _BATCH = 500
 _TOUCH_SLACK_SECONDS = 60.0
@@ -47,6 +52,21 @@ class Version:
     files: int
     size: int
     message: str
+
+
+@dataclass(frozen=True)
+class HoldRow:
+    path: str
+    version: int
+    holder: str
+
+
+class VersionsHeld(Exception):
+    """A removal touched versions that live holds pin (the catalog words the refusal)."""
+
+    def __init__(self, holds: list[HoldRow]) -> None:
+        super().__init__(f"{len(holds)} hold(s)")
+        self.holds = holds
 
 
 @dataclass(frozen=True)
@@ -210,7 +230,12 @@ class Metadata:
         return [Version(*r) for r in await self._rows(sql + " ORDER BY v.path, v.version", params)]
 
     async def delete_versions(self, org: str, path: str, version: int | None) -> int:
+        """Delete one version (or all) of a path, unless a live hold pins one: the check
+        and the delete run under one lock, so a Hold cannot land in between."""
         async with self._lock:
+            held = await self._live_holds(org, path, version)
+            if held:
+                raise VersionsHeld(held)
             if version is None:
                 cur = await self.db.execute(
                     "DELETE FROM versions WHERE org=? AND path=?", (org, path)
@@ -222,6 +247,50 @@ class Metadata:
                 )
             await self.db.commit()
             return cur.rowcount
+
+    # Holds -----------------------------------------------------------------------------
+
+    async def _live_holds(self, org: str, path: str, version: int | None) -> list[HoldRow]:
+        sql = "SELECT path, version, holder FROM holds WHERE org=? AND path=? AND expires_at>?"
+        params: list[Any] = [org, path, time.time()]
+        if version is not None:
+            sql += " AND version=?"
+            params.append(version)
+        rows = await self.db.execute_fetchall(sql + " ORDER BY version, holder", params)
+        return [HoldRow(*r) for r in rows]
+
+    async def live_holds(self, org: str, path: str, version: int | None) -> list[HoldRow]:
+        async with self._lock:
+            return await self._live_holds(org, path, version)
+
+    async def add_hold(
+        self, org: str, path: str, version: int, holder: str, expires_at: float
+    ) -> bool:
+        """Pin an existing version (renewing an existing hold); False if no such version.
+        One statement checks the version and inserts, so a concurrent rm cannot slip in."""
+        async with self._lock:
+            cur = await self.db.execute(
+                "INSERT OR REPLACE INTO holds SELECT org, path, version, ?, manifest, ?"
+                " FROM versions WHERE org=? AND path=? AND version=?",
+                (holder, expires_at, org, path, version),
+            )
+            await self.db.execute("DELETE FROM holds WHERE expires_at<?", (time.time(),))
+            await self.db.commit()
+            return cur.rowcount == 1
+
+    async def release_holds(self, org: str, holder: str) -> int:
+        async with self._lock:
+            cur = await self.db.execute(
+                "DELETE FROM holds WHERE org=? AND holder=?", (org, holder)
+            )
+            await self.db.commit()
+            return cur.rowcount
+
+    async def held_manifests(self) -> set[str]:
+        rows = await self._rows(
+            "SELECT DISTINCT manifest FROM holds WHERE expires_at>?", (time.time(),)
+        )
+        return {r[0] for r in rows}
 
     async def job_project(self, org: str, job_id: str) -> str | None:
         rows = await self._rows(

@@ -14,7 +14,7 @@ from c3.tokens import TokenVerifier
 from c3.v1 import storage_pb2_grpc
 from storaged.backend import LocalDiskBackend
 from storaged.catalog import Catalog
-from storaged.gc import collect_garbage
+from storaged.gc import GcStats, collect_garbage
 from storaged.meta import Metadata
 from storaged.service import SERVICE_NAME, StorageService
 from storaged.store import BlobStore
@@ -68,7 +68,7 @@ class StoragedServer:
             self._gc_task = asyncio.create_task(self._gc_loop())
         return self
 
-    async def collect_garbage(self, grace_seconds: float | None = None) -> object:
+    async def collect_garbage(self, grace_seconds: float | None = None) -> GcStats:
         grace = self.config.gc_grace_seconds if grace_seconds is None else grace_seconds
         return await collect_garbage(self.store, grace)
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from c3.errors import PermissionDenied
 from c3.grpcutil import STORAGE_TOKEN, metadata_value
+from c3.storage_client import HOLD_OPERATION
 from c3.tokens import DELETE, READ, WRITE, TokenClaims, TokenVerifier
 from c3.v1 import storage_pb2, storage_pb2_grpc
 from storaged import namespace
 from storaged.catalog import Catalog
+from storaged.scope import BlobScope
 from storaged.store import BlobStore
 
 SERVICE_NAME = storage_pb2.DESCRIPTOR.services_by_name["Storage"].full_name
@@ -38,9 +41,21 @@ class StorageService(storage_pb2_grpc.StorageServicer):
         self.verifier = verifier
         self.store = store
         self.catalog = catalog
+        self.scope = BlobScope(store)
 
     def _claims(self, context: aio.ServicerContext) -> TokenClaims:
         return self.verifier.verify(metadata_value(context, STORAGE_TOKEN))
+
+    async def _readable_blobs(
+        self, context: aio.ServicerContext, digests: list[str]
+    ) -> TokenClaims:
+        """Claims of a token that may read these blobs: its org references them (the
+        store checks) and, for a job token, they are within its inputs and outputs."""
+        token = metadata_value(context, STORAGE_TOKEN)
+        claims = self.verifier.verify(token)
+        _require_op(claims, READ)
+        await self.scope.require(token, claims, digests)
+        return claims
 
     async def FindMissing(self, request, context):  # type: ignore[no-untyped-def]
         claims = self._claims(context)
@@ -55,8 +70,7 @@ class StorageService(storage_pb2_grpc.StorageServicer):
         return storage_pb2.PutBlobsResponse(stored=stored, bytes_received=received)
 
     async def GetBlobs(self, request, context) -> AsyncIterator[storage_pb2.BlobData]:  # type: ignore[no-untyped-def]
-        claims = self._claims(context)
-        _require_op(claims, READ)
+        claims = await self._readable_blobs(context, list(request.digests))
         async for blob in self.store.get_blobs(
             claims.org_id, list(request.digests), request.accept_zstd
         ):
@@ -69,8 +83,7 @@ class StorageService(storage_pb2_grpc.StorageServicer):
         return storage_pb2.PutBlobStreamResponse(digest=digest, bytes_received=received)
 
     async def GetBlobStream(self, request, context) -> AsyncIterator[storage_pb2.BlobChunk]:  # type: ignore[no-untyped-def]
-        claims = self._claims(context)
-        _require_op(claims, READ)
+        claims = await self._readable_blobs(context, [request.digest])
         async for chunk in self.store.get_stream(
             claims.org_id, request.digest, request.accept_zstd, request.offset
         ):
@@ -137,3 +150,19 @@ class StorageService(storage_pb2_grpc.StorageServicer):
         claims = self._claims(context)
         _require_path(claims, READ, request.path)
         return await self.catalog.disk_usage(claims.org_id, request.path)
+
+    async def Hold(self, request, context):  # type: ignore[no-untyped-def]
+        claims = self._claims(context)
+        _require_op(claims, HOLD_OPERATION)
+        expires_at = await self.catalog.hold(
+            claims.org_id, request.path, request.version, request.holder, request.ttl_seconds
+        )
+        stamp = Timestamp()
+        stamp.FromNanoseconds(int(expires_at * 1e9))
+        return storage_pb2.HoldResponse(expires_at=stamp)
+
+    async def Release(self, request, context):  # type: ignore[no-untyped-def]
+        claims = self._claims(context)
+        _require_op(claims, HOLD_OPERATION)
+        released = await self.catalog.release(claims.org_id, request.holder)
+        return storage_pb2.ReleaseResponse(released=released)

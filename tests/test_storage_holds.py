@@ -1,0 +1,137 @@
+"""Holds: a dataset version a pending job mounts cannot be removed, and GC keeps its blobs.
+
+Real storaged and a real coordinator in-process, sharing the coordinator's signing key.
+"""
+# ruff: noqa: F811  (pytest fixtures imported from test_storage_helpers are parameters here)
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from test_storage_helpers import (  # noqa: F401 - fixtures
+    MakeToken,
+    client,
+    make_token,
+    server,
+    signer,
+    text_bytes,
+    write_file,
+)
+
+from c3 import manifest as mf
+from c3.errors import FailedPrecondition, NotFound, PermissionDenied
+from c3.grpcutil import bearer, channel
+from c3.storage_client import HOLD_OPERATION, StorageClient
+from c3.tokens import ALL_OPERATIONS, TokenClaims, TokenSigner, TokenVerifier
+from c3.v1 import common_pb2
+from c3.v1 import coordinator_pb2 as pb
+from coordinator.testing import client as coordinator_client
+from coordinator.testing import config_for_test, spec, start_coordinator
+from storaged.server import StoragedConfig, StoragedServer
+
+
+async def _upload(c: StorageClient, root: Path, name: str, files: dict[str, bytes]) -> str:
+    blobs = [write_file(root / rel, data) for rel, data in files.items()]
+    await c.push_files(blobs)
+    manifest = mf.build(
+        common_pb2.ManifestEntry(path=rel, digest=b.digest, size=b.size)
+        for rel, b in zip(files, blobs, strict=True)
+    )
+    digest = await c.put_manifest(manifest)
+    await c.commit(f"/datasets/{name}", digest)
+    return digest
+
+
+async def _until(what: str, check, deadline_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + deadline_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_hold_refuses_rm_and_pins_blobs_until_release(
+    server: StoragedServer, client: StorageClient, make_token: MakeToken, tmp_path: Path
+) -> None:
+    files = {"a.txt": b"alpha", "b.txt": text_bytes(3000)}
+    await _upload(client, tmp_path / "t", "corpus", files)
+    await _upload(client, tmp_path / "t", "corpus", {"a.txt": b"alpha v2"})
+    # Client tokens never carry the hold operation.
+    with pytest.raises(PermissionDenied, match="hold"):
+        await client.hold("/datasets/corpus", 1, "job:j-1")
+    async with StorageClient(server.address, make_token(operations=(HOLD_OPERATION,))) as coord:
+        with pytest.raises(NotFound, match="no version v9"):
+            await coord.hold("/datasets/corpus", 9, "job:j-1")
+        await coord.hold("/datasets/corpus", 1, "job:j-1", ttl_seconds=600)
+        await coord.hold("/datasets/corpus", 1, "job:j-1", ttl_seconds=600)  # renewal
+        msg = "/datasets/corpus v1 is mounted by job j-1 (pending or running); cancel it"
+        for path, recursive in (("/datasets/corpus@v1", False), ("/datasets/corpus", True),
+                                ("/datasets", True)):  # fmt: skip
+            with pytest.raises(FailedPrecondition, match=msg.replace("(", r"\(").replace(")", r"\)")):
+                await client.remove(path, recursive=recursive)
+        # The unheld version goes; the held one stays with all its blobs through GC.
+        assert await client.remove("/datasets/corpus@v2") == 1
+        await server.collect_garbage(0)
+        got = [b.digest async for b in client.get_blobs([mf.sha256_bytes(d) for d in files.values()])]
+        assert len(got) == 2
+        assert await coord.release("job:j-1") == 1
+    assert await client.remove("/datasets/corpus", recursive=True) == 1
+    stats = await server.collect_garbage(0)
+    assert stats.blobs_removed >= 3  # two files and the manifest are reclaimed now
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[tuple[StoragedServer, object, object, TokenSigner]]:
+    coord_dir = tmp_path / "coord"
+    signer = TokenSigner.load_or_create(coord_dir / "signing-key.pem")
+    srv = await StoragedServer.start(
+        StoragedConfig(data_dir=tmp_path / "store", listen="127.0.0.1:0", gc_interval_seconds=0),
+        TokenVerifier.from_pem(signer.public_key_pem()),
+    )
+    app, boot = await start_coordinator(config_for_test(coord_dir, storage_address=srv.address))
+    yield srv, app, boot, signer
+    await app.stop()
+    await srv.stop(0)
+
+
+async def test_rm_of_a_dataset_a_pending_job_mounts_is_refused_until_it_ends(
+    stack, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    srv, app, boot, signer = stack
+    token = signer.sign(TokenClaims(org_id=boot.org_id, operations=ALL_OPERATIONS))
+    files = {"x.bin": text_bytes(4000, seed=3)}
+    async with StorageClient(srv.address, token) as user, channel(app.address) as ch:
+        digest = await _upload(user, tmp_path / "d", "corpus", files)
+        mount = common_pb2.DatasetMount(
+            ref="/datasets/corpus", mount="/data/corpus", resolved_path="/datasets/corpus",
+            version=1, manifest_digest=digest,
+        )  # fmt: skip
+        stub = coordinator_client(ch)
+        md = bearer(boot.api_key)
+        job = (await stub.SubmitJob(pb.SubmitJobRequest(spec=spec(datasets=[mount])), metadata=md)).job
+        assert job.state == common_pb2.JOB_STATE_PENDING  # no agent: it waits
+
+        async def held() -> bool:
+            return bool(await srv.store.meta.live_holds(boot.org_id, "/datasets/corpus", 1))
+
+        await _until("the coordinator's hold lands", held)
+        with pytest.raises(FailedPrecondition) as refused:
+            await user.remove("/datasets/corpus", recursive=True)
+        assert str(refused.value).splitlines() == [
+            f"/datasets/corpus v1 is mounted by job {job.id} (pending or running);"
+            " cancel it or wait until it ends"
+        ]
+        await srv.collect_garbage(0)
+        assert [b.digest async for b in user.get_blobs([mf.sha256_bytes(files["x.bin"])])]
+
+        await stub.CancelJob(pb.CancelJobRequest(job_ids=[job.id]), metadata=md)
+
+        async def released() -> bool:
+            return not await held()
+
+        await _until("the hold is released", released)
+        assert await user.remove("/datasets/corpus", recursive=True) == 1
