@@ -74,7 +74,13 @@ async def agents_child(address: str, secret: str, count: int) -> None:
             await asyncio.sleep(0.005)
 
     flush_task = asyncio.create_task(flusher())
-    await asyncio.gather(*tasks, return_exceptions=True)
+    everything = asyncio.gather(*tasks, return_exceptions=True)
+    # End cleanly on SIGTERM so a profiler wrapping this process can write its file.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, everything.cancel)
+    try:
+        await everything
+    except asyncio.CancelledError:
+        pass
     flusher_stop.set()
     await flush_task
 
@@ -82,6 +88,12 @@ async def agents_child(address: str, secret: str, count: int) -> None:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def cpu_s(pid: int) -> float:
+    """User+system CPU seconds a process has used so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -109,8 +121,11 @@ async def bench(agents: int, jobs: int, single: int, concurrency: int) -> dict[s
         await asyncio.sleep(0.05)
     address = ready_file.read_text()
     boot = json.loads(boot_file.read_text())
+    # C3_BENCH_PROFILE_AGENTS=FILE profiles the agents process the same way.
+    agents_profile = os.environ.get("C3_BENCH_PROFILE_AGENTS")
+    agents_wrap = ["-m", "cProfile", "-o", agents_profile] if agents_profile else []
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "coordinator.bench", "--agents-child", address, boot["agent_secret"],
+        sys.executable, *agents_wrap, "-m", "coordinator.bench", "--agents-child", address, boot["agent_secret"],
         str(agents), stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert child.stdout is not None
@@ -136,12 +151,16 @@ async def bench(agents: int, jobs: int, single: int, concurrency: int) -> dict[s
                 queue.get_nowait()
                 await stub.SubmitJob(pb.SubmitJobRequest(spec=spec(project="bench")), metadata=md)
 
+        procs = {"coordinator": coord.pid, "agents": child.pid, "submitter": os.getpid()}
+        cpu0 = {name: cpu_s(pid) for name, pid in procs.items()}
         t0 = time.perf_counter()
         submitters = [asyncio.create_task(submitter()) for _ in range(concurrency)]
         lat = []
         for _ in range(jobs):
             lat.append(float((await out.readline()).split()[2]))
         elapsed = time.perf_counter() - t0
+        # Share of one core each process used during the burst: shows which one is the cap.
+        cpu_share = {name: (cpu_s(pid) - cpu0[name]) / elapsed for name, pid in procs.items()}
         await asyncio.gather(*submitters)
         rss, hwm = rss_mb(coord.pid)
     child.send_signal(signal.SIGTERM)
@@ -160,6 +179,7 @@ async def bench(agents: int, jobs: int, single: int, concurrency: int) -> dict[s
         "coordinator_rss_mb": round(rss, 1),
         "coordinator_peak_rss_mb": round(hwm, 1),
         "cpus": os.cpu_count() or 0,
+        **{f"{name}_cpu_cores": round(share, 2) for name, share in cpu_share.items()},
         # Anchors (documented, not measured here): Slurm 500 jobs/s, Nomad C2M ~1,500/s.
         "reference_slurm_jobs_per_s": 500,
         "reference_nomad_placements_per_s": 1500,

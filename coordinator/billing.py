@@ -79,6 +79,10 @@ class Billing:
         # org -> its RUNNING jobs by id: every transition consults it, so it must not
         # be a scan of all jobs.
         self._running_by_org: dict[str, dict[str, Job]] = {}
+        # org -> (sum of running prices per hour, sum of price * started_at), kept in step
+        # with _running_by_org so the exhaustion timer is re-planned in O(1) per transition.
+        self._rate: dict[str, tuple[int, float]] = {}
+        self._metered: dict[str, tuple[int, float]] = {}  # job id -> (price, started_at)
 
     async def load(self) -> None:
         db = self._db
@@ -89,7 +93,7 @@ class Billing:
         self._jobs.on_transition.append(self._on_transition)
         for job in self._jobs.jobs.values():
             if job.state == State.RUNNING:
-                self._running_by_org.setdefault(job.org_id, {})[job.id] = job
+                self._start_metering(job)
         for org_id in list(self._running_by_org):
             self._reschedule(org_id)
 
@@ -98,12 +102,34 @@ class Billing:
         profile = self._catalog.profile(job.gpu_profile)
         return profile.price_per_hour_minor if profile is not None else 0
 
-    def _on_transition(self, job: Job, target: State) -> None:
+    def _start_metering(self, job: Job) -> None:
         running = self._running_by_org.setdefault(job.org_id, {})
+        if job.id in running:
+            return
+        running[job.id] = job
+        if job.started_at:
+            price = self.price(job)
+            self._metered[job.id] = (price, job.started_at)
+            rate, weighted = self._rate.get(job.org_id, (0, 0.0))
+            self._rate[job.org_id] = (rate + price, weighted + price * job.started_at)
+
+    def _stop_metering(self, job: Job) -> None:
+        running = self._running_by_org.get(job.org_id)
+        if running is None or running.pop(job.id, None) is None:
+            return
+        metered = self._metered.pop(job.id, None)
+        if not running:  # start from exact zeros again: no float drift accumulates
+            self._rate.pop(job.org_id, None)
+        elif metered is not None:
+            price, started_at = metered
+            rate, weighted = self._rate[job.org_id]
+            self._rate[job.org_id] = (rate - price, weighted - price * started_at)
+
+    def _on_transition(self, job: Job, target: State) -> None:
         if target == State.RUNNING:
-            running[job.id] = job
+            self._start_metering(job)
         else:
-            running.pop(job.id, None)
+            self._stop_metering(job)
         if target == State.RUNNING:
             self._reschedule(job.org_id)
         elif target in FINISHED and target != State.SYNCED:
@@ -129,14 +155,15 @@ class Billing:
 
     def _remaining_minor(self, org_id: str, now: float) -> float:
         """Balance minus what the org's running jobs have used so far (not yet charged)."""
-        accrued = sum(self.price(j) * (now - j.started_at) / 3600 for j in self._running(org_id))
+        rate, weighted = self._rate.get(org_id, (0, 0.0))
+        accrued = (rate * now - weighted) / 3600  # = sum(price * (now - started_at)) / 3600
         return self._accounts.org(org_id).balance_minor - accrued
 
     def _reschedule(self, org_id: str) -> None:
         timer = self._timers.pop(org_id, None)
         if timer is not None:
             timer.cancel()
-        rate = sum(self.price(j) for j in self._running(org_id))  # minor units per hour
+        rate = self._rate.get(org_id, (0, 0.0))[0]  # minor units per hour
         if rate <= 0:
             return
         delay = max(0.0, self._remaining_minor(org_id, time.time()) * 3600 / rate)

@@ -50,8 +50,14 @@ class CoordinatorConfig:
     agents_dir: Path | None = field(default=None)
 
     def concurrency_limit(self, plan: str) -> int:
-        limits = dict(self.concurrency_limits)
-        return limits.get(plan, limits.get("free", 1))
+        # Called on every placement: a scan of a few pairs, no dict built per call.
+        fallback = None
+        for name, limit in reversed(self.concurrency_limits):  # the last entry for a plan wins
+            if name == plan:
+                return limit
+            if name == "free" and fallback is None:
+                fallback = limit
+        return 1 if fallback is None else fallback
 
     @property
     def database(self) -> Path:

@@ -25,24 +25,22 @@ def job_to_proto(job: Job) -> common_pb2.Job:
         pool=job.pool,
     )
     msg.spec.CopyFrom(job.spec)
-    msg.created_at.CopyFrom(timestamp(job.created_at))
+    # Timestamps are filled in place: no temporary message and copy per field.
+    msg.created_at.FromNanoseconds(int(job.created_at * 1e9))
     if job.started_at:
-        msg.started_at.CopyFrom(timestamp(job.started_at))
+        msg.started_at.FromNanoseconds(int(job.started_at * 1e9))
     if job.finished_at:
-        msg.finished_at.CopyFrom(timestamp(job.finished_at))
+        msg.finished_at.FromNanoseconds(int(job.finished_at * 1e9))
     for t in job.transitions:
-        msg.transitions.add(state=int(t.state), at=timestamp(t.at), note=t.note)  # type: ignore[arg-type]
-    s = job.startup
-    msg.startup.CopyFrom(
-        common_pb2.StartupBreakdown(
-            allocation_ms=s.allocation_ms,
-            agent_pickup_ms=s.agent_pickup_ms,
-            workspace_fetch_ms=s.workspace_fetch_ms,
-            environment_ms=s.environment_ms,
-            script_start_ms=s.script_start_ms,
-            warm_pool_hit=s.warm_pool_hit,
-        )
-    )
+        added = msg.transitions.add(state=int(t.state), note=t.note)  # type: ignore[arg-type]
+        added.at.FromNanoseconds(int(t.at * 1e9))
+    s, out = job.startup, msg.startup
+    out.allocation_ms = s.allocation_ms
+    out.agent_pickup_ms = s.agent_pickup_ms
+    out.workspace_fetch_ms = s.workspace_fetch_ms
+    out.environment_ms = s.environment_ms
+    out.script_start_ms = s.script_start_ms
+    out.warm_pool_hit = s.warm_pool_hit
     return msg
 
 

@@ -1,7 +1,8 @@
 """The coordinator's SQLite database with group commit.
 
 Writes are queued and one writer task commits everything queued so far in a single
-transaction, so a burst of submissions costs a handful of commits, not one each. Each
+transaction (one hop to the database thread), so a burst of submissions costs a handful
+of commits, not one each. Repeated upserts of one row before a commit collapse into one. Each
 write returns a future resolved once it is durable; callers that acknowledge something
 to a peer await it, and event subscribers are only woken after it.
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +49,21 @@ CREATE TABLE IF NOT EXISTS events (
   PRIMARY KEY (job_id, seq));
 """
 
-_Write = tuple[str, Sequence[Any], "asyncio.Future[None]"]
+_Write = tuple[str, Sequence[Any]]
+# A row written at commit time from the object's state then (see `write_latest`).
+_RowFn = Callable[[], Sequence[Any]]
 
 
 class Database:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
-        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
+        self._writes: list[_Write] = []
+        self._latest: dict[tuple[str, str], _RowFn] = {}
+        self._waiters: list[asyncio.Future[None]] = []
+        self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
+        self.commits = 0  # transactions committed (group commit makes this << writes)
 
     @classmethod
     async def open(cls, path: Path) -> Database:
@@ -70,18 +77,36 @@ class Database:
         db._writer = asyncio.create_task(db._write_loop(), name="coordinator-db-writer")
         return db
 
-    def write(self, sql: str, params: Sequence[Any]) -> asyncio.Future[None]:
-        """Queue one write; the future resolves when it is committed."""
+    def _durable_future(self) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._closed:
             fut.set_exception(Unavailable("coordinator is shutting down"))
             return fut
-        self._queue.put_nowait((sql, params, fut))
+        self._waiters.append(fut)
+        self._wake.set()
+        return fut
+
+    def write(self, sql: str, params: Sequence[Any]) -> asyncio.Future[None]:
+        """Queue one write; the future resolves when it is committed."""
+        fut = self._durable_future()
+        if not fut.done():
+            self._writes.append((sql, params))
+        return fut
+
+    def write_latest(self, sql: str, key: str, row: _RowFn) -> asyncio.Future[None]:
+        """Queue a full-row upsert whose values `row()` reads at commit time.
+
+        Several writes of the same row before a commit become one, serialized once, with
+        the newest state; the future still resolves only once that state is durable.
+        """
+        fut = self._durable_future()
+        if not fut.done():
+            self._latest[(sql, key)] = row
         return fut
 
     async def barrier(self) -> None:
         """Returns once every write queued before this call is committed."""
-        await self.write("SELECT 1", ())
+        await self._durable_future()
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         async with self._conn.execute(sql, tuple(params)) as cursor:
@@ -89,36 +114,36 @@ class Database:
 
     async def _write_loop(self) -> None:
         while True:
-            first = await self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            await self._commit(batch)
-            if stop:
-                return
+            if not self._waiters:
+                if self._closed:
+                    return
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            writes, latest, waiters = self._writes, self._latest, self._waiters
+            self._writes, self._latest, self._waiters = [], {}, []
+            await self._commit(writes, latest, waiters)
 
-    async def _commit(self, batch: list[_Write]) -> None:
+    async def _commit(
+        self,
+        writes: list[_Write],
+        latest: dict[tuple[str, str], _RowFn],
+        waiters: list[asyncio.Future[None]],
+    ) -> None:
         grouped: dict[str, list[Sequence[Any]]] = {}
-        for sql, params, _ in batch:
-            if sql != "SELECT 1":
-                grouped.setdefault(sql, []).append(params)
+        for sql, params in writes:
+            grouped.setdefault(sql, []).append(params)
+        for (sql, _key), row in latest.items():
+            grouped.setdefault(sql, []).append(row())
         error: BaseException | None = None
         try:
-            for sql, rows in grouped.items():
-                await self._conn.executemany(sql, rows)
-            await self._conn.commit()
+            # One hop to the database thread per transaction, not one per statement.
+            await self._conn._execute(self._commit_in_thread, grouped)
+            self.commits += 1
         except Exception as exc:  # a failed commit must reach every waiter, not vanish
-            log.exception("database commit of %d writes failed", len(batch))
+            log.exception("database commit of %d writes failed", len(waiters))
             error = exc
-            await self._conn.rollback()
-        for _, _, fut in batch:
+        for fut in waiters:
             if fut.done():
                 continue
             if error is None:
@@ -126,11 +151,21 @@ class Database:
             else:
                 fut.set_exception(Unavailable(f"database write failed: {error}"))
 
+    def _commit_in_thread(self, grouped: dict[str, list[Sequence[Any]]]) -> None:
+        raw = self._conn._conn  # runs on aiosqlite's own thread, the connection's owner
+        try:
+            for sql, rows in grouped.items():
+                raw.executemany(sql, rows)
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._queue.put_nowait(None)
+        self._wake.set()
         if self._writer is not None:
             await self._writer
         await self._conn.close()

@@ -46,7 +46,7 @@ class EventLog:
         self._allocated[job_id] = seq
         event.seq = seq
         if not event.HasField("at"):
-            event.at.CopyFrom(timestamp(time.time()))
+            event.at.FromNanoseconds(time.time_ns())
         fut = self._repo.add_event(event)
         fut.add_done_callback(self._on_durable(job_id, seq))
         return fut

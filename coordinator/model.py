@@ -78,6 +78,8 @@ class Job:
     pool: str = ""
     # Not persisted: while set, the job waits for this agent (supersede in watch mode).
     hold_agent_id: str = field(default="", compare=False)
+    # Not persisted: the spec's wire bytes, kept once serialized (the spec is immutable).
+    spec_bytes: bytes = field(default=b"", compare=False, repr=False)
 
     @property
     def runtime_seconds(self) -> float:

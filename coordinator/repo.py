@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import asdict
 
 from c3.v1 import common_pb2
 from coordinator.db import Database
@@ -26,6 +25,14 @@ _JOB_DATA_FIELDS = (
     "artifacts_version", "prefer_agent_id", "cancel_requested", "log_bytes", "truncated_bytes",
     "pool",
 )  # fmt: skip
+
+
+def _job_row(job: Job) -> tuple[object, ...]:
+    data = {name: getattr(job, name) for name in _JOB_DATA_FIELDS}
+    data["startup"] = dict(vars(job.startup))  # flat dataclass: no asdict() deep copy
+    if not job.spec_bytes:  # the spec never changes after submit: serialize it once
+        job.spec_bytes = job.spec.SerializeToString()
+    return (job.id, job.org_id, int(job.state), job.created_at, job.spec_bytes, json.dumps(data))
 
 
 class Repository:
@@ -86,15 +93,8 @@ class Repository:
 
     # -- jobs --------------------------------------------------------------------------
     def put_job(self, job: Job) -> asyncio.Future[None]:
-        data = {name: getattr(job, name) for name in _JOB_DATA_FIELDS}
-        data["startup"] = asdict(job.startup)
-        return self.db.write(
-            _UPSERT_JOB,
-            (
-                job.id, job.org_id, int(job.state), job.created_at,
-                job.spec.SerializeToString(), json.dumps(data),
-            ),
-        )  # fmt: skip
+        """Upsert the job's row; saves before the next commit collapse into one."""
+        return self.db.write_latest(_UPSERT_JOB, job.id, lambda: _job_row(job))
 
     def add_transition(self, job_id: str, index: int, t: Transition) -> asyncio.Future[None]:
         return self.db.write(_INSERT_TRANSITION, (job_id, index, int(t.state), t.at, t.note))
