@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,6 +18,7 @@ from c3.errors import ConfigError, FailedPrecondition, NotFound
 from c3.storage_client import LocalBlob, StorageClient
 from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2, storage_pb2
 from c3d.connections import Connections
+from c3d.coordclient import CoordinatorClient
 from c3d.follow import follow_events
 from c3d.history import History
 from c3d.hotindex import FileInfo
@@ -150,6 +152,28 @@ def server_identity(storage_address: str, api_key: str) -> str:
     return f"{storage_address}|{hashlib.sha256(api_key.encode()).hexdigest()[:16]}"
 
 
+async def _submit_through_cancel(
+    client: CoordinatorClient,
+    submit: coordinator_pb2.SubmitJobRequest,
+    on_submitted: Callable[[common_pb2.Job], None] | None,
+) -> common_pb2.Job:
+    """Submit, and let a cancel that arrives meanwhile take effect only once the
+    coordinator has answered: a job it accepted is always known (`on_submitted`), so the
+    next run of a watch can supersede it instead of leaving it running unseen."""
+    call = asyncio.ensure_future(client.call("SubmitJob", submit))
+    try:
+        reply = await asyncio.shield(call)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            job = (await call).job
+            if on_submitted is not None:
+                on_submitted(job)
+        raise
+    if on_submitted is not None:
+        on_submitted(reply.job)
+    return reply.job
+
+
 def dataset_name(directory: Path) -> str:
     """A dataset name from a local directory's name: lowercase, [a-z0-9._-] only."""
     name = re.sub(r"[^a-z0-9._-]+", "-", directory.name.lower()).strip("-.")
@@ -205,6 +229,7 @@ async def deploy(
     connections: Connections,
     *,
     supersedes: common_pb2.Job | None = None,
+    on_submitted: Callable[[common_pb2.Job], None] | None = None,
 ) -> AsyncIterator[daemon_pb2.DeployEvent]:
     """One deploy. With `supersedes`, that earlier run is cancelled once this one is
     accepted and its agent (which holds the blobs and environment) is preferred."""
@@ -251,8 +276,7 @@ async def deploy(
         submit.supersedes_job_id = supersedes.id
         submit.prefer_agent_id = previous.job.agent_id
     pushed_at = time.perf_counter()
-    reply = await client.call("SubmitJob", submit)
-    job = reply.job
+    job = await _submit_through_cancel(client, submit, on_submitted)
     submitted_at = time.perf_counter()
     yield daemon_pb2.DeployEvent(submitted=job)
     if not request.follow:

@@ -63,27 +63,57 @@ def running_stack(home: Path, *, tls: bool = False) -> Iterator[dict[str, str]]:
 
 
 class LineReader:
-    """Reads a child's stdout/stderr line by line with a deadline (never blocks forever)."""
+    """Reads a child's stdout/stderr line by line with a deadline (never blocks forever).
+
+    Reads the raw pipes itself: a buffered readline() can swallow several lines at once,
+    after which select() sees nothing more on the pipe and the later lines would wait
+    until the child writes again."""
 
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None and proc.stderr is not None
         self.proc = proc
         self.selector = selectors.DefaultSelector()
-        self.selector.register(proc.stdout, selectors.EVENT_READ, "out")
-        self.selector.register(proc.stderr, selectors.EVENT_READ, "err")
+        self._partial: dict[str, bytes] = {}
+        for name, pipe in (("out", proc.stdout), ("err", proc.stderr)):
+            self.selector.register(pipe.fileno(), selectors.EVENT_READ, name)
+            self._partial[name] = b""
+        self._ready: list[tuple[str, str]] = []
         self.seen: list[tuple[str, str]] = []
+
+    def _read_some(self, timeout: float) -> None:
+        for key, _ in self.selector.select(timeout=timeout):
+            chunk = os.read(key.fd, 65536)
+            if not chunk:
+                self.selector.unregister(key.fd)
+                rest = self._partial.pop(key.data)
+                if rest:
+                    self._ready.append((key.data, rest.decode(errors="replace")))
+                continue
+            data = self._partial[key.data] + chunk
+            *lines, self._partial[key.data] = data.split(b"\n")
+            self._ready += [(key.data, line.decode(errors="replace") + "\n") for line in lines]
 
     def wait_for(self, text: str, timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for key, _ in self.selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                line = key.fileobj.readline()  # type: ignore[union-attr]
-                if not line:
-                    self.selector.unregister(key.fileobj)
-                    continue
-                self.seen.append((key.data, line))
+        while True:
+            while self._ready:
+                stream, line = self._ready.pop(0)
+                self.seen.append((stream, line))
                 if text in line:
-                    return str(line)
-            if not self.selector.get_map():
+                    return line
+            if not self.selector.get_map() or time.monotonic() >= deadline:
                 break
+            self._read_some(max(0.0, deadline - time.monotonic()))
         raise AssertionError(f"never saw {text!r}; output so far:\n" + "".join(line for _, line in self.seen))
+
+    def rest(self, timeout: float = 60) -> tuple[str, str]:
+        """Everything still to come on (stdout, stderr) until the child closes both."""
+        deadline = time.monotonic() + timeout
+        while self.selector.get_map() and time.monotonic() < deadline:
+            self._read_some(max(0.0, deadline - time.monotonic()))
+        self.seen += self._ready
+        self._ready = []
+        return (
+            "".join(line for stream, line in self.seen if stream == "out"),
+            "".join(line for stream, line in self.seen if stream == "err"),
+        )

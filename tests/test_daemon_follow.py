@@ -44,9 +44,9 @@ def test_follow_survives_coordinator_restart_without_gap(tmp_path: Path) -> None
         assert up.returncode == 0, up.stderr
         reader.wait_for("reconnected")
         reader.wait_for("after restart marker")
-        out, err = follower.communicate(timeout=60)
-        assert follower.returncode == 0, err
-        lines = [line.strip() for stream, line in reader.seen if stream == "out"] + out.splitlines()
+        out, err = reader.rest()
+        assert follower.wait(timeout=60) == 0, err
+        lines = out.splitlines()
         ticks = [line for line in lines if line.startswith("tick ")]
         assert ticks == [f"tick {i}" for i in range(1, 41)], ticks
 

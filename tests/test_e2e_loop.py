@@ -57,9 +57,8 @@ def test_deploy_streams_live_pulls_and_dedups(stack_env: dict[str, str], tmp_pat
     assert len(jobs) == 1 and jobs[0]["status"] == "RUNNING", jobs
     job_id = jobs[0]["id"]
 
-    rest, err = proc.communicate(timeout=60)
-    err = "".join(line for stream, line in reader.seen if stream == "err") + err
-    assert proc.returncode == 0, err
+    rest, err = reader.rest()
+    assert proc.wait(timeout=60) == 0, err
     assert "last line from the job" in rest
     assert "COMPLETED" in err
     # .c3, .gitignore, run.sh, src/model.py; debug.log is ignored
@@ -129,9 +128,8 @@ def test_ctrl_c_detaches_without_cancelling(stack_env: dict[str, str], tmp_path:
     reader = LineReader(proc)
     reader.wait_for("started")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
-    err = "".join(line for stream, line in reader.seen if stream == "err") + err
-    assert proc.returncode == 130
+    _, err = reader.rest(timeout=30)
+    assert proc.wait(timeout=30) == 130
     assert "detached" in err and "keeps running" in err and "Traceback" not in err
     job_id = next(line.split()[1] for line in err.splitlines() if line.startswith("submitted "))
     logs = c3ctl(stack_env, "logs", "-f", job_id)
