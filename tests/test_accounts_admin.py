@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc import aio
 
 from c3.grpcutil import bearer, channel
 from c3.v1 import admin_pb2, admin_pb2_grpc, common_pb2
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.app import Coordinator
 from coordinator.billing import cost_minor
 from coordinator.lifecycle import Reason, State
 from coordinator.testing import (
-    Bootstrap,
     SimAgent,
     client,
     config_for_test,
@@ -27,15 +23,6 @@ from coordinator.testing import (
 )
 
 S = common_pb2
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[tuple[Coordinator, Bootstrap, aio.Channel]]:
-    app, boot = await start_coordinator(config_for_test(tmp_path))
-    ch = channel(app.address)
-    yield app, boot, ch
-    await ch.close()
-    await app.stop()
 
 
 async def code_of(awaitable) -> grpc.StatusCode:  # type: ignore[no-untyped-def]

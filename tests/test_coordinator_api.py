@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc import aio
 
 from c3.errors import FailedPrecondition
-from c3.grpcutil import bearer, channel
+from c3.grpcutil import bearer
 from c3.tokens import TokenVerifier
 from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.app import Coordinator
 from coordinator.lifecycle import State, check_transition
-from coordinator.testing import Bootstrap, client, config_for_test, spec, start_coordinator
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[tuple[Coordinator, Bootstrap, aio.Channel]]:
-    app, boot = await start_coordinator(config_for_test(tmp_path))
-    ch = channel(app.address)
-    yield app, boot, ch
-    await ch.close()
-    await app.stop()
+from coordinator.testing import client, spec
 
 
 async def expect_code(code: grpc.StatusCode, awaitable) -> str:  # type: ignore[no-untyped-def]

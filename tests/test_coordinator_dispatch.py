@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc import aio
 
-from c3.grpcutil import bearer, channel
+from c3.grpcutil import bearer
 from c3.tokens import TokenSigner, TokenVerifier
 from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb
@@ -18,22 +17,11 @@ from coordinator.testing import (
     Bootstrap,
     SimAgent,
     client,
-    config_for_test,
     eventually,
     spec,
-    start_coordinator,
 )
 
 S = common_pb2
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[tuple[Coordinator, Bootstrap, aio.Channel]]:
-    app, boot = await start_coordinator(config_for_test(tmp_path))
-    ch = channel(app.address)
-    yield app, boot, ch
-    await ch.close()
-    await app.stop()
 
 
 async def new_agent(app: Coordinator, boot: Bootstrap, **kw) -> SimAgent:  # type: ignore[no-untyped-def]
