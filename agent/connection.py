@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 
 from agent.jobs import JobExecutor
+from agent.logbatch import MAX_BATCH_LINES
 from c3.errors import C3Error, Unauthenticated, from_rpc_error
 from c3.grpcutil import bearer, channel
 from c3.v1 import agent_pb2, agent_pb2_grpc
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 CREDENTIAL_FILE = "agent-credential.json"
 MAX_QUEUED_LOG_BATCHES = 20_000
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0
+# How long a new stream waits for the coordinator's ResumeLogs before it sends anyway
+# (a coordinator that predates resumable log delivery never sends one).
+RESUME_WAIT_S = 10.0
 
 
 def read_provisioning_secret(path: Path) -> str:
@@ -97,6 +101,14 @@ class Outbox:
             self._log_batches += 1
         self._ready.set()
 
+    def drop_logs(self, job_ids: set[str]) -> None:
+        """Remove the queued log batches of these jobs (a resend replaces them)."""
+        kept = [m for m in self._items if not (m.HasField("logs") and m.logs.job_id in job_ids)]
+        self._items = deque(kept)
+        self._log_batches = sum(1 for m in kept if m.HasField("logs"))
+        if not self._items:
+            self._empty.set()
+
     async def wait_empty(self) -> None:
         await self._empty.wait()
 
@@ -127,6 +139,7 @@ class Connection:
         self.heartbeat_s = 5.0
         self.connected = asyncio.Event()
         self.released = asyncio.Event()
+        self._resumed = asyncio.Event()  # per stream: ResumeLogs arrived (or timed out)
 
     def heartbeat(self) -> None:
         """Queue a heartbeat now (also used to report idle the moment a job ends)."""
@@ -186,6 +199,7 @@ class Connection:
 
     async def _stream(self, stub: agent_pb2_grpc.AgentGatewayStub) -> None:
         call = stub.Connect(metadata=bearer(self.identity.credential))
+        self._resumed = asyncio.Event()
         self.heartbeat()  # first message: what runs here and what is cached
         writer = asyncio.create_task(self._write(call))
         beats = asyncio.create_task(self._beat())
@@ -217,8 +231,37 @@ class Connection:
         elif kind == "release":
             log.info("released by the coordinator")
             self.released.set()
+        elif kind == "resume_logs":
+            self._resume_logs(message.resume_logs)
+
+    def _resume_logs(self, resume: agent_pb2.ResumeLogs) -> None:
+        """Resend what the coordinator lacks, ahead of everything queued; it drops repeats.
+
+        Nothing was written on this stream yet (the writer waits for this), so the
+        queued batches of these jobs can be replaced by the kept lines, in order."""
+        journal = self.executor.journal
+        journal.forget_finished_except(resume.next_index)
+        self.outbox.drop_logs(set(resume.next_index))
+        resend: list[agent_pb2.AgentMessage] = []
+        for job_id, next_index in sorted(resume.next_index.items()):
+            lines = journal.resume(job_id, next_index)
+            for start in range(0, len(lines), MAX_BATCH_LINES):
+                batch = agent_pb2.LogBatch(job_id=job_id, lines=lines[start:start + MAX_BATCH_LINES])
+                resend.append(agent_pb2.AgentMessage(logs=batch))
+            if lines:
+                log.info("job %s: resending %d log lines from %d", job_id, len(lines), next_index)
+        for message in reversed(resend):
+            self.outbox.push_front(message)
+        self._resumed.set()
 
     async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
+        # Nothing goes out before ResumeLogs: queued lines must not overtake the resend.
+        try:
+            await asyncio.wait_for(self._resumed.wait(), RESUME_WAIT_S)
+        except TimeoutError:
+            log.warning("no ResumeLogs from the coordinator in %.0fs; sending without it",
+                        RESUME_WAIT_S)
+            self._resumed.set()
         while True:
             message = await self.outbox.get()
             try:

@@ -22,6 +22,7 @@ from agent.diskwatch import DEFAULT_INTERVAL_SECONDS, watch_disk
 from agent.docker import validate_image
 from agent.envs import EnvCache, EnvError
 from agent.logbatch import LogBatcher
+from agent.logjournal import LogJournal
 from agent.resources import ResourceShare
 from agent.runner import DEFAULT_GRACE_SECONDS, Ending, RunResult, ScriptRun
 from agent.sandbox import JobLayout, LaunchSpec, ReadOnlyMount
@@ -105,6 +106,8 @@ class JobExecutor:
         self._projects: set[str] = set()
         self.warm = WarmTrees(data_dir / "warm")
         self._background: set[asyncio.Task[Any]] = set()
+        # Lines sent that the coordinator may not have committed (resent on ResumeLogs).
+        self.journal = LogJournal()
         # Leftovers of a previous run of this agent (crash, SIGKILL): never reused.
         if self.jobs_dir.exists():
             shutil.rmtree(self.jobs_dir, ignore_errors=True)
@@ -178,6 +181,7 @@ class JobExecutor:
         self._emit(agent_pb2.AgentMessage(status=update))
 
     async def _send_logs(self, batch: agent_pb2.LogBatch) -> None:
+        self.journal.record(batch)
         self._emit(agent_pb2.AgentMessage(logs=batch))
 
     async def _run(self, active: _Active, assignment: agent_pb2.Assignment) -> None:
@@ -204,6 +208,7 @@ class JobExecutor:
             final = (S.JOB_STATE_FAILED, S.FAILURE_REASON_INTERNAL, 0, f"agent error: {exc}", "", 0)
         finally:
             await logs.close()
+            self.journal.finished(job.id)
             state, reason, code, message, path, version = final
             # Kept for the project's next job, before that job can be sent (a rename);
             # tidied once the status is out (the next job tidies it if it comes first).

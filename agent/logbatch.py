@@ -92,13 +92,16 @@ class LogBatcher:
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self._last_sent = float("-inf")  # monotonic time of the last batch
+        self._next_index = 1  # LogLine.index: per job, from 1, never reused
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"logs-{self.job_id}")
 
     def add(self, stream: common_pb2.LogStream.ValueType, text: str,
             at_ns: int | None = None) -> None:
-        self._lines.append(common_pb2.LogLine(stream=stream, text=text, at=_now(at_ns)))
+        self._lines.append(common_pb2.LogLine(stream=stream, text=text, at=_now(at_ns),
+                                              index=self._next_index))
+        self._next_index += 1
         self._bytes += len(text)
         self._wake.set()
         if len(self._lines) >= MAX_BATCH_LINES or self._bytes >= MAX_BATCH_BYTES:

@@ -41,9 +41,14 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
     ) -> AsyncIterator[agent_pb2.CoordinatorMessage]:
         agent = self._agents.authenticate(bearer_secret(context))
         outbox: asyncio.Queue[agent_pb2.CoordinatorMessage | None] = asyncio.Queue()
+        on_agent = sorted(agent.running)  # before `connected` may assign a new job
         self._scheduler.connected(agent, outbox)
         reader = asyncio.create_task(self._read(agent, request_iterator, outbox))
         try:
+            # Always first, even when empty: the agent holds its log lines until it knows
+            # where to resume, so nothing the coordinator lost in a crash stays lost.
+            resume = await self._jobs.resume_logs(on_agent)
+            yield agent_pb2.CoordinatorMessage(resume_logs=resume)
             while True:
                 message = await outbox.get()
                 if message is None:

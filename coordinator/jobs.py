@@ -226,7 +226,12 @@ class JobService:
             )
         if job.state in FINISHED:
             return
+        indexed = False
         for line in batch.lines:
+            if line.index:
+                if line.index <= job.log_index:
+                    continue  # a resend of a line already held: never a second event
+                job.log_index, indexed = line.index, True
             size = len(line.text.encode())
             if job.log_bytes + size > self._log_cap:
                 job.truncated_bytes += size
@@ -237,6 +242,20 @@ class JobService:
             if line.HasField("at"):
                 event.at.CopyFrom(line.at)
             self.events.append(event)
+        if indexed:
+            # The row is serialized when its commit starts, so the persisted log_index
+            # never counts a line whose event is not in that commit or an earlier one.
+            self._repo.put_job(job)
+
+    async def resume_logs(self, job_ids: Iterable[str]) -> agent_pb2.ResumeLogs:
+        """For each job on an agent: the index of the first log line not held durably."""
+        points = {
+            job_id: job.log_index + 1
+            for job_id in job_ids
+            if (job := self.jobs.get(job_id)) is not None and job.state in ON_AGENT
+        }
+        await self._repo.db.barrier()  # what the points count is committed now
+        return agent_pb2.ResumeLogs(next_index=points)
 
     def is_finished(self, job: Job) -> bool:
         return job.state in FINISHED

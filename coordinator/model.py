@@ -74,6 +74,9 @@ class Job:
     cancel_requested: bool = False
     log_bytes: int = 0
     truncated_bytes: int = 0
+    # Highest LogLine.index accepted (0: none, or an old agent). Persisted in the job row,
+    # which commits in the same transaction as the events it counts (see append_logs).
+    log_index: int = 0
     # The warm pool (profile) the job's agent came from; "" for agents from outside a pool.
     pool: str = ""
     # Not persisted: while set, the job waits for this agent (supersede in watch mode).

@@ -23,7 +23,7 @@ _JOB_DATA_FIELDS = (
     "created_at", "failure_reason", "exit_code", "message", "agent_id", "gpu_profile",
     "provider", "region", "started_at", "finished_at", "assigned_at", "artifacts_path",
     "artifacts_version", "prefer_agent_id", "cancel_requested", "log_bytes", "truncated_bytes",
-    "pool",
+    "pool", "log_index",
 )  # fmt: skip
 
 

@@ -74,6 +74,8 @@ class SimAgent:
         self.agent_id = ""
         self.credential = ""
         self.inbox: asyncio.Queue[agent_pb2.CoordinatorMessage | None] = asyncio.Queue()
+        # ResumeLogs (first on every stream) go here, so `inbox` holds only the rest.
+        self.resumes: asyncio.Queue[agent_pb2.ResumeLogs] = asyncio.Queue()
         self._channel = channel(address)
         self._stub = agent_pb2_grpc.AgentGatewayStub(self._channel)
         self._call: Any = None
@@ -113,6 +115,9 @@ class SimAgent:
                 message = await call.read()
                 if message is aio.EOF:
                     break
+                if message.HasField("resume_logs"):
+                    await self.resumes.put(message.resume_logs)
+                    continue
                 await self.inbox.put(message)
         except (grpc.RpcError, asyncio.CancelledError):
             pass
@@ -139,8 +144,19 @@ class SimAgent:
         update = agent_pb2.JobStatusUpdate(job_id=job_id, state=state, **fields)  # type: ignore[arg-type]
         await self.send(agent_pb2.AgentMessage(status=update))
 
-    async def log(self, job_id: str, *texts: str) -> None:
-        lines = [common_pb2.LogLine(stream=common_pb2.LOG_STREAM_STDOUT, text=t) for t in texts]
+    async def resume(self, timeout: float = 10.0) -> agent_pb2.ResumeLogs:
+        """The ResumeLogs the coordinator sent on a stream (the oldest not yet taken)."""
+        return await asyncio.wait_for(self.resumes.get(), timeout)
+
+    async def log(self, job_id: str, *texts: str, first_index: int = 0) -> None:
+        """Send lines; with `first_index`, numbered from it as a current agent does."""
+        lines = [
+            common_pb2.LogLine(
+                stream=common_pb2.LOG_STREAM_STDOUT, text=t,
+                index=first_index + i if first_index else 0,
+            )
+            for i, t in enumerate(texts)
+        ]  # fmt: skip
         await self.send(agent_pb2.AgentMessage(logs=agent_pb2.LogBatch(job_id=job_id, lines=lines)))
 
     async def drop(self) -> None:

@@ -419,8 +419,14 @@ class LogLine(_message.Message):
     STREAM_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
     stream: Global___LogStream.ValueType
     text: _builtins.str
+    index: _builtins.int
+    """Per-job line number assigned by the agent: starts at 1, never reused (lines the
+    coordinator drops for the log cap still consume theirs). 0 from agents that predate
+    resumable delivery; such lines are accepted without de-duplication.
+    """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -429,10 +435,11 @@ class LogLine(_message.Message):
         stream: Global___LogStream.ValueType = ...,
         text: _builtins.str = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "stream", b"stream", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "index", b"index", "stream", b"stream", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
