@@ -94,6 +94,12 @@ class LineReader:
             self._ready += [(key.data, line.decode(errors="replace") + "\n") for line in lines]
 
     def wait_for(self, text: str, timeout: float = 60) -> str:
+        """The first line containing `text`, already seen or still to come: stdout and
+        stderr are separate pipes, so a line may have been read while waiting for
+        another on the other stream."""
+        for _, line in self.seen:
+            if text in line:
+                return line
         deadline = time.monotonic() + timeout
         while True:
             while self._ready:
