@@ -109,6 +109,9 @@ class Outbox:
         if not self._items:
             self._empty.set()
 
+    def has_status(self, job_id: str) -> bool:
+        return any(m.HasField("status") and m.status.job_id == job_id for m in self._items)
+
     async def wait_empty(self) -> None:
         await self._empty.wait()
 
@@ -250,6 +253,12 @@ class Connection:
                 resend.append(agent_pb2.AgentMessage(logs=batch))
             if lines:
                 log.info("job %s: resending %d log lines from %d", job_id, len(lines), next_index)
+            # The coordinator still thinks this job runs here: if it ended, the final report
+            # may have died with the coordinator; say it again (after its lines).
+            final = journal.final_of(job_id)
+            if final is not None and not self.outbox.has_status(job_id):
+                log.info("job %s: resending its final status", job_id)
+                resend.append(agent_pb2.AgentMessage(status=final))
         for message in reversed(resend):
             self.outbox.push_front(message)
         self._resumed.set()

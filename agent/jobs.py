@@ -168,7 +168,7 @@ class JobExecutor:
                 reason: common_pb2.FailureReason.ValueType = S.FAILURE_REASON_UNSPECIFIED,
                 exit_code: int = 0, message: str = "",
                 startup: common_pb2.StartupBreakdown | None = None,
-                artifacts_path: str = "", artifacts_version: int = 0) -> None:
+                artifacts_path: str = "", artifacts_version: int = 0) -> agent_pb2.JobStatusUpdate:
         at = Timestamp()
         at.GetCurrentTime()
         update = agent_pb2.JobStatusUpdate(
@@ -179,6 +179,7 @@ class JobExecutor:
         if startup is not None:
             update.startup.CopyFrom(startup)
         self._emit(agent_pb2.AgentMessage(status=update))
+        return update
 
     async def _send_logs(self, batch: agent_pb2.LogBatch) -> None:
         self.journal.record(batch)
@@ -219,8 +220,10 @@ class JobExecutor:
             # Free before reporting: the coordinator may send the next job the moment it
             # sees the final status. The old job's dir is removed while that one starts.
             self._active.pop(job.id, None)
-            self._status(job.id, state, reason=reason, exit_code=code, message=message,
-                         artifacts_path=path, artifacts_version=version)
+            report = self._status(job.id, state, reason=reason, exit_code=code, message=message,
+                                  artifacts_path=path, artifacts_version=version)
+            # Kept too: the coordinator may die before committing it (resent on ResumeLogs).
+            self.journal.final_status(report)
             self._on_idle()
             if active.caching is not None and not active.caching.done():
                 # Goes on reading the kept tree; held so it is not garbage-collected.

@@ -9,7 +9,8 @@ Memory is bounded: per job at most `max_lines` lines and `max_bytes` bytes of te
 kept; beyond that the oldest are forgotten first, and a coordinator crash that loses
 lines older than what is kept loses them for good. A finished job's lines are kept (its
 last lines may not be committed yet) until a ResumeLogs no longer names the job, and for
-at most `max_finished` finished jobs, oldest forgotten first.
+at most `max_finished` finished jobs, oldest forgotten first. The same goes for a finished
+job's final status report: a coordinator that died before committing it hears it again.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class _Kept:
     lines: deque[common_pb2.LogLine] = field(default_factory=deque)
     bytes: int = 0
     finished: bool = False
+    final: agent_pb2.JobStatusUpdate | None = None
 
 
 class LogJournal:
@@ -63,6 +65,18 @@ class LogJournal:
         finished = [j for j, k in self._jobs.items() if k.finished]
         for old in finished[: max(0, len(finished) - self.max_finished)]:
             del self._jobs[old]
+
+    def final_status(self, update: agent_pb2.JobStatusUpdate) -> None:
+        """Keep a finished job's final report until the coordinator stops asking about it."""
+        kept = self._jobs.get(update.job_id)
+        if kept is None:
+            kept = self._jobs[update.job_id] = _Kept()
+            self.finished(update.job_id)
+        kept.final = update
+
+    def final_of(self, job_id: str) -> agent_pb2.JobStatusUpdate | None:
+        kept = self._jobs.get(job_id)
+        return kept.final if kept is not None else None
 
     def resume(self, job_id: str, next_index: int) -> list[common_pb2.LogLine]:
         """Forget the lines below `next_index` (the coordinator holds them durably) and

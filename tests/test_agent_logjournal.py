@@ -48,3 +48,23 @@ def test_bounds_forget_oldest_lines_and_finished_jobs() -> None:
     assert journal.kept_lines("a") == 0 and journal.kept_lines("b") == 2
     journal.forget_finished_except(["x"])  # the coordinator no longer asks for b
     assert journal.kept_lines("b") == 0
+
+
+def test_final_status_is_kept_for_a_coordinator_that_may_not_have_it() -> None:
+    from agent.logjournal import LogJournal
+    from c3.v1 import agent_pb2, common_pb2
+
+    journal = LogJournal(max_finished=2)
+    report = agent_pb2.JobStatusUpdate(job_id="j-1", state=common_pb2.JOB_STATE_COMPLETED)
+    journal.final_status(report)
+    assert journal.final_of("j-1") == report
+    # Still named by the coordinator after a restart: kept to be said again.
+    journal.forget_finished_except({"j-1"})
+    assert journal.final_of("j-1") == report
+    # No longer named: the coordinator has it durably; forgotten.
+    journal.forget_finished_except(set())
+    assert journal.final_of("j-1") is None
+    # Bounded: only the newest finished jobs are kept.
+    for n in range(2, 6):
+        journal.final_status(agent_pb2.JobStatusUpdate(job_id=f"j-{n}", state=common_pb2.JOB_STATE_FAILED))
+    assert [journal.final_of(f"j-{n}") is not None for n in range(2, 6)] == [False, False, True, True]
