@@ -7,10 +7,9 @@ reaches a final state. Calls are fire-and-forget tasks with retry and backoff; a
 is logged and never fails the job. Holds carry a TTL that this class renews while the
 job lives, so a coordinator that dies does not pin data forever.
 
-Known race: the hold is taken just after submit, not before the job is visible, so an
-`rm` landing between the client resolving a version and the hold arriving still wins;
-the hold then fails with NotFound (logged) and the job fails at fetch time. Closing it
-needs the hold inside JobService.submit, which another change owns.
+Known race: the hold is requested when the job is submitted but lands a round trip later,
+so an `rm` arriving in between still wins; the hold then fails with NotFound (logged) and
+the job fails at fetch time. Closing it needs submit to await the holds.
 """
 
 from __future__ import annotations
@@ -69,7 +68,6 @@ class JobHolds:
     async def load(self) -> None:
         """Subscribe to transitions and reconcile with the jobs loaded at startup."""
         self._jobs.on_transition.append(self._on_transition)
-        self._hook_submit()
         cutoff = time.time() - self._ttl_s  # older holds have lapsed on their own
         for job in list(self._jobs.jobs.values()):
             if not _mounts(job):
@@ -79,18 +77,6 @@ class JobHolds:
             elif job.finished_at >= cutoff:
                 self._release(job)
         self._schedule_renewal()
-
-    def _hook_submit(self) -> None:
-        # JobService.submit creates a job in PENDING without running on_transition, and
-        # a job with no fitting agent stays there: wrap submit so it is seen at once.
-        submit = self._jobs.submit
-
-        async def submit_and_hold(*args: Any, **kwargs: Any) -> Job:
-            job = await submit(*args, **kwargs)
-            self._on_transition(job, job.state)
-            return job
-
-        setattr(self._jobs, "submit", submit_and_hold)  # noqa: B010 - instance override
 
     def _on_transition(self, job: Job, target: State) -> None:
         if target in FINISHED:

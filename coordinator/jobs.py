@@ -123,6 +123,8 @@ class JobService:
         job.transitions.append(Transition(State.PENDING, now, "submitted"))
         self._repo.add_transition(job.id, 0, job.transitions[0])
         self.save(job)
+        for hook in self.on_transition:
+            hook(job, State.PENDING)
         durable = self.events.append(
             common_pb2.JobEvent(
                 job_id=job.id,
