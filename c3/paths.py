@@ -34,6 +34,10 @@ class C3Paths:
         return self.state_dir / "c3d"
 
     @property
+    def daemon_pid_file(self) -> Path:
+        return self.state_dir / "c3d" / "c3d.pid"
+
+    @property
     def daemon_log(self) -> Path:
         return self.state_dir / "c3d" / "c3d.log"
 

@@ -50,7 +50,7 @@ def daemon_stop() -> None:
 def daemon_restart() -> None:
     async def go() -> int:
         async with DaemonConnection() as d:
-            await d.shutdown()
+            await d.shutdown(force=True)
             return (await d.ensure_running()).pid
 
     render.err.print(f"c3d restarted (pid {run(go())})")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 
@@ -81,6 +83,12 @@ class DaemonConnection:
         status = await self.status()
         if status is not None and status.version == c3.__version__:
             return status
+        if status is None and self.socket.exists() and socket_accepts(self.socket):
+            pid = _daemon_pid()
+            raise Unavailable(
+                f"c3d{f' (pid {pid})' if pid else ''} accepts connections on {self.socket} but "
+                "does not answer; restart it with `c3ctl daemon restart`"
+            )
         if status is not None:
             sys.stderr.write(
                 f"c3d {status.version} is running but this is c3ctl {c3.__version__}: restarting it\n"
@@ -103,9 +111,13 @@ class DaemonConnection:
             "restart it with `c3ctl daemon restart`"
         )
 
-    async def shutdown(self) -> bool:
+    async def shutdown(self, *, force: bool = False) -> bool:
+        """Ask c3d to stop; with `force`, a daemon that does not answer is killed by the
+        pid it recorded."""
         status = await self.status()
         if status is None:
+            if force and self.socket.exists() and socket_accepts(self.socket):
+                return await asyncio.to_thread(_kill_unresponsive, self.socket)
             return False
         await self.stub.Shutdown(daemon_pb2.ShutdownRequest(), timeout=5.0)
         # Gone once it removed its socket (it does so as its last act) or stopped answering.
@@ -113,3 +125,46 @@ class DaemonConnection:
         while time.monotonic() < deadline and self.socket.exists() and socket_accepts(self.socket):  # noqa: ASYNC110 - another process; nothing to await
             await asyncio.sleep(0.02)
         return True
+
+
+def _daemon_pid() -> int:
+    try:
+        return int(c3_paths().daemon_pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def _kill_unresponsive(sock: Path) -> bool:
+    """SIGTERM, then SIGKILL, the c3d that recorded its pid (blocking)."""
+    pid = _daemon_pid()
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if not pid or (cmdline.exists() and b"c3d" not in cmdline.read_bytes()):
+        raise Unavailable(
+            f"c3d on {sock} does not answer and its pid is unknown; stop it by hand and "
+            f"remove {sock}"
+        )
+    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)
+        if not _alive(pid):
+            break
+    sock.unlink(missing_ok=True)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "\nState:\tZ" in status.read_text())

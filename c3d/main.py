@@ -50,6 +50,7 @@ async def serve(socket_path: Path) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, shutdown.set)
+    _write_pid(paths.daemon_pid_file)
     log.info("c3d %s listening on %s", os.getpid(), socket_path)
     await shutdown.wait()
     await server.stop(1.0)
@@ -58,6 +59,14 @@ async def serve(socket_path: Path) -> None:
     await history.close()
     await index.close()
     socket_path.unlink(missing_ok=True)
+    paths.daemon_pid_file.unlink(missing_ok=True)
+
+
+def _write_pid(path: Path) -> None:
+    """So a daemon that stops answering can still be stopped (`c3ctl daemon restart`)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{os.getpid()}\n")
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> None:

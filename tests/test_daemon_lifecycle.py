@@ -113,3 +113,39 @@ def test_daemon_install_prints_unit_without_systemd(env: dict[str, str]) -> None
     assert result.returncode == 0
     assert "ExecStart=" in result.stdout and "-m c3d.main" in result.stdout
     assert f"Environment=C3_HOME={env['C3_HOME']}" in result.stdout
+
+
+def test_daemon_that_stops_answering_is_named_and_restart_replaces_it(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    path = socket_path(env)
+    path.parent.mkdir(parents=True, mode=0o700)
+    pid_file = Path(env["C3_HOME"]) / "state" / "c3d" / "c3d.pid"
+    pid_file.parent.mkdir(parents=True)
+    # A "c3d" that accepts connections and never answers (a hung daemon).
+    hung = subprocess.Popen(
+        [sys.executable, "-c",
+         "import socket, sys, time  # c3d.main stand-in\n"
+         "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8)\n"
+         "print('ready', flush=True)\ntime.sleep(600)\n", str(path)],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        assert hung.stdout is not None and hung.stdout.readline().strip() == "ready"
+        pid_file.write_text(f"{hung.pid}\n")
+        project = tmp_path / "p"
+        project.mkdir()
+        (project / ".c3").write_text("script: run.sh\n")
+        (project / "run.sh").write_text("echo hi\n")
+        stuck = c3ctl(env, "ls-files", cwd=project)
+        assert stuck.returncode == 3
+        assert f"(pid {hung.pid})" in stuck.stderr and "does not answer" in stuck.stderr
+        assert "c3ctl daemon restart" in stuck.stderr and "Traceback" not in stuck.stderr
+
+        restarted = c3ctl(env, "daemon", "restart")
+        assert restarted.returncode == 0, restarted.stderr
+        assert hung.wait(timeout=15) != 0  # it was killed
+        assert daemon_pid(env) not in (0, hung.pid)
+    finally:
+        if hung.poll() is None:
+            hung.kill()
