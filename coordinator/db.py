@@ -21,6 +21,7 @@ from typing import Any
 import aiosqlite
 
 from c3.errors import Unavailable
+from c3.sqlite import open_database
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +68,7 @@ class Database:
 
     @classmethod
     async def open(cls, path: Path) -> Database:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(path)
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=NORMAL")
-        await conn.executescript(SCHEMA)
-        await conn.commit()
+        conn = await open_database(path, SCHEMA)
         db = cls(conn)
         db._writer = asyncio.create_task(db._write_loop(), name="coordinator-db-writer")
         return db

@@ -18,6 +18,8 @@ from typing import Any
 
 import aiosqlite
 
+from c3.sqlite import open_database
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs(
   digest TEXT PRIMARY KEY, size INTEGER NOT NULL, stored_size INTEGER NOT NULL,
@@ -95,11 +97,7 @@ class Metadata:
 
     @classmethod
     async def open(cls, path: Path) -> Metadata:
-        db = await aiosqlite.connect(path)
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await db.executescript(_SCHEMA)
-        await db.commit()
+        db = await open_database(path, _SCHEMA)
         return cls(db)
 
     async def close(self) -> None:
