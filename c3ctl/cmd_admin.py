@@ -1,8 +1,9 @@
-"""Admin commands: orgs, top-ups, agent tokens, certificates; and `c3ctl upgrade`."""
+"""Admin commands: orgs, top-ups, agents, certificates; and `c3ctl upgrade`."""
 
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -111,6 +112,60 @@ def agent_token() -> None:
     assert isinstance(reply, admin_pb2.CreateAgentTokenResponse)
     render.err.print("one-time agent secret (valid for a single enrolment), shown once:")
     click.echo(reply.secret)
+
+
+@admin.group("agent")
+def admin_agent() -> None:
+    """List and revoke enrolled agents."""
+
+
+def _agent_row(a: admin_pb2.AgentInfo) -> dict[str, object]:
+    return {
+        "id": a.id, "profile": a.profile, "provider": a.provider, "connected": a.connected,
+        "last_seen": a.last_seen.ToJsonString() if a.HasField("last_seen") else None,
+        "revoked": a.revoked, "running_job_ids": list(a.running_job_ids),
+    }  # fmt: skip
+
+
+def _last_seen(a: admin_pb2.AgentInfo) -> str:
+    if not a.HasField("last_seen"):
+        return "-"
+    ago = max(0.0, time.time() - a.last_seen.ToNanoseconds() / 1e9)
+    return f"{render.human_duration(ago)} ago"
+
+
+@admin_agent.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def agent_list(as_json: bool) -> None:
+    """Every enrolled agent: profile, provider, connection, last seen, revoked."""
+    reply = run(_admin_call("ListAgents", admin_pb2.ListAgentsRequest()))
+    assert isinstance(reply, admin_pb2.ListAgentsResponse)
+    if as_json:
+        click.echo(json.dumps({"agents": [_agent_row(a) for a in reply.agents]}))
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("ID", "PROFILE", "PROVIDER", "CONNECTED", "LAST SEEN", "REVOKED"):
+        table.add_column(column)
+    for a in reply.agents:
+        table.add_row(a.id, a.profile, a.provider or "-", "yes" if a.connected else "no",
+                      _last_seen(a), "revoked" if a.revoked else "")  # fmt: skip
+    render.out.print(table)
+
+
+@admin_agent.command("revoke")
+@click.argument("agent_id")
+def agent_revoke(agent_id: str) -> None:
+    """Refuse AGENT_ID's credential from now on and close its stream."""
+    reply = run(_admin_call("RevokeAgent", admin_pb2.RevokeAgentRequest(agent_id=agent_id)))
+    assert isinstance(reply, admin_pb2.RevokeAgentResponse)
+    if not reply.newly_revoked:
+        render.err.print(f"agent {reply.agent.id} was already revoked")
+        return
+    running = ", ".join(reply.agent.running_job_ids)
+    render.err.print(
+        f"revoked agent {reply.agent.id}; its stream is closed"
+        + (f" and its jobs ({running}) will be handled as on a lost agent" if running else "")
+    )
 
 
 @admin.command("certs")

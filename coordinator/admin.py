@@ -1,4 +1,4 @@
-"""Admin gRPC service: orgs, top-ups, one-time agent secrets, plan changes."""
+"""Admin gRPC service: orgs, top-ups, one-time agent secrets, plan changes, agents."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from grpc import aio
 from c3.grpcutil import bearer_secret
 from c3.v1 import admin_pb2, admin_pb2_grpc
 from coordinator.accounts import Accounts, Caller
+from coordinator.agents import AgentRegistry, AgentState
 from coordinator.billing import Billing
 from coordinator.events import timestamp
 from coordinator.model import Org
@@ -21,9 +22,11 @@ NO_PAYMENT_NOTICE = "no payment provider is configured: the plan changed without
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
     def __init__(
-        self, accounts: Accounts, billing: Billing, default_plan: str, currency: str
-    ) -> None:
+        self, accounts: Accounts, billing: Billing, default_plan: str, currency: str,
+        agents: AgentRegistry,
+    ) -> None:  # fmt: skip
         self._accounts = accounts
+        self._agents = agents
         self._billing = billing
         self._default_plan = default_plan
         self._currency = currency
@@ -90,3 +93,34 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             self._accounts.require_operator(caller)
         org, previous = await self._accounts.set_plan(target.id, request.plan)
         return admin_pb2.ChangePlanResponse(org=self._info(org), previous_plan=previous)
+
+    def _agent_info(self, state: AgentState) -> admin_pb2.AgentInfo:
+        record = self._agents.record(state.id)
+        caps = state.caps
+        info = admin_pb2.AgentInfo(
+            id=state.id, profile=caps.profile, provider=caps.provider,
+            connected=state.connected, revoked=record.revoked,
+            registered_at=timestamp(record.registered_at),
+            running_job_ids=sorted(state.running),
+        )  # fmt: skip
+        if state.last_seen:
+            info.last_seen.CopyFrom(timestamp(state.last_seen))
+        return info
+
+    async def ListAgents(
+        self, request: admin_pb2.ListAgentsRequest, context: aio.ServicerContext
+    ) -> admin_pb2.ListAgentsResponse:
+        self._operator(context, "ListAgents")
+        states = [self._agents.states[r.id] for r in self._agents.records()]
+        return admin_pb2.ListAgentsResponse(agents=[self._agent_info(s) for s in states])
+
+    async def RevokeAgent(
+        self, request: admin_pb2.RevokeAgentRequest, context: aio.ServicerContext
+    ) -> admin_pb2.RevokeAgentResponse:
+        caller = self._operator(context, "RevokeAgent")
+        state, newly = await self._agents.revoke(request.agent_id)
+        log.warning(
+            "agent %s revoked by key %s%s; running jobs: %s", state.id, caller.key.id,
+            "" if newly else " (already revoked)", ", ".join(sorted(state.running)) or "none",
+        )  # fmt: skip
+        return admin_pb2.RevokeAgentResponse(agent=self._agent_info(state), newly_revoked=newly)

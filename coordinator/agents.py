@@ -6,7 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from c3.errors import InvalidArgument, Unauthenticated
+from c3.errors import InvalidArgument, NotFound, Unauthenticated
 from c3.v1 import agent_pb2
 from coordinator.accounts import Accounts
 from coordinator.model import AgentRecord
@@ -29,13 +29,27 @@ class AgentState:
     # queue closes the stream.
     outbox: asyncio.Queue[agent_pb2.CoordinatorMessage | None] | None = None
     connected_at: float = 0.0
-    loss_timer: asyncio.TimerHandle | None = None
+    # Wall-clock time this process last heard from the agent; 0: not since it started.
+    last_seen: float = 0.0
+    _loss_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     # Jobs the coordinator places here that the agent's last heartbeat did not list.
     missing: set[str] = field(default_factory=set)
     # The warm pool (profile) this agent belongs to, and whether it was asked to leave.
     pool: str = ""
     releasing: bool = False
     idle_since: float = 0.0
+
+    @property
+    def loss_timer(self) -> asyncio.TimerHandle | None:
+        return self._loss_timer
+
+    @loss_timer.setter
+    def loss_timer(self, timer: asyncio.TimerHandle | None) -> None:
+        # The scheduler re-arms the loss timer on every message the agent sends (and
+        # clears it when the agent is lost), so arming it is the moment it was last heard.
+        if timer is not None:
+            self.last_seen = time.time()
+        self._loss_timer = timer
 
     @property
     def capacity(self) -> int:
@@ -123,3 +137,30 @@ class AgentRegistry:
         if record.revoked:
             raise Unauthenticated(f"agent {record.id} has been revoked")
         return self.states[record.id]
+
+    def record(self, agent_id: str) -> AgentRecord:
+        record = self._records.get(agent_id)
+        if record is None:
+            raise NotFound(f"no agent {agent_id!r}; `c3ctl admin agent list` shows the agents")
+        return record
+
+    def records(self) -> list[AgentRecord]:
+        """Every enrolled agent, oldest enrolment first."""
+        return sorted(self._records.values(), key=lambda r: (r.registered_at, r.id))
+
+    async def revoke(self, agent_id: str) -> tuple[AgentState, bool]:
+        """Refuse the agent's credential from now on (persisted) and close its stream.
+
+        Its jobs are not touched here: with the stream closed and Connect refused the agent
+        falls silent, and the scheduler's loss timer applies the agent-loss rules to them.
+        Returns the agent and whether it was revoked by this call.
+        """
+        record = self.record(agent_id)
+        state = self.states[agent_id]
+        newly = not record.revoked
+        if newly:
+            record.revoked = True
+            await self._repo.put_agent(record)
+        if state.outbox is not None:
+            state.outbox.put_nowait(None)  # the gateway ends the stream and disconnects it
+        return state, newly

@@ -77,14 +77,15 @@ class Coordinator:
             accounts, jobs, db, catalog, signer, config.storage_address, storage_creds
         )
         await billing.load()
-        await JobHolds(jobs, signer, config.storage_address, storage_creds).load()
+        holds = JobHolds(jobs, signer, config.storage_address, storage_creds)
+        await holds.load()
         await db.barrier()
         coordinator = CoordinatorServicer(
             accounts, jobs, scheduler, catalog, signer, config.storage_address,
             config.client_token_ttl_s,
         )  # fmt: skip
         coordinator.billing = billing
-        admin = AdminServicer(accounts, billing, config.bootstrap_plan, catalog.currency)
+        admin = AdminServicer(accounts, billing, config.bootstrap_plan, catalog.currency, agents)
         gateway = AgentGatewayServicer(agents, jobs, scheduler, config.heartbeat_ms)
         server = await create_server(
             config.listen,
@@ -107,6 +108,7 @@ class Coordinator:
             ),
         )
         app = cls(config, db, server, scheduler, accounts, jobs)
+        app.holds = holds
         app.pools = await start_pools(config, accounts, scheduler, catalog, app.address)
         if config.ready_file is not None:
             tmp = config.ready_file.with_name(config.ready_file.name + ".tmp")
@@ -116,10 +118,13 @@ class Coordinator:
         return app
 
     pools: PoolManager | None = None
+    holds: JobHolds | None = None
 
     async def stop(self) -> None:
         if self.pools is not None:
             await self.pools.close()  # agents this coordinator started go with it
         self.scheduler.stop()
         await self.server.stop(grace=1.0)
+        if self.holds is not None:
+            self.holds.stop()  # after the server: no submit is still pinning
         await self.db.close()

@@ -2,14 +2,19 @@
 running job mounts is refused by storaged, and GC keeps its blobs.
 
 storaged knows versions, not jobs (docs/storage-holds.md): the coordinator pins each
-mount as holder "job:<id>" once the job exists and releases the holder when the job
-reaches a final state. Calls are fire-and-forget tasks with retry and backoff; a failure
-is logged and never fails the job. Holds carry a TTL that this class renews while the
-job lives, so a coordinator that dies does not pin data forever.
+mount as holder "job:<id>" and releases the holder when the job reaches a final state.
 
-Known race: the hold is requested when the job is submitted but lands a round trip later,
-so an `rm` arriving in between still wins; the hold then fails with NotFound (logged) and
-the job fails at fetch time. Closing it needs submit to await the holds.
+Submit (`pin`, called by JobService.submit under the id the job will get, before the job
+exists): the holds are awaited, with a short bounded retry, so they are in place before
+SubmitJob returns and before any agent can be handed the job. A version storaged no
+longer has refuses the submit with FailedPrecondition naming path and version; storaged
+unreachable refuses it with Unavailable (no job runs on data that can vanish). Jobs
+without mounts make no call.
+
+Afterwards everything is fire-and-forget tasks with retry and backoff, logged and never
+failing the job: release at a final state, re-taking holds for jobs found at startup,
+and renewing the TTL while the job lives, so a coordinator that dies does not pin data
+forever.
 """
 
 from __future__ import annotations
@@ -22,11 +27,19 @@ from typing import Any
 
 import grpc
 
-from c3.errors import C3Error, InvalidArgument, NotFound, PermissionDenied, from_rpc_error
+from c3.errors import (
+    C3Error,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+    from_rpc_error,
+)
 from c3.grpcutil import channel, storage_metadata
 from c3.storage_client import HOLD_OPERATION
 from c3.tokens import TokenClaims, TokenSigner
-from c3.v1 import storage_pb2, storage_pb2_grpc
+from c3.v1 import common_pb2, storage_pb2, storage_pb2_grpc
 from coordinator.jobs import JobService
 from coordinator.lifecycle import FINISHED, State
 from coordinator.model import Job
@@ -35,16 +48,27 @@ log = logging.getLogger(__name__)
 
 HOLD_TTL_S = 3600
 RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+# A submit waits on its holds: a few quick tries, each call bounded, then it is refused.
+SUBMIT_RETRY_DELAYS_S = (0.1, 0.3, 0.6)
+SUBMIT_CALL_TIMEOUT_S = 2.0
 # Errors that another try cannot fix.
 _PERMANENT = (NotFound, InvalidArgument, PermissionDenied)
 
 
-def holder_of(job: Job) -> str:
-    return f"job:{job.id}"
+def holder_of(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+def _spec_mounts(spec: common_pb2.JobSpec) -> list[tuple[str, int]]:
+    return [(m.resolved_path, m.version) for m in spec.datasets if m.resolved_path and m.version]
 
 
 def _mounts(job: Job) -> list[tuple[str, int]]:
-    return [(m.resolved_path, m.version) for m in job.spec.datasets if m.resolved_path and m.version]
+    return _spec_mounts(job.spec)
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 class JobHolds:
@@ -66,8 +90,9 @@ class JobHolds:
         self._renew_timer: asyncio.TimerHandle | None = None
 
     async def load(self) -> None:
-        """Subscribe to transitions and reconcile with the jobs loaded at startup."""
+        """Subscribe to submits and transitions; reconcile with the jobs loaded at startup."""
         self._jobs.on_transition.append(self._on_transition)
+        self._jobs.pins = self
         cutoff = time.time() - self._ttl_s  # older holds have lapsed on their own
         for job in list(self._jobs.jobs.values()):
             if not _mounts(job):
@@ -86,6 +111,54 @@ class JobHolds:
         elif job.id not in self._held and _mounts(job):
             self._take(job)
 
+    # -- submit: awaited ----------------------------------------------------------------------
+    async def pin(self, org_id: str, job_id: str, spec: common_pb2.JobSpec) -> None:
+        """Hold every mount of the job about to be `job_id`; see the module docstring."""
+        mounts = _spec_mounts(spec)
+        if not mounts:
+            return
+        self._held.add(job_id)  # the PENDING transition must not take them a second time
+        current = mounts[0]
+
+        async def hold_all(stub: storage_pb2_grpc.StorageStub, md: Any) -> None:
+            nonlocal current
+            for path, version in mounts:
+                current = (path, version)
+                request = storage_pb2.HoldRequest(
+                    path=path, version=version, holder=holder_of(job_id), ttl_seconds=self._ttl_s
+                )
+                await stub.Hold(request, metadata=md, timeout=SUBMIT_CALL_TIMEOUT_S)
+
+        for delay in (*SUBMIT_RETRY_DELAYS_S, None):
+            try:
+                await self._call(org_id, hold_all)
+                return
+            except NotFound:
+                self.unpin(org_id, job_id)
+                path, version = current
+                raise FailedPrecondition(
+                    f"{path} v{version} no longer exists; deploy again to mount the latest"
+                ) from None
+            except (InvalidArgument, PermissionDenied) as exc:
+                self.unpin(org_id, job_id)
+                raise Unavailable(
+                    f"storage refused to pin the job's datasets ({_one_line(exc)});"
+                    " the job was not submitted"
+                ) from None
+            except (C3Error, OSError) as exc:
+                if delay is None:
+                    self.unpin(org_id, job_id)
+                    raise Unavailable(
+                        f"storage at {self._address} is unreachable ({_one_line(exc)}); the"
+                        " job was not submitted, as its datasets could not be pinned; try again"
+                    ) from None
+                await asyncio.sleep(delay)
+
+    def unpin(self, org_id: str, job_id: str) -> None:
+        self._held.discard(job_id)
+        holder = holder_of(job_id)
+        self._spawn(f"release mounts of {job_id}", lambda: self._release_now(org_id, holder))
+
     # -- storaged calls --------------------------------------------------------------------
     def _take(self, job: Job) -> None:
         self._held.add(job.id)
@@ -95,7 +168,7 @@ class JobHolds:
                 return  # ended before the hold landed: nothing to pin
             requests = [
                 storage_pb2.HoldRequest(
-                    path=path, version=version, holder=holder_of(job), ttl_seconds=self._ttl_s
+                    path=path, version=version, holder=holder_of(job.id), ttl_seconds=self._ttl_s
                 )
                 for path, version in _mounts(job)
             ]
@@ -104,28 +177,29 @@ class JobHolds:
                 for request in requests:  # one job mounts a handful: one channel, few calls
                     await stub.Hold(request, metadata=md)
 
-            await self._call(job, hold_all)
+            await self._call(job.org_id, hold_all)
             if job.state in FINISHED:  # it ended while we were pinning: undo
-                await self._release_now(job)
+                await self._release_now(job.org_id, holder_of(job.id))
 
         self._spawn(f"hold mounts of {job.id}", take)
 
     def _release(self, job: Job) -> None:
-        self._spawn(f"release mounts of {job.id}", lambda: self._release_now(job))
+        holder = holder_of(job.id)
+        self._spawn(f"release mounts of {job.id}", lambda: self._release_now(job.org_id, holder))
 
-    async def _release_now(self, job: Job) -> None:
-        request = storage_pb2.ReleaseRequest(holder=holder_of(job))
+    async def _release_now(self, org_id: str, holder: str) -> None:
+        request = storage_pb2.ReleaseRequest(holder=holder)
 
         async def release(stub: storage_pb2_grpc.StorageStub, md: Any) -> None:
             await stub.Release(request, metadata=md)
 
-        await self._call(job, release)
+        await self._call(org_id, release)
 
     async def _call(
-        self, job: Job, rpc: Callable[[storage_pb2_grpc.StorageStub, Any], Awaitable[None]]
+        self, org_id: str, rpc: Callable[[storage_pb2_grpc.StorageStub, Any], Awaitable[None]]
     ) -> None:
         token = self._signer.sign(TokenClaims(
-            org_id=job.org_id, operations=(HOLD_OPERATION,), read_prefixes=(),
+            org_id=org_id, operations=(HOLD_OPERATION,), read_prefixes=(),
             write_prefixes=(), expires_at=time.time() + 60, subject="coordinator:holds",
         ))  # fmt: skip
         async with channel(self._address, self._credentials) as ch:  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from c3.errors import FailedPrecondition, NotFound
 from c3.v1 import agent_pb2, common_pb2
@@ -22,6 +22,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class MountPins(Protocol):
+    """Pins a job's dataset mounts in storage before the job exists (coordinator/holds.py)."""
+
+    async def pin(self, org_id: str, job_id: str, spec: common_pb2.JobSpec) -> None:
+        """Return once every mount is pinned; raise (a C3Error) to refuse the submit."""
+
+    def unpin(self, org_id: str, job_id: str) -> None:
+        """Drop what `pin` took for a submit that did not go through (in the background)."""
+
+
 class JobService:
     def __init__(self, repo: Repository, events: EventLog, log_cap_bytes: int) -> None:
         self._repo = repo
@@ -32,6 +42,7 @@ class JobService:
         self.scheduler: Scheduler  # wired by the app (the two call each other)
         # Called after every transition (billing meters RUNNING -> finished).
         self.on_transition: list[Callable[[Job, State], None]] = []
+        self.pins: MountPins | None = None  # wired by JobHolds; None: mounts are not pinned
 
     async def load(self) -> list[Job]:
         loaded = await self._repo.load_jobs()
@@ -103,12 +114,21 @@ class JobService:
         superseded = self.get(org_id, supersedes_job_id) if supersedes_job_id else None
         job_id = f"j-{new_id(5)}"
         hold_agent_id = ""
-        if superseded is not None and superseded.state not in FINISHED:
-            # Cancel first, so the agent is told to stop the old run before anything else.
-            on_agent = superseded.state in ON_AGENT
-            await self.cancel(org_id, [superseded.id], reason=f"superseded by {job_id}")
-            if on_agent and prefer_agent_id and superseded.agent_id == prefer_agent_id:
-                hold_agent_id = prefer_agent_id
+        try:
+            if self.pins is not None:
+                # Before the job exists, so no agent can be handed it and no `data rm` can
+                # remove a version it mounts; a refusal leaves no job and the old one running.
+                await self.pins.pin(org_id, job_id, spec)
+            if superseded is not None and superseded.state not in FINISHED:
+                # Cancel first, so the agent is told to stop the old run before anything else.
+                on_agent = superseded.state in ON_AGENT
+                await self.cancel(org_id, [superseded.id], reason=f"superseded by {job_id}")
+                if on_agent and prefer_agent_id and superseded.agent_id == prefer_agent_id:
+                    hold_agent_id = prefer_agent_id
+        except BaseException:
+            if self.pins is not None:
+                self.pins.unpin(org_id, job_id)
+            raise
         now = time.time()
         job = Job(
             id=job_id,

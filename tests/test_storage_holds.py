@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 from test_storage_helpers import (  # noqa: F401 - fixtures
     MakeToken,
@@ -118,7 +119,7 @@ async def test_rm_of_a_dataset_a_pending_job_mounts_is_refused_until_it_ends(
         async def held() -> bool:
             return bool(await srv.store.meta.live_holds(boot.org_id, "/datasets/corpus", 1))
 
-        await _until("the coordinator's hold lands", held)
+        assert await held()  # in place the moment SubmitJob returns: no window for an rm
         with pytest.raises(FailedPrecondition) as refused:
             await user.remove("/datasets/corpus", recursive=True)
         assert str(refused.value).splitlines() == [
@@ -135,3 +136,52 @@ async def test_rm_of_a_dataset_a_pending_job_mounts_is_refused_until_it_ends(
 
         await _until("the hold is released", released)
         assert await user.remove("/datasets/corpus", recursive=True) == 1
+
+
+async def test_submit_mounting_a_version_removed_just_before_is_refused_and_creates_no_job(
+    stack, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    srv, app, boot, signer = stack
+    token = signer.sign(TokenClaims(org_id=boot.org_id, operations=ALL_OPERATIONS))
+    async with StorageClient(srv.address, token) as user, channel(app.address) as ch:
+        await _upload(user, tmp_path / "d", "corpus", {"x.bin": b"one"})
+        digest = await _upload(user, tmp_path / "d", "corpus", {"x.bin": b"two"})
+        # The client resolved v2; it is removed before the submit reaches the coordinator.
+        assert await user.remove("/datasets/corpus@v2") == 1
+        mount = common_pb2.DatasetMount(
+            ref="/datasets/corpus", mount="/data/corpus", resolved_path="/datasets/corpus",
+            version=2, manifest_digest=digest,
+        )  # fmt: skip
+        stub = coordinator_client(ch)
+        md = bearer(boot.api_key)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.SubmitJob(pb.SubmitJobRequest(spec=spec(datasets=[mount])), metadata=md)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert refused.value.details() == (
+            "/datasets/corpus v2 no longer exists; deploy again to mount the latest"
+        )
+        assert not (await stub.ListJobs(pb.ListJobsRequest(), metadata=md)).jobs
+        assert not app.jobs.jobs
+        # Nothing was left pinned: the remaining version can still be removed.
+        assert await user.remove("/datasets/corpus", recursive=True) == 1
+
+
+async def test_submit_with_mounts_is_refused_while_storage_is_unreachable(
+    stack,  # type: ignore[no-untyped-def]
+) -> None:
+    srv, app, boot, _ = stack
+    await srv.stop(0)
+    mount = common_pb2.DatasetMount(
+        ref="/datasets/corpus", mount="/data/corpus", resolved_path="/datasets/corpus", version=1,
+    )  # fmt: skip
+    async with channel(app.address) as ch:
+        stub = coordinator_client(ch)
+        md = bearer(boot.api_key)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.SubmitJob(pb.SubmitJobRequest(spec=spec(datasets=[mount])), metadata=md)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "unreachable" in (refused.value.details() or "")
+        assert not (await stub.ListJobs(pb.ListJobsRequest(), metadata=md)).jobs
+        # A job without mounts does not need storage at all.
+        job = (await stub.SubmitJob(pb.SubmitJobRequest(spec=spec()), metadata=md)).job
+        assert job.state == common_pb2.JOB_STATE_PENDING

@@ -62,6 +62,16 @@ class AdminStub:
                 request_serializer=c3_dot_v1_dot_admin__pb2.ChangePlanRequest.SerializeToString,
                 response_deserializer=c3_dot_v1_dot_admin__pb2.ChangePlanResponse.FromString,
                 _registered_method=True)
+        self.ListAgents = channel.unary_unary(
+                '/c3.v1.Admin/ListAgents',
+                request_serializer=c3_dot_v1_dot_admin__pb2.ListAgentsRequest.SerializeToString,
+                response_deserializer=c3_dot_v1_dot_admin__pb2.ListAgentsResponse.FromString,
+                _registered_method=True)
+        self.RevokeAgent = channel.unary_unary(
+                '/c3.v1.Admin/RevokeAgent',
+                request_serializer=c3_dot_v1_dot_admin__pb2.RevokeAgentRequest.SerializeToString,
+                response_deserializer=c3_dot_v1_dot_admin__pb2.RevokeAgentResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -101,6 +111,21 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAgents(self, request, context):
+        """Every agent ever enrolled, with its live connection state (operator admin key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAgent(self, request, context):
+        """Refuses the agent's credential from now on (persisted) and closes its stream; its
+        running jobs follow the agent-loss rules (operator admin key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +153,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ChangePlan,
                     request_deserializer=c3_dot_v1_dot_admin__pb2.ChangePlanRequest.FromString,
                     response_serializer=c3_dot_v1_dot_admin__pb2.ChangePlanResponse.SerializeToString,
+            ),
+            'ListAgents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgents,
+                    request_deserializer=c3_dot_v1_dot_admin__pb2.ListAgentsRequest.FromString,
+                    response_serializer=c3_dot_v1_dot_admin__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'RevokeAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAgent,
+                    request_deserializer=c3_dot_v1_dot_admin__pb2.RevokeAgentRequest.FromString,
+                    response_serializer=c3_dot_v1_dot_admin__pb2.RevokeAgentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +303,60 @@ class Admin:
             '/c3.v1.Admin/ChangePlan',
             c3_dot_v1_dot_admin__pb2.ChangePlanRequest.SerializeToString,
             c3_dot_v1_dot_admin__pb2.ChangePlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/c3.v1.Admin/ListAgents',
+            c3_dot_v1_dot_admin__pb2.ListAgentsRequest.SerializeToString,
+            c3_dot_v1_dot_admin__pb2.ListAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/c3.v1.Admin/RevokeAgent',
+            c3_dot_v1_dot_admin__pb2.RevokeAgentRequest.SerializeToString,
+            c3_dot_v1_dot_admin__pb2.RevokeAgentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,12 @@ class AdminStub:
     CreateAgentToken: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateAgentTokenRequest, _admin_pb2.CreateAgentTokenResponse]
     """A one-time agent provisioning secret: the first Register consumes it."""
     ChangePlan: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ChangePlanRequest, _admin_pb2.ChangePlanResponse]
+    ListAgents: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAgentsRequest, _admin_pb2.ListAgentsResponse]
+    """Every agent ever enrolled, with its live connection state (operator admin key)."""
+    RevokeAgent: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RevokeAgentRequest, _admin_pb2.RevokeAgentResponse]
+    """Refuses the agent's credential from now on (persisted) and closes its stream; its
+    running jobs follow the agent-loss rules (operator admin key).
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -57,6 +63,12 @@ class AdminAsyncStub(AdminStub):
     CreateAgentToken: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateAgentTokenRequest, _admin_pb2.CreateAgentTokenResponse]  # type: ignore[assignment]
     """A one-time agent provisioning secret: the first Register consumes it."""
     ChangePlan: _aio.UnaryUnaryMultiCallable[_admin_pb2.ChangePlanRequest, _admin_pb2.ChangePlanResponse]  # type: ignore[assignment]
+    ListAgents: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAgentsRequest, _admin_pb2.ListAgentsResponse]  # type: ignore[assignment]
+    """Every agent ever enrolled, with its live connection state (operator admin key)."""
+    RevokeAgent: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeAgentRequest, _admin_pb2.RevokeAgentResponse]  # type: ignore[assignment]
+    """Refuses the agent's credential from now on (persisted) and closes its stream; its
+    running jobs follow the agent-loss rules (operator admin key).
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """Operator and org-admin verbs. Callers authenticate with an API key like Coordinator.
@@ -99,5 +111,23 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ChangePlanRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ChangePlanResponse, _abc.Awaitable[_admin_pb2.ChangePlanResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAgents(
+        self,
+        request: _admin_pb2.ListAgentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListAgentsResponse, _abc.Awaitable[_admin_pb2.ListAgentsResponse]]:
+        """Every agent ever enrolled, with its live connection state (operator admin key)."""
+
+    @_abc_1.abstractmethod
+    def RevokeAgent(
+        self,
+        request: _admin_pb2.RevokeAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RevokeAgentResponse, _abc.Awaitable[_admin_pb2.RevokeAgentResponse]]:
+        """Refuses the agent's credential from now on (persisted) and closes its stream; its
+        running jobs follow the agent-loss rules (operator admin key).
+        """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
