@@ -13,6 +13,7 @@ from coordinator.agents import AgentRegistry, AgentState
 from coordinator.billing import Billing
 from coordinator.events import timestamp
 from coordinator.model import Org
+from coordinator.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +24,11 @@ NO_PAYMENT_NOTICE = "no payment provider is configured: the plan changed without
 class AdminServicer(admin_pb2_grpc.AdminServicer):
     def __init__(
         self, accounts: Accounts, billing: Billing, default_plan: str, currency: str,
-        agents: AgentRegistry,
+        agents: AgentRegistry, scheduler: Scheduler,
     ) -> None:  # fmt: skip
         self._accounts = accounts
         self._agents = agents
+        self._scheduler = scheduler
         self._billing = billing
         self._default_plan = default_plan
         self._currency = currency
@@ -119,6 +121,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     ) -> admin_pb2.RevokeAgentResponse:
         caller = self._operator(context, "RevokeAgent")
         state, newly = await self._agents.revoke(request.agent_id)
+        if newly:
+            # Its jobs follow the agent-loss rules now, not after the loss timer.
+            self._scheduler.lost(state, f"agent {state.id} revoked by an operator")
         log.warning(
             "agent %s revoked by key %s%s; running jobs: %s", state.id, caller.key.id,
             "" if newly else " (already revoked)", ", ".join(sorted(state.running)) or "none",

@@ -85,7 +85,9 @@ class Coordinator:
             config.client_token_ttl_s,
         )  # fmt: skip
         coordinator.billing = billing
-        admin = AdminServicer(accounts, billing, config.bootstrap_plan, catalog.currency, agents)
+        admin = AdminServicer(
+            accounts, billing, config.bootstrap_plan, catalog.currency, agents, scheduler
+        )
         gateway = AgentGatewayServicer(agents, jobs, scheduler, config.heartbeat_ms)
         server = await create_server(
             config.listen,

@@ -361,8 +361,15 @@ class Scheduler:
         agent.loss_timer = loop.call_later(self._loss_after, self._lost, agent)
 
     def _lost(self, agent: AgentState) -> None:
-        agent.loss_timer = None
         log.warning("agent %s silent for %.1fs: lost", agent.id, self._loss_after)
+        self.lost(agent, f"agent {agent.id} lost")
+
+    def lost(self, agent: AgentState, why: str) -> None:
+        """The agent is gone for good (silent too long, or revoked): its jobs follow the
+        agent-loss rules now (requeued if their script had not started, else AGENT_LOST)."""
+        if agent.loss_timer is not None:
+            agent.loss_timer.cancel()
+        agent.loss_timer = None
         if agent.outbox is not None:
             outbox = agent.outbox
             self.disconnected(agent, outbox)
@@ -370,7 +377,7 @@ class Scheduler:
         for job_id in sorted(agent.running):
             job = self._jobs.jobs.get(job_id)
             if job is not None and job.state in ON_AGENT:
-                self._agent_gone(job, f"agent {agent.id} lost")
+                self._agent_gone(job, why)
             agent.running.discard(job_id)
         if self.pool is not None:
             self.pool.agent_lost(agent)

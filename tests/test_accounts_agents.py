@@ -11,7 +11,7 @@ import pytest
 from c3.grpcutil import bearer, channel
 from c3.v1 import admin_pb2, admin_pb2_grpc, common_pb2
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.lifecycle import FINISHED, Reason, State
+from coordinator.lifecycle import Reason, State
 from coordinator.testing import (
     SimAgent,
     client,
@@ -63,10 +63,12 @@ async def _list_then_revoke(app, boot, ch) -> None:  # type: ignore[no-untyped-d
     await busy.heartbeat((job.id,))
     reply = await adm.RevokeAgent(admin_pb2.RevokeAgentRequest(agent_id=busy.agent_id), metadata=op)
     assert reply.newly_revoked and reply.agent.revoked
+    # Its running job is failed by the revoke itself, not after the loss timer.
+    done = app.jobs.jobs[job.id]
+    assert (done.state, done.failure_reason) == (State.FAILED, Reason.AGENT_LOST)
+    assert "revoked" in done.message
     # The coordinator ends the stream itself, at once: not the 3 s loss window.
     assert await busy.next(timeout=1.5) is None
-    done = await eventually(lambda: app.jobs.jobs[job.id].state in FINISHED and app.jobs.jobs[job.id], what="job failed")
-    assert (done.state, done.failure_reason) == (State.FAILED, Reason.AGENT_LOST)
     # The credential is dead for Register and Connect alike.
     assert await code_of(busy.register()) == grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.RpcError) as info:
