@@ -13,6 +13,8 @@ def fits(
 ) -> bool:
     if spec.provider and spec.provider != caps.provider:
         return False
+    if spec.docker_image and not caps.docker:
+        return False  # only agents with a working container engine take docker jobs
     if not spec.gpu:
         return True
     if spec.gpu in classes:
@@ -73,6 +75,8 @@ def waiting_reason(
         what = "any gpu"
     if spec.provider:
         what += f" with provider {spec.provider}"
+    if spec.docker_image:
+        what += " with a container engine (docker.image)"
     return f"no capacity for {what}"
 
 

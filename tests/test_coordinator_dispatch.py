@@ -196,3 +196,17 @@ async def test_bad_agent_credentials_are_refused(stack) -> None:  # type: ignore
         await stranger.register()
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     await stranger.close()
+
+
+async def test_docker_jobs_go_only_to_agents_with_a_container_engine(stack) -> None:  # type: ignore[no-untyped-def]
+    app, boot, ch = stack
+    plain = SimAgent(app.address, boot.agent_secret, profile="cpu", gpu_class="cpu")
+    await plain.register()
+    await plain.connect()
+    docker_spec = spec()
+    docker_spec.docker_image = "python:3.11"
+    job = (await client(ch).SubmitJob(pb.SubmitJobRequest(spec=docker_spec), metadata=bearer(boot.api_key))).job
+    pending = app.jobs.jobs[job.id]
+    assert pending.state.name == "PENDING"
+    assert "container engine" in pending.message
+    assert pending.agent_id == ""  # placement happens in SubmitJob: nothing went to the agent
