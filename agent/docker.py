@@ -1,9 +1,5 @@
-"""`docker.image` jobs: Docker Hub references only, and the `docker run` that runs one.
-
-Accepted references: `ubuntu`, `ubuntu:22.04`, `pytorch/pytorch:2.3.0-cuda12.1-cudnn8-runtime`,
-`docker.io/library/python:3.11`, `index.docker.io/...`, optionally pinned `@sha256:<64 hex>`.
-Anything naming another registry (a first component with a `.` or `:` or `localhost`)
-is refused: the agent pulls only from Docker Hub.
+"""`docker.image` jobs: the `docker run` that runs one (references are checked by
+`c3.dockerref`: Docker Hub only).
 
 The container gets the workspace at /workspace, the artifacts dir at /c3/artifacts, the
 job's exact environment (no host variables), the agent's GPUs, and the job's resource
@@ -13,7 +9,6 @@ share as docker's own cgroup limits (docker puts the container in a cgroup of it
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 
 from agent.resources import ResourceShare
@@ -24,52 +19,7 @@ from agent.sandbox import (
     LaunchSpec,
     job_environment,
 )
-from c3.errors import InvalidArgument
-
-DOCKER_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_NAME = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-
-def validate_image(reference: str) -> str:
-    """The canonical Docker Hub reference (`docker.io/<ns>/<name>[:tag|@digest]`), or
-    InvalidArgument saying what is wrong and what is accepted."""
-    ref = reference.strip()
-    if not ref:
-        raise InvalidArgument("docker.image is empty; give a Docker Hub image such as python:3.11")
-    rest, _, digest = ref.partition("@")
-    first, _, remainder = rest.partition("/")
-    if remainder and ("." in first or ":" in first or first == "localhost"):
-        if first.lower() not in DOCKER_HUB_HOSTS:
-            raise InvalidArgument(
-                f"docker.image {reference!r} names the registry {first!r}; only Docker Hub "
-                "images are accepted (e.g. python:3.11, pytorch/pytorch:2.3.0-cuda12.1-"
-                "cudnn8-runtime or docker.io/library/ubuntu:22.04)")
-        rest = remainder
-    name, tag = rest, ""
-    last_slash = rest.rfind("/")
-    colon = rest.rfind(":")
-    if colon > last_slash:
-        name, tag = rest[:colon], rest[colon + 1:]
-    if not _NAME.match(name):
-        raise InvalidArgument(
-            f"docker.image {reference!r}: {name!r} is not a valid image name (lowercase "
-            "letters, digits and separators, e.g. pytorch/pytorch)")
-    if tag and not _TAG.match(tag):
-        raise InvalidArgument(f"docker.image {reference!r}: invalid tag {tag!r}")
-    if digest and not _DIGEST.match(digest):
-        raise InvalidArgument(
-            f"docker.image {reference!r}: digest must be sha256:<64 hex digits>")
-    if "/" not in name:
-        name = f"library/{name}"
-    canonical = f"docker.io/{name}"
-    if tag:
-        canonical += f":{tag}"
-    if digest:
-        canonical += f"@{digest}"
-    return canonical
+from c3.dockerref import validate_image
 
 
 def docker_run_argv(spec: LaunchSpec, script: str, share: ResourceShare | None = None,

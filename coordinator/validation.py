@@ -6,6 +6,7 @@ import re
 from collections.abc import Collection
 from pathlib import PurePosixPath
 
+from c3.dockerref import validate_image
 from c3.errors import InvalidArgument
 from c3.v1 import common_pb2
 
@@ -51,6 +52,8 @@ def validate_spec(
         )
     if spec.python_project and spec.docker_image:
         raise InvalidArgument("spec sets both python_project and docker_image; choose one")
+    if spec.docker_image:
+        validate_image(spec.docker_image)
     for i, mount in enumerate(spec.datasets):
         if not mount.mount.startswith("/") or ".." in PurePosixPath(mount.mount).parts:
             raise InvalidArgument(f"spec.datasets[{i}].mount {mount.mount!r} must be absolute")

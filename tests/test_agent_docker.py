@@ -8,6 +8,7 @@ import itertools
 import shutil
 from pathlib import Path
 
+import grpc
 import pytest
 from test_agent_integration import push_workspace, start_stack, submit_and_wait
 
@@ -15,7 +16,10 @@ from agent.docker import docker_run_argv, probe_docker, validate_image
 from agent.resources import ResourceShare
 from agent.sandbox import JobLayout, LaunchSpec, ReadOnlyMount, launch_argv
 from c3.errors import InvalidArgument
+from c3.grpcutil import bearer
 from c3.v1 import common_pb2 as S
+from c3.v1 import coordinator_pb2 as pb
+from coordinator.testing import client
 
 
 @pytest.mark.parametrize(("ref", "canonical"), [
@@ -89,7 +93,7 @@ async def test_engine_probe_matches_docker_info() -> None:
         assert problem and "docker" in problem
 
 
-async def test_a_real_agent_refuses_docker_jobs_it_cannot_run_with_env_error(
+async def test_docker_jobs_are_checked_at_submit_and_never_reach_an_agent_without_docker(
     tmp_path: Path
 ) -> None:
     if await probe_docker() is None:
@@ -99,14 +103,22 @@ async def test_a_real_agent_refuses_docker_jobs_it_cannot_run_with_env_error(
         ws.mkdir()
         (ws / "run.sh").write_text("echo in-container\n")
         digest = await push_workspace(stack, ws)
-        other, _ = await submit_and_wait(stack, script="run.sh", workspace_manifest_digest=digest,
-                                         docker_image="ghcr.io/org/image:1")
-        assert (other.state, other.failure_reason) == (S.JOB_STATE_FAILED,
-                                                       S.FAILURE_REASON_ENV_ERROR)
-        assert "only Docker Hub" in other.message
-        hub, events = await submit_and_wait(stack, script="run.sh",
-                                            workspace_manifest_digest=digest,
-                                            docker_image="python:3.11")
-        assert hub.failure_reason == S.FAILURE_REASON_ENV_ERROR
-        assert "no container engine" in hub.message
-        assert "in-container" not in [e.log.text for e in events if e.HasField("log")]
+        c, md = client(stack.channel), bearer(stack.api_key)
+        # Another registry: refused at submit with the rule, before any agent sees it.
+        with pytest.raises(grpc.RpcError) as refused:
+            await c.SubmitJob(pb.SubmitJobRequest(spec=S.JobSpec(
+                project="demo", script="run.sh", workspace_manifest_digest=digest,
+                docker_image="ghcr.io/org/image:1")), metadata=md)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "only Docker Hub" in (refused.value.details() or "")
+        # A Hub image: the only agent has no container engine (it does not advertise
+        # one), so the job waits, saying why, and the agent never runs it.
+        job = (await c.SubmitJob(pb.SubmitJobRequest(spec=S.JobSpec(
+            project="demo", script="run.sh", workspace_manifest_digest=digest,
+            docker_image="python:3.11")), metadata=md)).job
+        got = (await c.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)).job
+        assert got.state == S.JOB_STATE_PENDING and not got.agent_id
+        assert "container engine" in got.message
+        # The agent still takes plain jobs.
+        plain, _ = await submit_and_wait(stack, script="run.sh", workspace_manifest_digest=digest)
+        assert plain.state == S.JOB_STATE_COMPLETED
