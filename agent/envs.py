@@ -66,14 +66,20 @@ class EnvCache:
         self.root = root
         self.uv = uv or find_uv()
         self._locks: dict[str, asyncio.Lock] = {}
+        # venv dir name -> its reported hash. Read from disk once here (blocking; the agent
+        # builds its executor off the event loop) rather than on every heartbeat.
+        self._built = self._scan()
 
-    def cached_hashes(self) -> list[str]:
-        hashes = []
+    def _scan(self) -> dict[str, str]:
+        built = {}
         if self.root.is_dir():
             for env in self.root.iterdir():
                 if (env / COMPLETE_MARKER).exists() and (env / HASH_FILE).exists():
-                    hashes.append((env / HASH_FILE).read_text().strip())
-        return sorted(hashes)
+                    built[env.name] = (env / HASH_FILE).read_text().strip()
+        return built
+
+    def cached_hashes(self) -> list[str]:
+        return sorted(self._built.values())
 
     @staticmethod
     def project_dir(workspace: Path, python_project: str, workdir: str) -> tuple[Path, str]:
@@ -112,6 +118,7 @@ class EnvCache:
                 await self._build(venv, directory, relative, say)
                 (venv / HASH_FILE).write_text(reported)
                 (venv / COMPLETE_MARKER).touch()
+                self._built[key] = reported
             else:
                 say(f"c3: environment {key[:12]} cached, no sync needed")
         prefix = _base_interpreter_prefix(venv)

@@ -23,6 +23,7 @@ from agent.docker import validate_image
 from agent.envs import EnvCache, EnvError
 from agent.logbatch import LogBatcher
 from agent.logjournal import LogJournal
+from agent.outcome import final_status, stop_ending
 from agent.resources import ResourceShare
 from agent.runner import DEFAULT_GRACE_SECONDS, Ending, RunResult, ScriptRun
 from agent.sandbox import JobLayout, LaunchSpec, ReadOnlyMount
@@ -144,8 +145,7 @@ class JobExecutor:
         active.stop_state = state if state in (S.JOB_STATE_TIMED_OUT,) else S.JOB_STATE_CANCELED
         active.stop_reason = reason or "canceled"
         if active.run is not None:
-            ending = Ending.TIMED_OUT if active.stop_state == S.JOB_STATE_TIMED_OUT else Ending.CANCELED
-            active.run.stop(ending, active.stop_reason)
+            active.run.stop(stop_ending(active.stop_state), active.stop_reason)
         elif active.task is not None:
             active.task.cancel()
 
@@ -313,8 +313,7 @@ class JobExecutor:
             self._status(job.id, S.JOB_STATE_RUNNING, startup=startup,
                          message=f"running on {self.host.hostname} ({self.host.profile})")
             if active.stop_state:  # a cancel raced the spawn
-                run.stop(Ending.TIMED_OUT if active.stop_state == S.JOB_STATE_TIMED_OUT
-                         else Ending.CANCELED, active.stop_reason)
+                run.stop(stop_ending(active.stop_state), active.stop_reason)
             watchdog = None
             if share is not None and share.disk_bytes:
                 watchdog = asyncio.create_task(watch_disk(
@@ -380,8 +379,8 @@ class JobExecutor:
                       result: RunResult) -> tuple[Any, ...]:
         job = active.job
         script_ok = result.ending is Ending.EXITED and result.exit_code == 0
+        limit = self.share.memory_bytes if self.share else 0
         if result.oom_killed and not script_ok:
-            limit = self.share.memory_bytes if self.share else 0
             logs.system(f"c3: the job ran out of memory (limit {limit >> 20} MiB) and was "
                         "killed by the kernel's OOM killer")
         path, version = "", 0
@@ -400,22 +399,4 @@ class JobExecutor:
                 return (S.JOB_STATE_FAILED, S.FAILURE_REASON_UPLOAD_ERROR, 0,
                         f"the script succeeded but its artifacts could not be uploaded: {exc}",
                         "", 0)
-        if result.ending is Ending.CANCELED:
-            return (S.JOB_STATE_CANCELED, S.FAILURE_REASON_UNSPECIFIED, result.exit_code,
-                    result.reason, path, version)
-        if result.ending is Ending.TIMED_OUT:
-            return (S.JOB_STATE_TIMED_OUT, S.FAILURE_REASON_UNSPECIFIED, result.exit_code,
-                    result.reason, path, version)
-        if result.ending is Ending.DISK_LIMIT:
-            return (S.JOB_STATE_FAILED, S.FAILURE_REASON_WORKSPACE_ERROR, result.exit_code,
-                    result.reason, path, version)
-        if result.oom_killed and result.exit_code != 0:
-            limit = self.share.memory_bytes if self.share else 0
-            return (S.JOB_STATE_FAILED, S.FAILURE_REASON_OOM, result.exit_code,
-                    f"out of memory: the job used more than its {limit >> 20} MiB memory "
-                    "share and the OOM killer ended it; use less memory or a profile with "
-                    "more GPUs (memory is shared in proportion)", path, version)
-        if result.exit_code != 0:
-            return (S.JOB_STATE_FAILED, S.FAILURE_REASON_EXIT_CODE, result.exit_code,
-                    f"the script exited with code {result.exit_code}", path, version)
-        return (S.JOB_STATE_COMPLETED, S.FAILURE_REASON_UNSPECIFIED, 0, "", path, version)
+        return final_status(result, limit, path, version)

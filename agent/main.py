@@ -148,7 +148,9 @@ async def serve(args: argparse.Namespace) -> int:
         if connection is not None:
             connection.heartbeat()
 
-    executor = JobExecutor(
+    # Built off the event loop: it removes a previous run's leftover job dirs (rmtree).
+    executor = await asyncio.to_thread(
+        JobExecutor,
         data_dir=data_dir, host=host, sandboxed=sandboxed,
         unsandboxed_ok=args.allow_unsandboxed, emit=outbox.put, on_idle=on_idle,
         grace_seconds=args.grace_seconds, blob_cache_bytes=args.blob_cache_bytes,

@@ -26,7 +26,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from c3.errors import DataLoss, NotFound
-from c3.manifest import HASH_CHUNK, check_digest
+from c3.manifest import check_digest, sha256_file
 
 
 class BlobCache:
@@ -111,11 +111,7 @@ class BlobCache:
 
     def _add_file(self, src: Path, digest: str, move: bool, verified: bool) -> Path:
         if not verified:
-            h = hashlib.sha256()
-            with open(src, "rb") as f:
-                while chunk := f.read(HASH_CHUNK):
-                    h.update(chunk)
-            if h.hexdigest() != digest:
+            if sha256_file(src)[0] != digest:
                 raise DataLoss(f"refusing to cache {src}: content does not match {digest[:12]}")
         tmp = self.tmp_path()
         try:

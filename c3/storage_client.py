@@ -283,11 +283,7 @@ class StorageClient:
     # Manifests -----------------------------------------------------------------------
 
     async def put_manifest(self, manifest: common_pb2.Manifest) -> str:
-        with _rpc():
-            reply = await self._stub.PutManifest(
-                storage_pb2.PutManifestRequest(manifest=manifest), metadata=self._md
-            )
-        return str(reply.digest)
+        return (await self.store_manifest(manifest))[0]
 
     async def store_manifest(self, manifest: common_pb2.Manifest) -> tuple[str, list[str]]:
         """Store a manifest; (its digest, entry digests the server still lacks)."""
@@ -303,8 +299,8 @@ class StorageClient:
                 storage_pb2.GetManifestRequest(digest=digest), metadata=self._md
             )
         manifest = reply.manifest
-        mf.validate(manifest)
-        if mf.digest_of(manifest) != digest:
+        await self.run(mf.validate, manifest)
+        if await self.run(mf.digest_of, manifest) != digest:
             raise DataLoss(f"manifest {digest[:12]} from the server does not match its digest")
         return manifest
 

@@ -30,6 +30,7 @@ BATCHES = 4
 
 def _plan(dest: Path, manifest: common_pb2.Manifest) -> dict[str, Targets]:
     """Check every path before anything is written; group entries by digest."""
+    mf.validate(manifest)
     dest.mkdir(parents=True, exist_ok=True)
     plan: dict[str, Targets] = {}
     for e in manifest.entries:
@@ -92,7 +93,6 @@ async def download_tree(
     progress: Callable[[int, int], None] | None,
     writable: bool,
 ) -> int:
-    mf.validate(manifest)
     plan = await client.run(_plan, dest, manifest)
     sizes = {e.digest: e.size for e in manifest.entries}
     # Cached and empty blobs first, before fetching can evict anything from the cache.

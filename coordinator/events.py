@@ -63,12 +63,6 @@ class EventLog:
 
         return done
 
-    def wake(self, job_id: str) -> None:
-        """Wake a job's subscribers without a new event (e.g. the job was deleted)."""
-        wake = self._wakeups.pop(job_id, None)
-        if wake is not None:
-            wake.set()
-
     async def subscribe(
         self, job_id: str, after_seq: int, is_finished: Callable[[], bool], follow: bool = True
     ) -> AsyncIterator[common_pb2.JobEvent]:

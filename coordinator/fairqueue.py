@@ -27,9 +27,6 @@ class FairQueue:
     def __len__(self) -> int:
         return self._size
 
-    def __contains__(self, job_id: str) -> bool:
-        return any(job_id in jobs for jobs in self._by_org.values())
-
     def jobs(self) -> Iterator[Job]:
         for queue in list(self._by_org.values()):
             yield from list(queue.values())

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Protocol
 from c3.errors import FailedPrecondition, NotFound
 from c3.v1 import agent_pb2, common_pb2
 from coordinator.events import EventLog
-from coordinator.lifecycle import FINISHED, ON_AGENT, Reason, State, check_transition
+from coordinator.lifecycle import (
+    FINISHED,
+    ON_AGENT,
+    Reason,
+    State,
+    check_transition,
+    parse_enum,
+)
 from coordinator.model import Job, Transition
 from coordinator.repo import Repository
 from coordinator.secrets_util import new_id
@@ -165,7 +172,7 @@ class JobService:
     def list_jobs(
         self, org_id: str, states: Iterable[int] = (), project: str = "", limit: int = 0
     ) -> list[Job]:
-        wanted = {State(s) for s in states}
+        wanted = {parse_enum(State, s, "states") for s in states}
         found = [
             j
             for j in self.jobs.values()
@@ -210,7 +217,7 @@ class JobService:
             raise FailedPrecondition(
                 f"agent {agent_id} reported on job {update.job_id!r}, which is not assigned to it"
             )
-        target = State(update.state)
+        target = parse_enum(State, update.state, "status.state")
         startup, reported = job.startup, update.startup
         if target == State.SCHEDULING:  # the agent's pickup acknowledgement
             if job.state == State.SCHEDULING and job.assigned_at:
@@ -229,7 +236,11 @@ class JobService:
             # Stopped by the coordinator for want of credit: a failure, not a user cancel.
             target = State.FAILED
             update.failure_reason = int(Reason.BALANCE_EXHAUSTED)  # type: ignore[assignment]
-        reason = Reason(update.failure_reason) if target == State.FAILED else None
+        reason = (
+            parse_enum(Reason, update.failure_reason, "status.failure_reason")
+            if target == State.FAILED
+            else None
+        )
         self.transition(
             job,
             target,

@@ -8,8 +8,9 @@ the job back to the queue.
 from __future__ import annotations
 
 import enum
+from typing import TypeVar
 
-from c3.errors import FailedPrecondition
+from c3.errors import FailedPrecondition, InvalidArgument
 from c3.v1 import common_pb2
 
 
@@ -59,6 +60,18 @@ ON_AGENT = frozenset({State.SCHEDULING, State.RUNNING})
 def check_transition(job_id: str, current: State, target: State) -> None:
     if target not in ALLOWED[current]:
         raise FailedPrecondition(f"job {job_id} is {current.name}; it cannot become {target.name}")
+
+
+_Enum = TypeVar("_Enum", State, Reason)
+
+
+def parse_enum(kind: type[_Enum], value: int, field: str) -> _Enum:
+    """A wire enum value as `kind`; a value this coordinator does not know is a bad request."""
+    try:
+        return kind(value)
+    except ValueError:
+        known = ", ".join(m.name for m in kind)
+        raise InvalidArgument(f"{field} {value} is not a known value ({known})") from None
 
 
 def state_name(value: int) -> str:

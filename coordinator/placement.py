@@ -22,43 +22,6 @@ def fits(
     return caps.profile == spec.gpu
 
 
-def preference(spec: common_pb2.JobSpec, prefer_agent_id: str, agent: AgentState) -> int:
-    """Higher is better: the agent asked for, then one holding the environment, the blobs."""
-    score = 0
-    if prefer_agent_id and agent.id == prefer_agent_id:
-        score += 4
-    if spec.env_hash and spec.env_hash in agent.cached_env_hashes:
-        score += 2
-    if spec.project in agent.cached_projects:
-        score += 1
-    return score
-
-
-def best_preference(spec: common_pb2.JobSpec, prefer_agent_id: str) -> int:
-    return (4 if prefer_agent_id else 0) + (2 if spec.env_hash else 0) + 1
-
-
-def choose(
-    spec: common_pb2.JobSpec,
-    prefer_agent_id: str,
-    idle: Iterable[AgentState],
-    classes: frozenset[str],
-) -> AgentState | None:
-    """The best idle agent for the job; stops at the first one that cannot be beaten."""
-    ceiling = best_preference(spec, prefer_agent_id)
-    best: AgentState | None = None
-    best_score = -1
-    for agent in idle:
-        if not fits(spec, agent.caps, classes):
-            continue
-        score = preference(spec, prefer_agent_id, agent)
-        if score > best_score:
-            best, best_score = agent, score
-            if score >= ceiling:
-                break
-    return best
-
-
 def waiting_reason(
     spec: common_pb2.JobSpec,
     connected: Iterable[agent_pb2.AgentCapabilities],
@@ -117,12 +80,6 @@ class IdleIndex:
                 bucket = index[key]
                 if bucket.pop(agent.id, None) is not None and not bucket:
                     del index[key]
-
-    def count(self, profile: str) -> int:
-        return len(self._by_profile.get(profile, ()))
-
-    def of_profile(self, profile: str) -> list[AgentState]:
-        return list(self._by_profile.get(profile, {}).values())
 
     def _first_fit(
         self, spec: common_pb2.JobSpec, agents: Iterable[AgentState], prefer: str = ""

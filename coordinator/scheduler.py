@@ -133,17 +133,11 @@ class Scheduler:
             self._unhold(job)
         self._pending.remove(job)
 
-    def pending_count(self) -> int:
-        return len(self._pending)
-
     def pending_jobs(self) -> Iterable[Job]:
         return self._pending.jobs()
 
     def idle_agents(self) -> list[AgentState]:
         return list(self._idle.all.values())
-
-    def idle_of_profile(self, profile: str) -> list[AgentState]:
-        return self._idle.of_profile(profile)
 
     def _assign(self, job: Job, agent: AgentState) -> None:
         self._pending.remove(job)

@@ -282,10 +282,7 @@ class BlobStore:
     # Manifests -----------------------------------------------------------------------
 
     async def put_manifest(self, org: str, manifest: common_pb2.Manifest) -> tuple[str, list[str]]:
-        mf.validate(manifest)
-        data = mf.to_bytes(manifest)
-        digest = mf.sha256_bytes(data)
-        compression, payload = await self.run(codec.compress, data)
+        digest, data, compression, payload = await self.run(_encode_manifest, manifest)
         blob = storage_pb2.BlobData(
             digest=digest, size=len(data), compression=codec.Compression(compression), data=payload
         )
@@ -320,6 +317,14 @@ class BlobStore:
 
 
 # Blocking helpers, run in the pool --------------------------------------------------------
+
+
+def _encode_manifest(manifest: common_pb2.Manifest) -> tuple[str, bytes, int, bytes]:
+    """Validate and serialise a manifest: (digest, bytes, compression, payload)."""
+    mf.validate(manifest)
+    data = mf.to_bytes(manifest)
+    compression, payload = codec.compress(data)
+    return mf.sha256_bytes(data), data, compression, payload
 
 
 def _verify_all(blobs: Sequence[tuple[str, int, int, bytes]]) -> None:
