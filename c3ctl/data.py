@@ -9,7 +9,6 @@ outside the destination.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 import sys
@@ -18,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -26,16 +25,17 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from c3 import manifest as mf
 from c3 import workspace
-from c3.errors import FailedPrecondition, InvalidArgument, NotFound
+from c3.errors import InvalidArgument, NotFound
 from c3.hashindex import HashIndex
 from c3.paths import c3_paths
-from c3.storage_client import LocalBlob, StorageClient
+from c3.storage_client import StorageClient
+from c3.treepush import TreePusher, server_identity
 from c3.v1 import storage_pb2
 from c3ctl import render, session
 from c3ctl.aio import run
 
+T = TypeVar("T")
 STORE_ROOTS = ("datasets", "jobs", "projects")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 # A transfer shows a progress bar once it has taken this long (never for quick ones).
@@ -132,11 +132,6 @@ class UploadResult:
     ignored: list[workspace.IgnoredPath]
 
 
-def _server_key(address: str, api_key: str) -> str:
-    # The same key c3d uses for its known-present cache: one store as one credential sees it.
-    return f"{address}|{hashlib.sha256(api_key.encode()).hexdigest()[:16]}"
-
-
 async def upload(
     client: StorageClient, index: HashIndex, server_key: str, src: Path, target: str,
     progress: Callable[[int, int], None] | None = None,
@@ -147,35 +142,11 @@ async def upload(
     files, ignored = await asyncio.to_thread(workspace.scan_with_ignored, src)
     if not files:
         raise InvalidArgument(f"{src} has no files to upload (all ignored or empty)")
-    entries, hstats = await index.digests(src, [(f.path, f.stat) for f in files])
-    manifest = mf.build(entries)
-    digest = mf.digest_of(manifest)
-    blobs = {e.digest: LocalBlob(src / e.path, e.digest, e.size) for e in manifest.entries}
-    sent = new = 0
-    for attempt in range(2):
-        known = await index.known_present(server_key, [*blobs, digest])
-        stats = await client.push_files(
-            [b for d, b in blobs.items() if d not in known], progress
-        )
-        sent, new = sent + stats.bytes_sent, new + stats.blobs_new
-        if digest not in known:
-            _, missing = await client.store_manifest(manifest)
-            if missing:  # our cache was wrong (the server collected them): send those
-                await index.forget_present(server_key, missing)
-                stats = await client.push_files([blobs[d] for d in missing], progress)
-                sent, new = sent + stats.bytes_sent, new + stats.blobs_new
-        await index.mark_present(server_key, [*blobs, digest])
-        try:
-            version = await client.commit(target, digest, message=f"c3ctl data cp {src}")
-            break
-        except FailedPrecondition:
-            if attempt:
-                raise
-            # Known-present said yes but the store disagrees: forget and check for real.
-            await index.forget_present(server_key)
+    pushed, hashed = await TreePusher(index).push_files(src, files, client, server_key, progress)
+    version = await client.commit(target, pushed.digest, message=f"c3ctl data cp {src}")
     return UploadResult(
-        version, hstats.files_scanned, hstats.files_hashed, new, sent,
-        mf.total_size(manifest), time.monotonic() - started, ignored,
+        version, hashed.files_scanned, hashed.files_hashed, pushed.blobs_new, pushed.bytes_sent,
+        pushed.bytes_total, time.monotonic() - started, ignored,
     )
 
 
@@ -188,7 +159,7 @@ async def _upload_cmd(src: Path, dst: str) -> UploadResult:
         async with HashIndex(c3_paths().daemon_state_dir / "index.sqlite") as index:
             with _transfer(f"uploading {target}") as bar:
                 return await upload(
-                    client, index, _server_key(client.address, creds.api_key), src, target, bar
+                    client, index, server_identity(client.address, creds.api_key), src, target, bar
                 )
 
 

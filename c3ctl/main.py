@@ -63,7 +63,7 @@ def cli() -> None:
 
 
 def _unreachable_hint(error: C3Error) -> str:
-    if error.exit_code == 3:
+    if error.exit_code == 3 and "c3ctl up" not in str(error):
         return f"{error} (is the stack running? `c3ctl up` starts a local one)"
     return str(error)
 
@@ -87,6 +87,13 @@ def main(argv: list[str] | None = None) -> None:
         error = from_rpc_error(exc)
         render.err.print(f"[red]error:[/] {escape(_unreachable_hint(error))}")
         sys.exit(error.exit_code)
+    except OSError as exc:
+        # A local file c3ctl cannot read or write: the user's to fix, not a bug.
+        where = f"{exc.filename}: " if exc.filename else ""
+        render.err.print(
+            f"[red]error:[/] {escape(f'{where}{exc.strerror or exc}; check the path and its permissions')}"
+        )
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(0)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from c3.errors import FailedPrecondition, PermissionDenied
 from c3.hashindex import HashIndex
+from c3.treepush import FileInfo
 from c3.v1 import common_pb2
 from c3.workspace import IgnoredPath, IgnoreMatcher, WorkspaceFile, is_editor_temp
 
@@ -28,9 +29,6 @@ from c3.workspace import IgnoredPath, IgnoreMatcher, WorkspaceFile, is_editor_te
 HASH_ROUND = 4096
 # After indexing this many files, hand freed heap back to the OS (glibc keeps it otherwise).
 TRIM_AFTER = 20_000
-
-
-FileInfo = tuple[str, int, bool, int]
 
 
 def fingerprint(st: os.stat_result) -> int:

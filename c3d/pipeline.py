@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import re
 import time
@@ -13,15 +12,15 @@ from pathlib import Path
 from typing import TypeVar
 
 from c3 import config as project_config
-from c3 import manifest, workspace
-from c3.errors import ConfigError, FailedPrecondition, NotFound
-from c3.storage_client import LocalBlob, StorageClient
+from c3 import workspace
+from c3.errors import ConfigError, NotFound
+from c3.storage_client import StorageClient
+from c3.treepush import TreePush, TreePusher, server_identity
 from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2, storage_pb2
 from c3d.connections import Connections
 from c3d.coordclient import CoordinatorClient
 from c3d.follow import follow_events
 from c3d.history import History
-from c3d.hotindex import FileInfo
 from c3d.projects import Projects
 
 T = TypeVar("T")
@@ -29,14 +28,12 @@ log = logging.getLogger(__name__)
 
 
 class Pusher:
-    """Turns a directory into a stored manifest, moving only blobs the server lacks."""
+    """Pushes a project's workspace from its live index, and local datasets."""
 
     def __init__(self, projects: Projects, history: History) -> None:
         self.projects = projects
         self.history = history
-        self.hashes = projects.hashes
-        # Digests known present per server identity, in front of the index's table.
-        self._present: dict[str, set[str]] = {}
+        self.trees = TreePusher(projects.hashes)
 
     async def push_workspace(
         self, root: Path, storage: StorageClient, server_key: str,
@@ -46,12 +43,8 @@ class Pusher:
         started = time.monotonic()
         project = await self.projects.get(root)
         snap = await project.index.snapshot()
-        stats = await self._push(root, snap.files, storage, server_key, progress)
-        stats.files_scanned = snap.stats.files_scanned
-        stats.files_hashed = snap.stats.files_hashed
-        digest = await self._store_manifest(root, snap.tree, snap.files, storage, server_key, stats)
-        stats.seconds = time.monotonic() - started
-        return digest, stats
+        pushed = await self.trees.push_tree(root, snap.tree, snap.files, storage, server_key, progress)
+        return pushed.digest, _stats(pushed, snap.stats.files_scanned, snap.stats.files_hashed, started)
 
     async def push_directory(
         self, root: Path, storage: StorageClient, server_key: str,
@@ -60,61 +53,16 @@ class Pusher:
         """A directory that is not watched (a dataset): scanned now, hashed through the index."""
         started = time.monotonic()
         files = await asyncio.to_thread(workspace.scan, root)
-        entries, hash_stats = await self.hashes.digests(root, [(f.path, f.stat) for f in files])
-        tree = manifest.build(entries)
-        by_path = {e.path: (e.digest, e.size, e.executable, 0) for e in entries}
-        stats = await self._push(root, by_path, storage, server_key, progress)
-        stats.files_scanned = hash_stats.files_scanned
-        stats.files_hashed = hash_stats.files_hashed
-        digest = await self._store_manifest(root, tree, by_path, storage, server_key, stats)
-        stats.seconds = time.monotonic() - started
-        return digest, stats
+        pushed, hashed = await self.trees.push_files(root, files, storage, server_key, progress)
+        return pushed.digest, _stats(pushed, hashed.files_scanned, hashed.files_hashed, started)
 
-    async def _store_manifest(
-        self, root: Path, tree: common_pb2.Manifest, files: dict[str, FileInfo],
-        storage: StorageClient, server_key: str, stats: daemon_pb2.PushStats,
-    ) -> str:
-        """Store the manifest; blobs we wrongly believed present (the server collected
-        them) are forgotten and pushed, then the manifest is stored again."""
-        digest, missing = await storage.store_manifest(tree)
-        if not missing:
-            return digest
-        lost = set(missing)
-        self._present.get(server_key, set()).difference_update(lost)
-        await self.hashes.forget_present(server_key, lost)
-        again = await self._push(
-            root, {p: v for p, v in files.items() if v[0] in lost}, storage, server_key, None
-        )
-        stats.blobs_new += again.blobs_new
-        stats.bytes_sent += again.bytes_sent
-        digest, missing = await storage.store_manifest(tree)
-        if missing:
-            raise FailedPrecondition(
-                f"storage still lacks {len(missing)} blobs of the workspace after re-uploading them"
-            )
-        return digest
 
-    async def _push(
-        self, root: Path, files: dict[str, FileInfo], storage: StorageClient,
-        server_key: str, progress: ProgressFeed | None,
-    ) -> daemon_pb2.PushStats:
-        present = self._present.setdefault(server_key, set())
-        unknown = {info[0] for info in files.values()} - present
-        if unknown:
-            present |= await self.hashes.known_present(server_key, unknown)
-        candidates: dict[str, LocalBlob] = {}
-        for path, (digest, size, _, _) in files.items():
-            if digest not in present and digest not in candidates:
-                candidates[digest] = LocalBlob(root / path, digest, size)
-        pushed = await storage.push_files(list(candidates.values()), progress=progress)
-        if candidates:
-            await self.hashes.mark_present(server_key, candidates)
-            present.update(candidates)
-        return daemon_pb2.PushStats(
-            blobs_new=pushed.blobs_new,
-            bytes_sent=pushed.bytes_sent,
-            bytes_total=sum(info[1] for info in files.values()),
-        )
+def _stats(pushed: TreePush, scanned: int, hashed: int, started: float) -> daemon_pb2.PushStats:
+    return daemon_pb2.PushStats(
+        files_scanned=scanned, files_hashed=hashed, blobs_new=pushed.blobs_new,
+        bytes_sent=pushed.bytes_sent, bytes_total=pushed.bytes_total,
+        seconds=time.monotonic() - started,
+    )
 
 
 class ProgressFeed:
@@ -145,11 +93,6 @@ async def with_progress(
             yield daemon_pb2.DeployEvent(progress=getter.result())
         else:
             getter.cancel()
-
-
-def server_identity(storage_address: str, api_key: str) -> str:
-    """Key of the known-present cache: one store as seen by one credential (orgs differ)."""
-    return f"{storage_address}|{hashlib.sha256(api_key.encode()).hexdigest()[:16]}"
 
 
 async def _submit_through_cancel(

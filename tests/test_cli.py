@@ -68,3 +68,12 @@ def test_help_lists_every_documented_verb(tmp_path: Path) -> None:
     for verb in ("init", "deploy", "squeue", "logs", "cancel", "pull", "data", "list", "balance",
                  "apikey", "whoami", "watch", "ls-files", "status", "up", "down", "daemon"):
         assert f"  {verb} " in result.stdout, verb
+
+
+def test_local_file_error_is_one_line(tmp_path: Path) -> None:
+    # /proc refuses new files even to root: a local write that fails, as a user would meet it.
+    result = c3ctl(clean_env(tmp_path / "home"), "init", cwd=Path("/proc"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "/proc/" in lines[0] and "permissions" in lines[0]
