@@ -122,14 +122,22 @@ async def download_tree(
 
     async def fetch_batch(digests: list[str]) -> None:
         async with batch_slots:
+            wanted = set(digests)
             async for blob in client.get_blobs(digests):
-                if blob.digest not in plan or blob.size != sizes[blob.digest]:
+                if blob.digest not in wanted or blob.size != sizes[blob.digest]:
                     raise DataLoss(f"server sent unexpected blob {blob.digest[:12]}")
+                wanted.discard(blob.digest)
                 data = await client.run(
                     codec.decompress, blob.digest, blob.size, blob.compression, blob.data
                 )
                 await store(blob.digest, data)
                 advance(blob.size, len(blob.data))
+            if wanted:
+                # A reply that leaves blobs out must not end as a tree with files missing.
+                raise DataLoss(
+                    f"server did not send {len(wanted)} of {len(digests)} requested blobs "
+                    f"(e.g. {min(wanted)[:12]}); try again"
+                )
 
     async def fetch_stream(digest: str) -> None:
         async with stream_slots:

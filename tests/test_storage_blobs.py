@@ -315,3 +315,25 @@ async def test_gc_reclaims_only_unreferenced_blobs(
     out = tmp_path / "out"
     await client.download_tree(await client.get_manifest(d2), out)
     assert (out / "kept.txt").read_bytes() == kept.path.read_bytes()
+
+
+async def test_download_refuses_a_reply_that_leaves_blobs_out(
+    client: StorageClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await client.push_bytes(b"first file")
+    second = await client.push_bytes(b"second file")
+    tree = common_pb2.Manifest(entries=[
+        common_pb2.ManifestEntry(path="a.txt", digest=first, size=10),
+        common_pb2.ManifestEntry(path="b.txt", digest=second, size=11),
+    ])
+    real = client.get_blobs
+
+    async def drops_one(digests, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Stands in for a server reply short of one blob (a real server errors instead).
+        async for blob in real(digests, *args, **kwargs):
+            if blob.digest != second:
+                yield blob
+
+    monkeypatch.setattr(client, "get_blobs", drops_one)
+    with pytest.raises(DataLoss, match="did not send 1 of 2"):
+        await client.download_tree(tree, tmp_path / "dest")
