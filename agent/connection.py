@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 CREDENTIAL_FILE = "agent-credential.json"
 MAX_QUEUED_LOG_BATCHES = 20_000
+# Job reports queued together travel as one message of at most this many, and this size.
+REPORTS_PER_MESSAGE = 64
+REPORT_BYTES_PER_MESSAGE = 1 << 20
+_REPORT_KINDS = ("status", "logs")
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0
 # How long a new stream waits for the coordinator's ResumeLogs before it sends anyway
 # (a coordinator that predates resumable log delivery never sends one).
@@ -119,12 +123,42 @@ class Outbox:
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
+        return self._pop()
+
+    def _pop(self) -> agent_pb2.AgentMessage:
         message = self._items.popleft()
         if not self._items:
             self._empty.set()
         if message.HasField("logs"):
             self._log_batches -= 1
         return message
+
+    def take_reports(self, budget_bytes: int) -> list[agent_pb2.AgentMessage]:
+        """The job reports (status, logs) queued at the head, in order, up to
+        REPORTS_PER_MESSAGE of them and about `budget_bytes`: what can travel together."""
+        taken: list[agent_pb2.AgentMessage] = []
+        while self._items and len(taken) < REPORTS_PER_MESSAGE:
+            head = self._items[0]
+            if head.WhichOneof("kind") not in _REPORT_KINDS:
+                break
+            budget_bytes -= head.ByteSize()
+            if budget_bytes < 0:
+                break
+            taken.append(self._pop())
+        return taken
+
+
+def as_one_message(messages: list[agent_pb2.AgentMessage]) -> agent_pb2.AgentMessage:
+    """Several job reports as one AgentReports message (the coordinator applies them in order)."""
+    if len(messages) == 1:
+        return messages[0]
+    items = []
+    for message in messages:
+        if message.HasField("status"):
+            items.append(agent_pb2.AgentReport(status=message.status))
+        else:
+            items.append(agent_pb2.AgentReport(logs=message.logs))
+    return agent_pb2.AgentMessage(reports=agent_pb2.AgentReports(items=items))
 
 
 class Connection:
@@ -273,10 +307,16 @@ class Connection:
             self._resumed.set()
         while True:
             message = await self.outbox.get()
+            batch = [message]
+            if message.WhichOneof("kind") in _REPORT_KINDS:
+                # Whatever queued behind it goes in the same message: a job that ends
+                # fast reports RUNNING, its last lines and its end in one write.
+                batch += self.outbox.take_reports(REPORT_BYTES_PER_MESSAGE - message.ByteSize())
             try:
-                await call.write(message)
+                await call.write(as_one_message(batch))
             except BaseException:
-                self.outbox.push_front(message)  # resent on the next stream
+                for sent in reversed(batch):
+                    self.outbox.push_front(sent)  # resent on the next stream
                 raise
 
     async def _beat(self) -> None:

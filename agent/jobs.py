@@ -295,7 +295,8 @@ class JobExecutor:
                                 cuda_visible_devices=self.host.cuda_visible_devices,
                                 shm_bytes=share.shm_bytes if share else 0,
                                 docker_image=image, container_name=f"c3-{job.id}",
-                                share=share)
+                                share=share, array_index=spec.array_index,
+                                array_size=spec.array_size)
             group = await prepared
             run = ScriptRun(launch, sandboxed=self.sandboxed, logs=logs,
                             time_limit_seconds=spec.time_limit_seconds,

@@ -74,6 +74,9 @@ class LaunchSpec:
     docker_image: str = ""  # run inside this Docker Hub image instead of bwrap
     container_name: str = ""
     share: ResourceShare | None = None  # docker jobs: limits passed to `docker run`
+    # `deploy --array`: this job's place in its array (array_size 0: not in an array).
+    array_index: int = 0
+    array_size: int = 0
 
 
 def check_mount_target(target: str) -> str:
@@ -131,6 +134,9 @@ def job_environment(spec: LaunchSpec, sandboxed: bool) -> dict[str, str]:
         "TMPDIR": tmp,
         "CUDA_VISIBLE_DEVICES": spec.cuda_visible_devices,
     }
+    if spec.array_size > 0:
+        env["C3_ARRAY_INDEX"] = str(spec.array_index)
+        env["C3_ARRAY_SIZE"] = str(spec.array_size)
     if spec.venv is not None:
         env["VIRTUAL_ENV"] = str(spec.venv)
         env["PATH"] = f"{spec.venv}/bin:{SYSTEM_PATH}"

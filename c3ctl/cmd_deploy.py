@@ -20,7 +20,7 @@ from c3ctl.daemon_client import DaemonConnection
 
 def job_summary(job: common_pb2.Job) -> dict[str, object]:
     """The fields the C3 docs list for `deploy --json`."""
-    return {
+    summary: dict[str, object] = {
         "id": job.id,
         "status": render.state_name(job.state),
         "provider": job.provider or job.spec.provider or None,
@@ -30,9 +30,26 @@ def job_summary(job: common_pb2.Job) -> dict[str, object]:
         "dashboard_url": None,
         "pull_command": f"c3ctl pull {job.id}",
     }
+    if job.spec.array_size:  # only members of a `deploy --array`
+        summary.update(array_index=job.spec.array_index, array_size=job.spec.array_size)
+    return summary
 
 
 SUCCESS = (common_pb2.JOB_STATE_COMPLETED, common_pb2.JOB_STATE_SYNCED)
+# One SubmitJobs call takes at most 1000 jobs; an array is submitted in one call.
+MAX_ARRAY = 1000
+
+
+def _check_array(array: int, follow: bool, watch_mode: bool) -> None:
+    if not 1 <= array <= MAX_ARRAY:
+        raise click.UsageError(f"--array {array}: give the number of jobs, 1 to {MAX_ARRAY}")
+    if follow:
+        raise click.UsageError(
+            "--array cannot be combined with -f: follow one job with `c3ctl logs -f JOB`, "
+            "or all with `c3ctl squeue --follow`"
+        )
+    if watch_mode:
+        raise click.UsageError("--array cannot be combined with --watch: watch mode runs one job per save")
 
 
 def show_event(
@@ -53,7 +70,10 @@ def show_event(
         if as_json:
             click.echo(json.dumps(job_summary(job)))
         else:
-            render.err.print(f"submitted [bold]{job.id}[/] ({job.spec.project}, gpu {job.spec.gpu or 'any'})")
+            member = f" {escape(render.array_label(job.spec))}" if job.spec.array_size else ""
+            render.err.print(
+                f"submitted [bold]{job.id}[/]{member} ({job.spec.project}, gpu {job.spec.gpu or 'any'})"
+            )
             if not follow:
                 click.echo(job.id)
     elif kind == "job_event":
@@ -66,10 +86,26 @@ def show_event(
 
 
 class _Detach:
-    job_id = ""
+    """The jobs submitted so far, for the message on Ctrl-C."""
+
+    def __init__(self) -> None:
+        self.job_ids: list[str] = []
+
+    def message(self) -> str:
+        if not self.job_ids:
+            return "interrupted before the job was submitted; nothing is running"
+        if len(self.job_ids) == 1:
+            job_id = self.job_ids[0]
+            return f"detached; {job_id} keeps running. Follow it with `c3ctl logs -f {job_id}`"
+        return (
+            f"detached; {len(self.job_ids)} jobs keep running ({' '.join(self.job_ids)}). "
+            "Follow one with `c3ctl logs -f JOB`, or all with `c3ctl squeue --follow`"
+        )
 
 
-async def _deploy(project_dir: Path, follow: bool, provider: str, as_json: bool, detach: _Detach) -> int:
+async def _deploy(
+    project_dir: Path, follow: bool, provider: str, as_json: bool, array: int, detach: _Detach
+) -> int:
     creds = session.credentials(project_dir)
     request = daemon_pb2.DeployRequest(
         project_dir=str(project_dir),
@@ -78,6 +114,7 @@ async def _deploy(project_dir: Path, follow: bool, provider: str, as_json: bool,
         api_key=creds.api_key,
         coordinator_address=creds.coordinator_address,
         tls=creds.daemon_tls,
+        array=array,
     )
     exit_code = 0
     async with DaemonConnection() as daemon:
@@ -85,7 +122,7 @@ async def _deploy(project_dir: Path, follow: bool, provider: str, as_json: bool,
         try:
             async for event in daemon.stub.Deploy(request):
                 if event.HasField("submitted"):
-                    detach.job_id = event.submitted.id
+                    detach.job_ids.append(event.submitted.id)
                 finished = show_event(event, follow=follow, as_json=as_json)
                 if finished is not None and finished.state not in SUCCESS:
                     exit_code = 1
@@ -96,12 +133,18 @@ async def _deploy(project_dir: Path, follow: bool, provider: str, as_json: bool,
 
 @click.command()
 @click.option("-f", "--follow", is_flag=True, help="Stream the job's status and output until it ends.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object describing the job.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object describing the job (one line per job with --array).")
 @click.option("-p", "--provider", default=lambda: os.environ.get("C3_PROVIDER", ""),
               help="Provider to run on (also C3_PROVIDER).")
 @click.option("--watch", "watch_mode", is_flag=True, help="Redeploy on every save (as `c3ctl watch`).")
-def deploy(follow: bool, as_json: bool, provider: str, watch_mode: bool) -> None:
+@click.option("--array", "array", type=int, default=None, metavar="N",
+              help=f"Push once and submit N jobs of this spec (1..{MAX_ARRAY}), a sweep: each job "
+              "gets C3_ARRAY_INDEX (0..N-1) and C3_ARRAY_SIZE (N); their ids print one per line.")
+def deploy(follow: bool, as_json: bool, provider: str, watch_mode: bool, array: int | None) -> None:
     """Push the project (nearest .c3 upward) and run it."""
+    if array is not None:
+        _check_array(array, follow, watch_mode)
     if watch_mode:
         if as_json:
             raise click.UsageError("--watch streams every run; it cannot be combined with --json")
@@ -115,13 +158,8 @@ def deploy(follow: bool, as_json: bool, provider: str, watch_mode: bool) -> None
     project_config.load_project(cfg_path)  # fail fast, with file:line, before any daemon work
     detach = _Detach()
     try:
-        code = run(_deploy(cfg_path.parent.resolve(), follow, provider, as_json, detach))
+        code = run(_deploy(cfg_path.parent.resolve(), follow, provider, as_json, array or 0, detach))
     except KeyboardInterrupt:
-        if detach.job_id:
-            render.err.print(
-                f"\ndetached; {detach.job_id} keeps running. Follow it with `c3ctl logs -f {detach.job_id}`"
-            )
-        else:
-            render.err.print("\ninterrupted before the job was submitted; nothing is running")
+        render.err.print(f"\n{detach.message()}")
         raise SystemExit(130) from None
     raise SystemExit(code)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 import grpc
+from rich.markup import escape
 
 from c3 import config as project_config
 from c3.errors import ConfigError, FailedPrecondition, from_rpc_error
@@ -66,7 +67,8 @@ async def _follow_queue(as_json: bool, limit: int) -> None:
                     live.update(render.jobs_table(newest[:limit]), refresh=True)
                 elif previous is None or previous.state != job.state:
                     render.out.print(
-                        f"{job.id}  {job.spec.project}  {render.state_name(job.state)}  "
+                        f"{job.id}  {job.spec.project}{escape(render.array_label(job.spec))}  "
+                        f"{render.state_name(job.state)}  "
                         f"{job.gpu_profile or job.spec.gpu or 'any'}"
                     )
         except grpc.RpcError as exc:

@@ -144,6 +144,17 @@ def _info(job: common_pb2.Job) -> str:
     return ""
 
 
+def array_label(spec: common_pb2.JobSpec) -> str:
+    """An array member's place, "[i/N]"; empty for a job outside any array."""
+    return f"[{spec.array_index}/{spec.array_size}]" if spec.array_size else ""
+
+
+def job_name(spec: common_pb2.JobSpec) -> str:
+    """The NAME column: job_name (or "-"), with "[i/N]" for a member of an array."""
+    name = spec.job_name or ("" if spec.array_size else "-")
+    return name + array_label(spec)
+
+
 def jobs_table(jobs: list[common_pb2.Job]) -> Table:
     from rich.table import Table
 
@@ -155,7 +166,7 @@ def jobs_table(jobs: list[common_pb2.Job]) -> Table:
         table.add_row(
             job.id,
             job.spec.project,
-            job.spec.job_name or "-",
+            escape(job_name(job.spec)),
             f"[{STATE_COLORS.get(name, 'white')}]{name}[/]",
             job.gpu_profile or job.spec.gpu or "any",
             human_duration(runtime_of(job)),

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from c3 import config as project_config
 from c3 import workspace
-from c3.errors import ConfigError, NotFound
+from c3.errors import ConfigError, InvalidArgument, NotFound
 from c3.storage_client import StorageClient
 from c3.treepush import TreePush, TreePusher, server_identity
 from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2, storage_pb2
@@ -24,6 +24,8 @@ from c3d.history import History
 from c3d.projects import Projects
 
 T = TypeVar("T")
+# The most jobs one `deploy --array` submits: one SubmitJobs call takes at most 1000.
+MAX_ARRAY = 1000
 log = logging.getLogger(__name__)
 
 
@@ -97,24 +99,62 @@ async def with_progress(
 
 async def _submit_through_cancel(
     client: CoordinatorClient,
-    submit: coordinator_pb2.SubmitJobRequest,
+    entries: list[coordinator_pb2.SubmitJobRequest],
     on_submitted: Callable[[common_pb2.Job], None] | None,
-) -> common_pb2.Job:
-    """Submit, and let a cancel that arrives meanwhile take effect only once the
-    coordinator has answered: a job it accepted is always known (`on_submitted`), so the
-    next run of a watch can supersede it instead of leaving it running unseen."""
-    call = asyncio.ensure_future(client.call("SubmitJob", submit))
+) -> list[common_pb2.Job]:
+    """Submit (one entry: SubmitJob; several: one SubmitJobs call), and let a cancel that
+    arrives meanwhile take effect only once the coordinator has answered: every job it
+    accepted is always known (`on_submitted`), so the next run of a watch can supersede
+    it instead of leaving it running unseen."""
+
+    async def submit() -> list[common_pb2.Job]:
+        if len(entries) == 1:
+            return [(await client.call("SubmitJob", entries[0])).job]
+        reply = await client.call("SubmitJobs", coordinator_pb2.SubmitJobsRequest(jobs=entries))
+        return list(reply.jobs)
+
+    call = asyncio.ensure_future(submit())
     try:
-        reply = await asyncio.shield(call)
+        jobs = await asyncio.shield(call)
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
-            job = (await call).job
+            accepted = await call
             if on_submitted is not None:
-                on_submitted(job)
+                for job in accepted:
+                    on_submitted(job)
         raise
     if on_submitted is not None:
-        on_submitted(reply.job)
-    return reply.job
+        for job in jobs:
+            on_submitted(job)
+    return jobs
+
+
+def array_entries(
+    spec: common_pb2.JobSpec, size: int
+) -> list[coordinator_pb2.SubmitJobRequest]:
+    """`size` copies of the spec as one array (array_index 0 .. size-1, array_size size);
+    size 0 is a single job outside any array."""
+    if size == 0:
+        return [coordinator_pb2.SubmitJobRequest(spec=spec)]
+    entries = []
+    for index in range(size):
+        member = common_pb2.JobSpec()
+        member.CopyFrom(spec)
+        member.array_index, member.array_size = index, size
+        entries.append(coordinator_pb2.SubmitJobRequest(spec=member))
+    return entries
+
+
+def _check_array(request: daemon_pb2.DeployRequest) -> None:
+    if request.array > MAX_ARRAY:
+        raise InvalidArgument(
+            f"array {request.array} is too large: an array has at most {MAX_ARRAY} jobs"
+        )
+    if request.array and request.follow:
+        raise InvalidArgument(
+            "an array cannot be followed: follow one job with `c3ctl logs -f JOB`, "
+            "or all with `c3ctl squeue --follow`"
+        )
 
 
 def dataset_name(directory: Path) -> str:
@@ -177,6 +217,7 @@ async def deploy(
     """One deploy. With `supersedes`, that earlier run is cancelled once this one is
     accepted and its agent (which holds the blobs and environment) is preferred."""
     started = time.perf_counter()
+    _check_array(request)  # before anything is pushed
     project_dir = Path(request.project_dir)
     cfg_path = project_config.find_project_file(project_dir)
     cfg = await asyncio.to_thread(project_config.load_project, cfg_path)
@@ -213,17 +254,19 @@ async def deploy(
     spec.datasets.extend(mounts)
     if request.provider:
         spec.provider = request.provider
-    submit = coordinator_pb2.SubmitJobRequest(spec=spec)
-    if supersedes is not None:
+    entries = array_entries(spec, request.array)
+    if supersedes is not None:  # watch mode: always a single job
         previous = await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=supersedes.id))
-        submit.supersedes_job_id = supersedes.id
-        submit.prefer_agent_id = previous.job.agent_id
+        entries[0].supersedes_job_id = supersedes.id
+        entries[0].prefer_agent_id = previous.job.agent_id
     pushed_at = time.perf_counter()
-    job = await _submit_through_cancel(client, submit, on_submitted)
+    jobs = await _submit_through_cancel(client, entries, on_submitted)
     submitted_at = time.perf_counter()
-    yield daemon_pb2.DeployEvent(submitted=job)
+    for job in jobs:  # in array_index order: SubmitJobs answers in request order
+        yield daemon_pb2.DeployEvent(submitted=job)
     if not request.follow:
         return
+    (job,) = jobs
     first = True
     async for job_event in follow_events(client, pusher.history, job.id):
         if first and job_event.HasField("log"):

@@ -31,25 +31,15 @@ class AgentState:
     connected_at: float = 0.0
     # Wall-clock time this process last heard from the agent; 0: not since it started.
     last_seen: float = 0.0
-    _loss_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    # The same moment on the event loop's clock (what the loss timer counts from).
+    heard_at: float = 0.0
+    loss_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     # Jobs the coordinator places here that the agent's last heartbeat did not list.
     missing: set[str] = field(default_factory=set)
     # The warm pool (profile) this agent belongs to, and whether it was asked to leave.
     pool: str = ""
     releasing: bool = False
     idle_since: float = 0.0
-
-    @property
-    def loss_timer(self) -> asyncio.TimerHandle | None:
-        return self._loss_timer
-
-    @loss_timer.setter
-    def loss_timer(self, timer: asyncio.TimerHandle | None) -> None:
-        # The scheduler re-arms the loss timer on every message the agent sends (and
-        # clears it when the agent is lost), so arming it is the moment it was last heard.
-        if timer is not None:
-            self.last_seen = time.time()
-        self._loss_timer = timer
 
     @property
     def capacity(self) -> int:

@@ -4,6 +4,9 @@ The parent starts the coordinator and a separate agents process, submits the job
 reports placement throughput, submit->assigned latency and the coordinator's RSS. The
 agents process prints one line per assignment: the latency from the job's creation to
 its arrival on the agent, both on this host's clock.
+
+The headline burst submits through SubmitJobs, 25 jobs a call (a sweep); the same burst
+is then repeated with one SubmitJob call per job and reported next to it (`unbatched_*`).
 """
 
 from __future__ import annotations
@@ -17,19 +20,25 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from c3.grpcutil import bearer, channel
-from c3.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+from c3.v1 import agent_pb2, agent_pb2_grpc, common_pb2, coordinator_pb2_grpc
 from c3.v1 import coordinator_pb2 as pb
 from coordinator.testing import client, spec
 
 HEARTBEAT_MS = 10_000
+UNBATCHED_CONCURRENCY = 64
 AGENTS_PER_CHANNEL = 50
 
 
-async def run_agent(stub: agent_pb2_grpc.AgentGatewayStub, secret: str, ready: asyncio.Queue[str]) -> None:
-    caps = agent_pb2.AgentCapabilities(profile="l40s-1x", gpu_class="l40", provider="local", capacity=1)
+async def run_agent(
+    stub: agent_pb2_grpc.AgentGatewayStub, secret: str, ready: asyncio.Queue[str]
+) -> None:
+    caps = agent_pb2.AgentCapabilities(
+        profile="l40s-1x", gpu_class="l40", provider="local", capacity=1
+    )
     reg = await stub.Register(agent_pb2.RegisterAgentRequest(secret=secret, capabilities=caps))
     call = stub.Connect(metadata=bearer(reg.credential))
     await call.write(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat()))
@@ -48,18 +57,32 @@ async def run_agent(stub: agent_pb2_grpc.AgentGatewayStub, secret: str, ready: a
             job = message.assignment.job
             latency_ms = (time.time() - job.created_at.ToNanoseconds() / 1e9) * 1000
             sys.stdout.write(f"A {job.id} {latency_ms:.3f}\n")
-            for state in (common_pb2.JOB_STATE_RUNNING, common_pb2.JOB_STATE_COMPLETED):
-                update = agent_pb2.JobStatusUpdate(job_id=job.id, state=state)
-                await call.write(agent_pb2.AgentMessage(status=update))
+            # Started and finished at once: both reports travel together, as a real agent
+            # sends whatever it has queued (agent/connection.py's Outbox).
+            reports = agent_pb2.AgentReports(
+                items=[
+                    agent_pb2.AgentReport(
+                        status=agent_pb2.JobStatusUpdate(job_id=job.id, state=state)
+                    )
+                    for state in (common_pb2.JOB_STATE_RUNNING, common_pb2.JOB_STATE_COMPLETED)
+                ]
+            )
+            await call.write(agent_pb2.AgentMessage(reports=reports))
     finally:
         beater.cancel()
 
 
 async def agents_child(address: str, secret: str, count: int) -> None:
     ready: asyncio.Queue[str] = asyncio.Queue()
-    channels = [channel(address) for _ in range((count + AGENTS_PER_CHANNEL - 1) // AGENTS_PER_CHANNEL)]
+    channels = [
+        channel(address) for _ in range((count + AGENTS_PER_CHANNEL - 1) // AGENTS_PER_CHANNEL)
+    ]
     tasks = [
-        asyncio.create_task(run_agent(agent_pb2_grpc.AgentGatewayStub(channels[i // AGENTS_PER_CHANNEL]), secret, ready))
+        asyncio.create_task(
+            run_agent(
+                agent_pb2_grpc.AgentGatewayStub(channels[i // AGENTS_PER_CHANNEL]), secret, ready
+            )
+        )
         for i in range(count)
     ]
     for _ in range(count):
@@ -97,11 +120,55 @@ def cpu_s(pid: int) -> float:
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-async def bench(agents: int, jobs: int, single: int, concurrency: int) -> dict[str, float]:
+@dataclass
+class Burst:
+    elapsed: float
+    latencies: list[float]
+    cpu_share: dict[str, float]  # share of one core each process used during the burst
+
+
+async def burst(
+    stub: coordinator_pb2_grpc.CoordinatorStub,
+    md: tuple[tuple[str, str], ...],
+    out: asyncio.StreamReader,
+    procs: dict[str, int],
+    jobs: int,
+    submit_batch: int,
+    concurrency: int,
+) -> Burst:
+    """Submit `jobs` jobs from `concurrency` tasks; returns when every one has reached an agent."""
+    left = jobs
+
+    async def submitter() -> None:
+        nonlocal left
+        while left > 0:
+            count = min(submit_batch, left)
+            left -= count
+            if submit_batch == 1:
+                await stub.SubmitJob(pb.SubmitJobRequest(spec=spec(project="bench")), metadata=md)
+            else:
+                entries = [pb.SubmitJobRequest(spec=spec(project="bench")) for _ in range(count)]
+                await stub.SubmitJobs(pb.SubmitJobsRequest(jobs=entries), metadata=md)
+
+    cpu0 = {name: cpu_s(pid) for name, pid in procs.items()}
+    t0 = time.perf_counter()
+    submitters = [asyncio.create_task(submitter()) for _ in range(concurrency)]
+    latencies = [float((await out.readline()).split()[2]) for _ in range(jobs)]
+    elapsed = time.perf_counter() - t0
+    cpu_share = {name: (cpu_s(pid) - cpu0[name]) / elapsed for name, pid in procs.items()}
+    await asyncio.gather(*submitters)
+    return Burst(elapsed, latencies, cpu_share)
+
+
+async def bench(
+    agents: int, jobs: int, single: int, concurrency: int, submit_batch: int
+) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="c3-bench-"))
     ready_file, boot_file = tmp / "ready", tmp / "bootstrap.json"
     # C3_BENCH_PROFILE=FILE runs the coordinator under cProfile (written on shutdown).
@@ -135,34 +202,17 @@ async def bench(agents: int, jobs: int, single: int, concurrency: int) -> dict[s
         pass
     connect_s = time.perf_counter() - t_connect
     md = bearer(boot["api_key"])
-    result: dict[str, float] = {}
+    procs = {"coordinator": coord.pid, "agents": child.pid, "submitter": os.getpid()}
     async with channel(address) as ch:
         stub = client(ch)
         single_lat = []
         for _ in range(single):  # one job at a time on an idle pool
             await stub.SubmitJob(pb.SubmitJobRequest(spec=spec(project="bench")), metadata=md)
             single_lat.append(float((await out.readline()).split()[2]))
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(jobs):
-            queue.put_nowait(i)
-
-        async def submitter() -> None:
-            while not queue.empty():
-                queue.get_nowait()
-                await stub.SubmitJob(pb.SubmitJobRequest(spec=spec(project="bench")), metadata=md)
-
-        procs = {"coordinator": coord.pid, "agents": child.pid, "submitter": os.getpid()}
-        cpu0 = {name: cpu_s(pid) for name, pid in procs.items()}
-        t0 = time.perf_counter()
-        submitters = [asyncio.create_task(submitter()) for _ in range(concurrency)]
-        lat = []
-        for _ in range(jobs):
-            lat.append(float((await out.readline()).split()[2]))
-        elapsed = time.perf_counter() - t0
-        # Share of one core each process used during the burst: shows which one is the cap.
-        cpu_share = {name: (cpu_s(pid) - cpu0[name]) / elapsed for name, pid in procs.items()}
-        await asyncio.gather(*submitters)
+        batched = await burst(stub, md, out, procs, jobs, submit_batch, concurrency)
         rss, hwm = rss_mb(coord.pid)
+        # The same burst size again, one SubmitJob call per job, for comparison.
+        unbatched = await burst(stub, md, out, procs, jobs, 1, UNBATCHED_CONCURRENCY)
     child.send_signal(signal.SIGTERM)
     coord.send_signal(signal.SIGTERM)
     await child.wait()
@@ -170,16 +220,20 @@ async def bench(agents: int, jobs: int, single: int, concurrency: int) -> dict[s
     result = {
         "agents": agents,
         "jobs": jobs,
+        "submit_batch": submit_batch,
         "agents_connect_s": round(connect_s, 2),
-        "jobs_per_s": round(jobs / elapsed, 1),
-        "assign_p50_ms": round(statistics.median(lat), 2),
-        "assign_p99_ms": round(percentile(lat, 0.99), 2),
+        "jobs_per_s": round(jobs / batched.elapsed, 1),
+        "assign_p50_ms": round(statistics.median(batched.latencies), 2),
+        "assign_p99_ms": round(percentile(batched.latencies, 0.99), 2),
         "single_assign_p50_ms": round(statistics.median(single_lat), 3),
         "single_assign_p99_ms": round(percentile(single_lat, 0.99), 3),
         "coordinator_rss_mb": round(rss, 1),
         "coordinator_peak_rss_mb": round(hwm, 1),
         "cpus": os.cpu_count() or 0,
-        **{f"{name}_cpu_cores": round(share, 2) for name, share in cpu_share.items()},
+        **{f"{name}_cpu_cores": round(share, 2) for name, share in batched.cpu_share.items()},
+        "unbatched_jobs_per_s": round(jobs / unbatched.elapsed, 1),
+        "unbatched_assign_p50_ms": round(statistics.median(unbatched.latencies), 2),
+        "unbatched_assign_p99_ms": round(percentile(unbatched.latencies, 0.99), 2),
         # Anchors (documented, not measured here): Slurm 500 jobs/s, Nomad C2M ~1,500/s.
         "reference_slurm_jobs_per_s": 500,
         "reference_nomad_placements_per_s": 1500,
@@ -192,8 +246,13 @@ def main() -> None:
     p.add_argument("--agents", type=int, default=1000)
     p.add_argument("--jobs", type=int, default=10_000)
     p.add_argument("--single", type=int, default=200, help="jobs submitted one at a time")
-    p.add_argument("--concurrency", type=int, default=512, help="submissions in flight")
-    p.add_argument("--agents-child", nargs=3, metavar=("ADDRESS", "SECRET", "COUNT"), help=argparse.SUPPRESS)
+    p.add_argument("--concurrency", type=int, default=8, help="submit calls in flight")
+    p.add_argument(
+        "--submit-batch", type=int, default=25, help="jobs per SubmitJobs call (1: SubmitJob)"
+    )
+    p.add_argument(
+        "--agents-child", nargs=3, metavar=("ADDRESS", "SECRET", "COUNT"), help=argparse.SUPPRESS
+    )
     args = p.parse_args()
     if args.agents_child:
         address, secret, count = args.agents_child
@@ -202,7 +261,9 @@ def main() -> None:
         except KeyboardInterrupt:
             pass
         return
-    result = asyncio.run(bench(args.agents, args.jobs, args.single, args.concurrency))
+    result = asyncio.run(
+        bench(args.agents, args.jobs, args.single, args.concurrency, args.submit_batch)
+    )
     for key, value in result.items():
         print(f"{key:>34}: {value}", file=sys.stderr)
     print(json.dumps(result))

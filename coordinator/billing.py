@@ -34,6 +34,8 @@ BILLING_SCHEMA = (
 )
 _INSERT_CHARGE = "INSERT OR REPLACE INTO charges VALUES (?,?,?,?,?,?)"
 MS_PER_HOUR = 3_600_000
+# Longest an exhaustion timer is armed ahead; it re-checks the balance when it fires.
+EXHAUSTION_RECHECK_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -160,15 +162,23 @@ class Billing:
         return self._accounts.org(org_id).balance_minor - accrued
 
     def _reschedule(self, org_id: str) -> None:
-        timer = self._timers.pop(org_id, None)
-        if timer is not None:
-            timer.cancel()
+        """Arm the org's exhaustion timer no later than its balance can run out.
+
+        Called on every job start and finish, so it only re-arms when the moment moved
+        earlier: a timer that fires early re-checks and re-arms itself, and one capped at
+        EXHAUSTION_RECHECK_S keeps a rich org from re-arming on each of its jobs."""
         rate = self._rate.get(org_id, (0, 0.0))[0]  # minor units per hour
+        timer = self._timers.get(org_id)
         if rate <= 0:
-            return
-        delay = max(0.0, self._remaining_minor(org_id, time.time()) * 3600 / rate)
+            return  # nothing accrues; a pending timer only re-checks and finds nothing
         loop = asyncio.get_running_loop()
-        self._timers[org_id] = loop.call_later(delay, self._exhausted, org_id)
+        delay = max(0.0, self._remaining_minor(org_id, time.time()) * 3600 / rate)
+        when = loop.time() + min(delay, EXHAUSTION_RECHECK_S)
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._timers[org_id] = loop.call_at(when, self._exhausted, org_id)
 
     def _exhausted(self, org_id: str) -> None:
         self._timers.pop(org_id, None)

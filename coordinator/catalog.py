@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -29,6 +29,11 @@ class Profile:
 class Catalog:
     currency: str
     profiles: tuple[Profile, ...]
+    # Billing looks a profile up on every job start and end: a dict, not a scan.
+    _by_code: dict[str, Profile] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_code", {p.code: p for p in reversed(self.profiles)})
 
     @property
     def classes(self) -> frozenset[str]:
@@ -39,7 +44,7 @@ class Catalog:
         return frozenset(name for p in self.profiles for name in p.providers)
 
     def profile(self, code: str) -> Profile | None:
-        return next((p for p in self.profiles if p.code == code), None)
+        return self._by_code.get(code)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Catalog:

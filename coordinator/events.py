@@ -30,6 +30,8 @@ class EventLog:
         self._allocated: dict[str, int] = {}
         self._durable: dict[str, int] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
+        # Events appended per commit future, marked durable together when it resolves.
+        self._unconfirmed: dict[asyncio.Future[None], list[tuple[str, int]]] = {}
 
     async def load(self) -> None:
         seqs = await self._repo.last_seqs()
@@ -48,20 +50,24 @@ class EventLog:
         if not event.HasField("at"):
             event.at.FromNanoseconds(time.time_ns())
         fut = self._repo.add_event(event)
-        fut.add_done_callback(self._on_durable(job_id, seq))
+        waiting = self._unconfirmed.get(fut)
+        if waiting is None:
+            waiting = self._unconfirmed[fut] = []
+            fut.add_done_callback(self._on_durable)
+        waiting.append((job_id, seq))
         return fut
 
-    def _on_durable(self, job_id: str, seq: int) -> Callable[[asyncio.Future[None]], None]:
-        def done(fut: asyncio.Future[None]) -> None:
-            if fut.cancelled() or fut.exception() is not None:
-                return
-            if seq > self._durable.get(job_id, 0):
-                self._durable[job_id] = seq
-            wake = self._wakeups.pop(job_id, None)
+    def _on_durable(self, fut: asyncio.Future[None]) -> None:
+        appended = self._unconfirmed.pop(fut, [])
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        durable, wakeups = self._durable, self._wakeups
+        for job_id, seq in appended:
+            if seq > durable.get(job_id, 0):
+                durable[job_id] = seq
+            wake = wakeups.pop(job_id, None)
             if wake is not None:
                 wake.set()
-
-        return done
 
     async def subscribe(
         self, job_id: str, after_seq: int, is_finished: Callable[[], bool], follow: bool = True

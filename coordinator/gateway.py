@@ -96,5 +96,21 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
             self._jobs.apply_update(agent.id, message.status)
         elif kind == "logs":
             self._jobs.append_logs(agent.id, message.logs)
+        elif kind == "reports":
+            self._handle_reports(agent, message.reports)
         else:
             log.warning("agent %s sent an empty message", agent.id)
+
+    def _handle_reports(self, agent: AgentState, reports: agent_pb2.AgentReports) -> None:
+        for item in reports.items:
+            kind = item.WhichOneof("kind")
+            try:
+                if kind == "status":
+                    self._jobs.apply_update(agent.id, item.status)
+                elif kind == "logs":
+                    self._jobs.append_logs(agent.id, item.logs)
+                else:
+                    log.warning("agent %s sent an empty report", agent.id)
+            except C3Error as exc:
+                # Like a single message: one bad report leaves the rest of the batch applied.
+                log.warning("agent %s: %s", agent.id, exc)

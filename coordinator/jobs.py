@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from c3.errors import FailedPrecondition, NotFound
+from c3.errors import C3Error, FailedPrecondition, NotFound
 from c3.v1 import agent_pb2, common_pb2
 from coordinator.events import EventLog
 from coordinator.lifecycle import (
@@ -136,6 +136,46 @@ class JobService:
             if self.pins is not None:
                 self.pins.unpin(org_id, job_id)
             raise
+        job, durable = self._create(org_id, job_id, spec, prefer_agent_id, hold_agent_id)
+        await durable
+        return job
+
+    async def submit_many(
+        self, org_id: str, requests: Sequence[tuple[common_pb2.JobSpec, str]]
+    ) -> list[Job]:
+        """New jobs from (spec, prefer_agent_id) pairs, in order. Every mount of every job
+        is held before any job exists, so a refusal (naming its entry) creates none."""
+        job_ids = [f"j-{new_id(5)}" for _ in requests]
+        pinned: list[str] = []
+        try:
+            if self.pins is not None:
+                for index, (job_id, (spec, _)) in enumerate(zip(job_ids, requests, strict=True)):
+                    try:
+                        await self.pins.pin(org_id, job_id, spec)
+                    except C3Error as exc:
+                        raise type(exc)(f"jobs[{index}]: {exc.message}") from None
+                    pinned.append(job_id)
+        except BaseException:
+            if self.pins is not None:
+                for job_id in pinned:
+                    self.pins.unpin(org_id, job_id)
+            raise
+        created = [
+            self._create(org_id, job_id, spec, prefer_agent_id, "")
+            for job_id, (spec, prefer_agent_id) in zip(job_ids, requests, strict=True)
+        ]
+        for _, durable in created:
+            await durable  # every job shares the batch's commit: one wait in practice
+        return [job for job, _ in created]
+
+    def _create(
+        self,
+        org_id: str,
+        job_id: str,
+        spec: common_pb2.JobSpec,
+        prefer_agent_id: str,
+        hold_agent_id: str,
+    ) -> tuple[Job, asyncio.Future[None]]:
         now = time.time()
         job = Job(
             id=job_id,
@@ -159,8 +199,7 @@ class JobService:
             )
         )
         self.scheduler.enqueue(job)
-        await durable
-        return job
+        return job, durable
 
     def get(self, org_id: str, job_id: str) -> Job:
         job = self.jobs.get(job_id)

@@ -349,12 +349,20 @@ class Scheduler:
             agent.send(agent_pb2.CoordinatorMessage(cancel=cancel))
 
     def touch(self, agent: AgentState) -> None:
-        if agent.loss_timer is not None:
-            agent.loss_timer.cancel()
+        """The agent was heard from. Called for every message it sends, so it only notes
+        the time; the one loss timer re-arms itself for the rest when it fires early."""
         loop = asyncio.get_running_loop()
-        agent.loss_timer = loop.call_later(self._loss_after, self._lost, agent)
+        agent.heard_at = loop.time()
+        agent.last_seen = time.time()
+        if agent.loss_timer is None:
+            agent.loss_timer = loop.call_at(agent.heard_at + self._loss_after, self._lost, agent)
 
     def _lost(self, agent: AgentState) -> None:
+        loop = asyncio.get_running_loop()
+        silent_until = agent.heard_at + self._loss_after
+        if silent_until > loop.time():
+            agent.loss_timer = loop.call_at(silent_until, self._lost, agent)
+            return
         log.warning("agent %s silent for %.1fs: lost", agent.id, self._loss_after)
         self.lost(agent, f"agent {agent.id} lost")
 

@@ -20,6 +20,8 @@ from coordinator.jobs import JobService
 from coordinator.scheduler import Scheduler
 from coordinator.validation import validate_spec
 
+MAX_JOBS_PER_SUBMIT = 1000
+
 pb = coordinator_pb2
 
 
@@ -64,6 +66,34 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             caller.org.id, request.spec, request.prefer_agent_id, request.supersedes_job_id
         )
         return pb.SubmitJobResponse(job=job_to_proto(job))
+
+    async def SubmitJobs(
+        self, request: pb.SubmitJobsRequest, context: aio.ServicerContext
+    ) -> pb.SubmitJobsResponse:
+        caller = self._caller(context)
+        if not request.jobs:
+            raise InvalidArgument("jobs is empty: send at least one job")
+        if len(request.jobs) > MAX_JOBS_PER_SUBMIT:
+            raise InvalidArgument(
+                f"jobs has {len(request.jobs)} entries; send at most {MAX_JOBS_PER_SUBMIT} "
+                "per request"
+            )
+        self._accounts.require_credit(caller.org.id)
+        gpu_names, providers = self._gpu_names(), self._providers()
+        for index, entry in enumerate(request.jobs):
+            if entry.supersedes_job_id:
+                raise InvalidArgument(
+                    f"jobs[{index}].supersedes_job_id is set: supersede one job at a time "
+                    "with SubmitJob"
+                )
+            try:
+                validate_spec(entry.spec, gpu_names, providers)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"jobs[{index}]: {exc.message}") from None
+        jobs = await self._jobs.submit_many(
+            caller.org.id, [(entry.spec, entry.prefer_agent_id) for entry in request.jobs]
+        )
+        return pb.SubmitJobsResponse(jobs=[job_to_proto(job) for job in jobs])
 
     async def GetJob(
         self, request: pb.GetJobRequest, context: aio.ServicerContext

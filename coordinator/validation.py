@@ -12,6 +12,8 @@ from c3.v1 import common_pb2
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# As many jobs as one SubmitJobs call takes: an array is submitted in one call.
+MAX_ARRAY_SIZE = 1000
 
 
 def _relative(field: str, value: str) -> None:
@@ -61,3 +63,24 @@ def validate_spec(
             raise InvalidArgument(f"spec.datasets[{i}].manifest_digest is not a SHA-256 digest")
     for out in spec.output:
         _relative("output", out)
+    _check_array(spec)
+
+
+def _check_array(spec: common_pb2.JobSpec) -> None:
+    if spec.array_size == 0:
+        if spec.array_index != 0:
+            raise InvalidArgument(
+                f"spec.array_index is {spec.array_index} but spec.array_size is 0 (not an "
+                "array): set array_size to the number of jobs in the array, or leave both 0"
+            )
+        return
+    if spec.array_size > MAX_ARRAY_SIZE:
+        raise InvalidArgument(
+            f"spec.array_size {spec.array_size} is over the limit of {MAX_ARRAY_SIZE} jobs "
+            "per array"
+        )
+    if spec.array_index >= spec.array_size:
+        raise InvalidArgument(
+            f"spec.array_index {spec.array_index} is out of range for spec.array_size "
+            f"{spec.array_size}: it must be 0 .. {spec.array_size - 1}"
+        )

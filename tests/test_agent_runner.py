@@ -28,6 +28,8 @@ DOCUMENTED = {
     "C3_JOB_WORKDIR", "C3_ARTIFACTS_DIR", "PYTHONUNBUFFERED", "TERM", "HOME", "PATH",
     "TMPDIR", "CUDA_VISIBLE_DEVICES",
 }
+# Only for a member of a job array (`deploy --array N`).
+ARRAY_VARIABLES = {"C3_ARRAY_INDEX", "C3_ARRAY_SIZE"}
 
 
 class Collected:
@@ -81,7 +83,9 @@ async def run(layout: JobLayout, sandboxed: bool, **kw: object) -> tuple[RunResu
     logs.start()
     spec = LaunchSpec(layout=layout, script=str(kw.pop("script", "run.sh")),
                       workdir=str(kw.pop("workdir", "")), cuda_visible_devices="0",
-                      datasets=kw.pop("datasets", ()))  # type: ignore[arg-type]
+                      datasets=kw.pop("datasets", ()),  # type: ignore[arg-type]
+                      array_index=int(kw.pop("array_index", 0)),  # type: ignore[call-overload]
+                      array_size=int(kw.pop("array_size", 0)))  # type: ignore[call-overload]
     result = await run_script(spec, sandboxed=sandboxed, logs=logs, **kw)  # type: ignore[arg-type]
     await logs.close()
     return result, out
@@ -111,6 +115,15 @@ async def test_environment_is_exactly_documented_and_hides_host_secrets(
     assert env["C3_ARTIFACTS_DIR"] == (SANDBOX_ARTIFACTS if sandboxed else str(layout.artifacts))
     assert (layout.artifacts / "made").exists()
     assert "wrote" in out.lines()
+
+
+async def test_array_member_also_sees_its_place_in_the_array(tmp_path: Path, sandboxed: bool) -> None:
+    layout = make_job(tmp_path, 'env -0 | tr "\\0" "\\n" | grep -v "^$"\n')
+    result, out = await run(layout, sandboxed, array_index=2, array_size=5)
+    assert result.ending is Ending.EXITED and result.exit_code == 0, out.lines()
+    env = dict(line.split("=", 1) for line in out.lines(common_pb2.LOG_STREAM_STDOUT) if "=" in line)
+    assert set(env) - BASH_OWN == DOCUMENTED | ARRAY_VARIABLES
+    assert (env["C3_ARRAY_INDEX"], env["C3_ARRAY_SIZE"]) == ("2", "5")
 
 
 async def test_sandbox_hides_agent_state_and_mounts_dataset_read_only(

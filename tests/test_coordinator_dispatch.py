@@ -10,7 +10,7 @@ from grpc import aio
 
 from c3.grpcutil import bearer
 from c3.tokens import TokenSigner, TokenVerifier
-from c3.v1 import common_pb2
+from c3.v1 import agent_pb2, common_pb2
 from c3.v1 import coordinator_pb2 as pb
 from coordinator.app import Coordinator
 from coordinator.testing import (
@@ -210,3 +210,65 @@ async def test_docker_jobs_go_only_to_agents_with_a_container_engine(stack) -> N
     assert pending.state.name == "PENDING"
     assert "container engine" in pending.message
     assert pending.agent_id == ""  # placement happens in SubmitJob: nothing went to the agent
+
+
+async def test_submit_jobs_places_a_sweep_in_order_and_refuses_it_whole(stack) -> None:  # type: ignore[no-untyped-def]
+    app, boot, ch = stack
+    agents = [await new_agent(app, boot) for _ in range(2)]
+    c, md = client(ch), bearer(boot.api_key)
+
+    async def refused(request: pb.SubmitJobsRequest) -> str:
+        with pytest.raises(grpc.RpcError) as info:
+            await c.SubmitJobs(request, metadata=md)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        return str(info.value.details())
+
+    entry = pb.SubmitJobRequest
+    bad = await refused(pb.SubmitJobsRequest(jobs=[entry(spec=spec()), entry(spec=spec(project="Bad Name"))]))
+    assert bad.startswith("jobs[1]: spec.project")
+    assert "jobs[0].supersedes_job_id" in await refused(
+        pb.SubmitJobsRequest(jobs=[entry(spec=spec(), supersedes_job_id="j-old")])
+    )
+    assert "jobs is empty" in await refused(pb.SubmitJobsRequest())
+    assert "at most 1000" in await refused(pb.SubmitJobsRequest(jobs=[entry(spec=spec())] * 1001))
+    assert not (await c.ListJobs(pb.ListJobsRequest(), metadata=md)).jobs  # none half-made
+
+    names = ["lr-0.1", "lr-0.01", "lr-0.001"]
+    sweep = [entry(spec=spec(job_name=name)) for name in names]
+    jobs = (await c.SubmitJobs(pb.SubmitJobsRequest(jobs=sweep), metadata=md)).jobs
+    assert [j.spec.job_name for j in jobs] == names
+    assert len({j.id for j in jobs}) == 3
+    # Two warm agents take the first two at once; the third waits its turn.
+    assert [j.state for j in jobs] == [S.JOB_STATE_SCHEDULING, S.JOB_STATE_SCHEDULING, S.JOB_STATE_PENDING]
+    assert all(j.startup.warm_pool_hit for j in jobs[:2])
+    assigned = {(await a.assignment()).job.id for a in agents}
+    assert assigned == {jobs[0].id, jobs[1].id}
+    for a in agents:
+        await a.close()
+
+
+async def test_batched_agent_reports_apply_in_order_and_one_bad_item_spoils_nothing(stack) -> None:  # type: ignore[no-untyped-def]
+    app, boot, ch = stack
+    agent = await new_agent(app, boot)
+    c, md = client(ch), bearer(boot.api_key)
+    job = (await c.SubmitJob(pb.SubmitJobRequest(spec=spec()), metadata=md)).job
+    await agent.assignment()
+
+    def status(job_id: str, state: int) -> agent_pb2.AgentReport:
+        return agent_pb2.AgentReport(status=agent_pb2.JobStatusUpdate(job_id=job_id, state=state))  # type: ignore[arg-type]
+
+    line = common_pb2.LogLine(text="fast job output", index=1)
+    items = [
+        status(job.id, S.JOB_STATE_RUNNING),
+        agent_pb2.AgentReport(logs=agent_pb2.LogBatch(job_id=job.id, lines=[line])),
+        status("j-not-mine", S.JOB_STATE_COMPLETED),  # refused, and the rest still applies
+        status(job.id, S.JOB_STATE_COMPLETED),
+    ]
+    await agent.send(agent_pb2.AgentMessage(reports=agent_pb2.AgentReports(items=items)))
+    events = await final_events(ch, boot.api_key, job.id)
+    kinds = [(e.status.state if e.HasField("status") else e.log.text) for e in events]
+    assert kinds == [
+        S.JOB_STATE_PENDING, S.JOB_STATE_SCHEDULING, S.JOB_STATE_RUNNING,
+        "fast job output", S.JOB_STATE_COMPLETED,
+    ]  # fmt: skip
+    await agent.close()

@@ -227,14 +227,13 @@ class LogBatch(_message.Message):
 Global___LogBatch: _TypeAlias = LogBatch  # noqa: Y015
 
 @_typing.final
-class AgentMessage(_message.Message):
+class AgentReport(_message.Message):
+    """One job report; several travel together in AgentReports."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    HEARTBEAT_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     LOGS_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def heartbeat(self) -> Global___Heartbeat: ...
     @_builtins.property
     def status(self) -> Global___JobStatusUpdate: ...
     @_builtins.property
@@ -242,15 +241,70 @@ class AgentMessage(_message.Message):
     def __init__(
         self,
         *,
-        heartbeat: Global___Heartbeat | None = ...,
         status: Global___JobStatusUpdate | None = ...,
         logs: Global___LogBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "kind", b"kind", "logs", b"logs", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "logs", b"logs", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "kind", b"kind", "logs", b"logs", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "logs", b"logs", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["heartbeat", "status", "logs"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["status", "logs"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___AgentReport: _TypeAlias = AgentReport  # noqa: Y015
+
+@_typing.final
+class AgentReports(_message.Message):
+    """Reports queued on the agent, sent as one message and applied in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentReport]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___AgentReport] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentReports: _TypeAlias = AgentReports  # noqa: Y015
+
+@_typing.final
+class AgentMessage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LOGS_FIELD_NUMBER: _builtins.int
+    REPORTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def heartbeat(self) -> Global___Heartbeat: ...
+    @_builtins.property
+    def status(self) -> Global___JobStatusUpdate: ...
+    @_builtins.property
+    def logs(self) -> Global___LogBatch: ...
+    @_builtins.property
+    def reports(self) -> Global___AgentReports: ...
+    def __init__(
+        self,
+        *,
+        heartbeat: Global___Heartbeat | None = ...,
+        status: Global___JobStatusUpdate | None = ...,
+        logs: Global___LogBatch | None = ...,
+        reports: Global___AgentReports | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "kind", b"kind", "logs", b"logs", "reports", b"reports", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "kind", b"kind", "logs", b"logs", "reports", b"reports", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["heartbeat", "status", "logs", "reports"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 

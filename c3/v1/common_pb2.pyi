@@ -213,6 +213,8 @@ class JobSpec(_message.Message):
     WORKSPACE_MANIFEST_DIGEST_FIELD_NUMBER: _builtins.int
     ENV_HASH_FIELD_NUMBER: _builtins.int
     WORKDIR_FIELD_NUMBER: _builtins.int
+    ARRAY_INDEX_FIELD_NUMBER: _builtins.int
+    ARRAY_SIZE_FIELD_NUMBER: _builtins.int
     project: _builtins.str
     script: _builtins.str
     """Path of the script relative to the workspace root."""
@@ -231,6 +233,12 @@ class JobSpec(_message.Message):
     """Hash of uv.lock when python_project is set (placement prefers agents holding it)."""
     workdir: _builtins.str
     """Relative directory of the .c3 file inside the workspace ("" for the root)."""
+    array_index: _builtins.int
+    """This job is one of array_size jobs submitted together by `deploy --array`; the
+    script sees both as C3_ARRAY_INDEX (0 .. array_size-1) and C3_ARRAY_SIZE.
+    array_size 0: not part of an array (array_index must then be 0).
+    """
+    array_size: _builtins.int
     @_builtins.property
     def datasets(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatasetMount]: ...
     @_builtins.property
@@ -253,10 +261,12 @@ class JobSpec(_message.Message):
         workspace_manifest_digest: _builtins.str = ...,
         env_hash: _builtins.str = ...,
         workdir: _builtins.str = ...,
+        array_index: _builtins.int = ...,
+        array_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets", "docker_image", b"docker_image", "env_hash", b"env_hash", "gpu", b"gpu", "job_name", b"job_name", "output", b"output", "project", b"project", "provider", b"provider", "python_project", b"python_project", "script", b"script", "time_limit_seconds", b"time_limit_seconds", "workdir", b"workdir", "workspace_manifest_digest", b"workspace_manifest_digest"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["array_index", b"array_index", "array_size", b"array_size", "datasets", b"datasets", "docker_image", b"docker_image", "env_hash", b"env_hash", "gpu", b"gpu", "job_name", b"job_name", "output", b"output", "project", b"project", "provider", b"provider", "python_project", b"python_project", "script", b"script", "time_limit_seconds", b"time_limit_seconds", "workdir", b"workdir", "workspace_manifest_digest", b"workspace_manifest_digest"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -42,6 +42,11 @@ class CoordinatorStub:
                 request_serializer=c3_dot_v1_dot_coordinator__pb2.SubmitJobRequest.SerializeToString,
                 response_deserializer=c3_dot_v1_dot_coordinator__pb2.SubmitJobResponse.FromString,
                 _registered_method=True)
+        self.SubmitJobs = channel.unary_unary(
+                '/c3.v1.Coordinator/SubmitJobs',
+                request_serializer=c3_dot_v1_dot_coordinator__pb2.SubmitJobsRequest.SerializeToString,
+                response_deserializer=c3_dot_v1_dot_coordinator__pb2.SubmitJobsResponse.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/c3.v1.Coordinator/GetJob',
                 request_serializer=c3_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
@@ -116,6 +121,14 @@ class CoordinatorServicer:
 
     def SubmitJob(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitJobs(self, request, context):
+        """Many jobs in one call (a sweep): all are checked, and every dataset they mount is
+        held, before any of them exists; a refusal names the entry and creates none.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -209,6 +222,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.SubmitJob,
                     request_deserializer=c3_dot_v1_dot_coordinator__pb2.SubmitJobRequest.FromString,
                     response_serializer=c3_dot_v1_dot_coordinator__pb2.SubmitJobResponse.SerializeToString,
+            ),
+            'SubmitJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitJobs,
+                    request_deserializer=c3_dot_v1_dot_coordinator__pb2.SubmitJobsRequest.FromString,
+                    response_serializer=c3_dot_v1_dot_coordinator__pb2.SubmitJobsResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
@@ -305,6 +323,33 @@ class Coordinator:
             '/c3.v1.Coordinator/SubmitJob',
             c3_dot_v1_dot_coordinator__pb2.SubmitJobRequest.SerializeToString,
             c3_dot_v1_dot_coordinator__pb2.SubmitJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/c3.v1.Coordinator/SubmitJobs',
+            c3_dot_v1_dot_coordinator__pb2.SubmitJobsRequest.SerializeToString,
+            c3_dot_v1_dot_coordinator__pb2.SubmitJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

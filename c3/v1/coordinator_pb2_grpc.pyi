@@ -37,6 +37,10 @@ class CoordinatorStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CoordinatorAsyncStub: ...
     SubmitJob: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.SubmitJobRequest, _coordinator_pb2.SubmitJobResponse]
+    SubmitJobs: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.SubmitJobsRequest, _coordinator_pb2.SubmitJobsResponse]
+    """Many jobs in one call (a sweep): all are checked, and every dataset they mount is
+    held, before any of them exists; a refusal names the entry and creates none.
+    """
     GetJob: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.GetJobRequest, _coordinator_pb2.GetJobResponse]
     ListJobs: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ListJobsRequest, _coordinator_pb2.ListJobsResponse]
     CancelJob: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.CancelJobRequest, _coordinator_pb2.CancelJobResponse]
@@ -64,6 +68,10 @@ class CoordinatorAsyncStub(CoordinatorStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SubmitJob: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.SubmitJobRequest, _coordinator_pb2.SubmitJobResponse]  # type: ignore[assignment]
+    SubmitJobs: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.SubmitJobsRequest, _coordinator_pb2.SubmitJobsResponse]  # type: ignore[assignment]
+    """Many jobs in one call (a sweep): all are checked, and every dataset they mount is
+    held, before any of them exists; a refusal names the entry and creates none.
+    """
     GetJob: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.GetJobRequest, _coordinator_pb2.GetJobResponse]  # type: ignore[assignment]
     ListJobs: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ListJobsRequest, _coordinator_pb2.ListJobsResponse]  # type: ignore[assignment]
     CancelJob: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.CancelJobRequest, _coordinator_pb2.CancelJobResponse]  # type: ignore[assignment]
@@ -94,6 +102,16 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         request: _coordinator_pb2.SubmitJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.SubmitJobResponse, _abc.Awaitable[_coordinator_pb2.SubmitJobResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SubmitJobs(
+        self,
+        request: _coordinator_pb2.SubmitJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.SubmitJobsResponse, _abc.Awaitable[_coordinator_pb2.SubmitJobsResponse]]:
+        """Many jobs in one call (a sweep): all are checked, and every dataset they mount is
+        held, before any of them exists; a refusal names the entry and creates none.
+        """
 
     @_abc_1.abstractmethod
     def GetJob(

@@ -29,6 +29,7 @@ class DeployRequest(_message.Message):
     API_KEY_FIELD_NUMBER: _builtins.int
     COORDINATOR_ADDRESS_FIELD_NUMBER: _builtins.int
     TLS_FIELD_NUMBER: _builtins.int
+    ARRAY_FIELD_NUMBER: _builtins.int
     project_dir: _builtins.str
     """Absolute path of the project directory (the one holding .c3)."""
     follow: _builtins.bool
@@ -36,6 +37,12 @@ class DeployRequest(_message.Message):
     api_key: _builtins.str
     """Credentials and coordinator the CLI resolved (C3_API_KEY, .c3.local, config)."""
     coordinator_address: _builtins.str
+    array: _builtins.int
+    """A job array (`deploy --array N`): push once, submit this many jobs of the same spec in
+    one call, each with JobSpec.array_index 0 .. array-1 and array_size = array; one
+    `submitted` event per job, in index order. At most 1000; cannot be combined with
+    follow. 0: a single job, not part of an array.
+    """
     @_builtins.property
     def tls(self) -> Global___ClientTls:
         """TLS the CLI resolved from the user config; c3d dials coordinator and storage with it."""
@@ -49,10 +56,11 @@ class DeployRequest(_message.Message):
         api_key: _builtins.str = ...,
         coordinator_address: _builtins.str = ...,
         tls: Global___ClientTls | None = ...,
+        array: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tls", b"tls"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "coordinator_address", b"coordinator_address", "follow", b"follow", "project_dir", b"project_dir", "provider", b"provider", "tls", b"tls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "array", b"array", "coordinator_address", b"coordinator_address", "follow", b"follow", "project_dir", b"project_dir", "provider", b"provider", "tls", b"tls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

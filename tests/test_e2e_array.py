@@ -1,0 +1,158 @@
+"""Job arrays (`c3ctl deploy --array N`): one push, N jobs in one SubmitJobs call, each
+seeing its place as C3_ARRAY_INDEX / C3_ARRAY_SIZE. The sweep runs on the real local stack
+through the installed CLI; the coordinator's checks run against a real coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from stacktools import c3ctl, running_stack
+
+from c3.errors import InvalidArgument
+from c3.grpcutil import bearer
+from c3.v1 import common_pb2, daemon_pb2
+from c3.v1 import coordinator_pb2 as pb
+from c3ctl import render
+from c3ctl.cmd_deploy import show_event
+from c3d.coordclient import CoordinatorClient, Target
+from c3d.pipeline import _submit_through_cancel, array_entries, deploy
+from coordinator.testing import client, spec
+
+RUN_SH = 'echo "member $C3_ARRAY_INDEX/$C3_ARRAY_SIZE"\n'
+
+
+@pytest.fixture(scope="module")
+def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    with running_stack(tmp_path_factory.mktemp("c3home")) as env:
+        yield env
+
+
+def _queue(env: dict[str, str]) -> list[dict[str, object]]:
+    listed = c3ctl(env, "squeue", "--json")
+    assert listed.returncode == 0, listed.stderr
+    return list(json.loads(listed.stdout)["jobs"])
+
+
+def test_array_of_three_runs_each_member_with_its_index(stack_env: dict[str, str], tmp_path: Path) -> None:
+    project = tmp_path / "sweep"
+    project.mkdir()
+    (project / ".c3").write_text("project: sweep\nscript: run.sh\njob_name: lr\ntime: '00:02:00'\n")
+    (project / "run.sh").write_text(RUN_SH)
+
+    result = c3ctl(stack_env, "deploy", "--array", "3", cwd=project)
+    assert result.returncode == 0, result.stderr
+    job_ids = result.stdout.split()
+    assert len(job_ids) == 3 and len(set(job_ids)) == 3 and all(j.startswith("j-") for j in job_ids)
+    assert result.stderr.count("pushed ") == 1  # the workspace went up once for all three
+
+    for index, job_id in enumerate(job_ids):
+        logs = c3ctl(stack_env, "logs", "-f", job_id)  # streams until the job ends
+        assert logs.returncode == 0, logs.stderr
+        members = [line for line in logs.stdout.splitlines() if line.startswith("member ")]
+        assert members == [f"member {index}/3"], logs.stdout
+
+    queue = {j["id"]: j for j in _queue(stack_env)}
+    assert [(queue[j]["array_index"], queue[j]["array_size"]) for j in job_ids] == [(0, 3), (1, 3), (2, 3)]
+    assert all(queue[j]["status"] == "COMPLETED" for j in job_ids)
+    # Jobs outside an array do not gain the fields.
+    assert all("array_size" not in j for j in queue.values() if j["id"] not in job_ids)
+    table = c3ctl(stack_env, "squeue")
+    rows = {line.split()[0]: line for line in table.stdout.splitlines() if line.startswith("j-")}
+    assert [rows[j].split()[2] for j in job_ids] == ["lr[0/3]", "lr[1/3]", "lr[2/3]"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--array", "0"), "--array 0: give the number of jobs, 1 to 1000"),
+        (("--array", "1001"), "--array 1001: give the number of jobs, 1 to 1000"),
+        (("--array", "2", "-f"), "--array cannot be combined with -f"),
+        (("--array", "2", "--watch"), "--array cannot be combined with --watch"),
+    ],
+)
+def test_bad_array_requests_are_refused_before_anything_is_submitted(
+    stack_env: dict[str, str], tmp_path: Path, args: tuple[str, ...], says: str
+) -> None:
+    project = tmp_path / "refused"
+    project.mkdir()
+    (project / ".c3").write_text("project: refused\nscript: run.sh\n")
+    (project / "run.sh").write_text(RUN_SH)
+    before = {j["id"] for j in _queue(stack_env)}
+    result = c3ctl(stack_env, "deploy", *args, cwd=project)
+    assert result.returncode == 2, result.stderr
+    assert says in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert {j["id"] for j in _queue(stack_env)} == before
+
+
+async def test_daemon_refuses_to_follow_an_array_before_pushing() -> None:
+    request = daemon_pb2.DeployRequest(project_dir="/nonexistent", array=2, follow=True)
+    events = deploy(request, None, None)  # type: ignore[arg-type]  # refused before either is used
+    with pytest.raises(InvalidArgument, match="array cannot be followed"):
+        await anext(events)
+    too_many = deploy(daemon_pb2.DeployRequest(project_dir="/nonexistent", array=1001), None, None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="at most 1000"):
+        await anext(too_many)
+
+
+async def test_submit_jobs_refuses_an_index_outside_its_array(stack) -> None:  # type: ignore[no-untyped-def]
+    _app, boot, ch = stack
+    c, md = client(ch), bearer(boot.api_key)
+
+    async def refused(*specs: common_pb2.JobSpec) -> str:
+        request = pb.SubmitJobsRequest(jobs=[pb.SubmitJobRequest(spec=s) for s in specs])
+        with pytest.raises(grpc.RpcError) as info:
+            await c.SubmitJobs(request, metadata=md)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        return str(info.value.details())
+
+    ok = spec(array_index=0, array_size=2)
+    details = await refused(ok, spec(array_index=2, array_size=2))
+    assert details.startswith("jobs[1]: spec.array_index 2 is out of range for spec.array_size 2")
+    details = await refused(spec(array_index=1, array_size=0))
+    assert details.startswith("jobs[0]: spec.array_index is 1 but spec.array_size is 0")
+    details = await refused(ok, ok, spec(array_index=0, array_size=1001))
+    assert details.startswith("jobs[2]: spec.array_size 1001 is over the limit of 1000")
+    assert not (await c.ListJobs(pb.ListJobsRequest(), metadata=md)).jobs  # none half-made
+
+    members = [spec(array_index=i, array_size=2) for i in range(2)]
+    jobs = (await c.SubmitJobs(
+        pb.SubmitJobsRequest(jobs=[pb.SubmitJobRequest(spec=s) for s in members]), metadata=md
+    )).jobs
+    assert [(j.spec.array_index, j.spec.array_size) for j in jobs] == [(0, 2), (1, 2)]
+
+
+async def test_cancel_during_submit_still_reports_every_accepted_member(stack) -> None:  # type: ignore[no-untyped-def]
+    app, boot, _ch = stack
+    coordinator = CoordinatorClient(Target(app.address, boot.api_key))
+    reported: list[common_pb2.Job] = []
+    submit = asyncio.create_task(
+        _submit_through_cancel(coordinator, array_entries(spec(), 3), reported.append)
+    )
+    await asyncio.sleep(0)  # the SubmitJobs call is on the wire, its answer not yet in
+    submit.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await submit
+    assert [(j.spec.array_index, j.spec.array_size) for j in reported] == [(0, 3), (1, 3), (2, 3)]
+    listed = await coordinator.call("ListJobs", pb.ListJobsRequest())
+    assert {j.id for j in listed.jobs} == {j.id for j in reported}
+    await coordinator.close()
+
+
+def test_json_and_names_show_array_members_only(capsys: pytest.CaptureFixture[str]) -> None:
+    member = common_pb2.Job(id="j-aaaaa", spec=common_pb2.JobSpec(
+        project="p", job_name="lr", array_index=4, array_size=8))
+    single = common_pb2.Job(id="j-bbbbb", spec=common_pb2.JobSpec(project="p"))
+    for job in (member, single):
+        show_event(daemon_pb2.DeployEvent(submitted=job), follow=False, as_json=True)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (lines[0]["id"], lines[0]["array_index"], lines[0]["array_size"]) == ("j-aaaaa", 4, 8)
+    assert lines[1]["id"] == "j-bbbbb" and "array_index" not in lines[1] and "array_size" not in lines[1]
+    assert render.job_name(member.spec) == "lr[4/8]"
+    assert render.job_name(common_pb2.JobSpec(array_index=0, array_size=2)) == "[0/2]"
+    assert render.job_name(single.spec) == "-"
