@@ -107,9 +107,16 @@ class EnvCache:
                 f"python.project {relative or '.'}: uv.lock is missing; run `uv lock` in "
                 "that directory and deploy again"
             )
-        lock_bytes = lock.read_bytes()
         pin = directory / ".python-version"
-        python_pin = pin.read_bytes() if pin.is_file() else b""
+        try:
+            lock_bytes = lock.read_bytes()
+            python_pin = pin.read_bytes() if pin.is_file() else b""
+        except OSError as exc:
+            name = Path(exc.filename).name if exc.filename else "uv.lock"
+            raise EnvError(
+                f"python.project {relative or '.'}: cannot read {name}: "
+                f"{exc.strerror or exc}; check the file in the project and deploy again"
+            ) from exc
         reported = env_hash(python_project, lock_bytes)
         key = hashlib.sha256(reported.encode() + b"\0" + python_pin).hexdigest()[:32]
         venv = self.root / key

@@ -306,6 +306,13 @@ class JobExecutor:
                 await run.start()
             except C3Error as exc:
                 raise JobFailed(S.FAILURE_REASON_WORKSPACE_ERROR, exc.message) from exc
+            except OSError as exc:  # the host could not spawn it: name what and why
+                raise JobFailed(
+                    S.FAILURE_REASON_INTERNAL,
+                    f"the agent could not start the script: {exc.strerror or exc}"
+                    + (f": {exc.filename}" if exc.filename else "")
+                    + f" (on {self.host.hostname}; the agent's log has the details)",
+                ) from exc
             startup.script_start_ms = _ms(time.monotonic() - t_spawn)
             active.run = run
             if active.fetched.fetched:

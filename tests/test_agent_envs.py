@@ -80,3 +80,11 @@ async def test_env_built_once_then_cached_and_used_by_the_script(
     await logs.close()
     assert result.exit_code == 0, lines
     assert lines == [str(first.venv), str(first.venv)]
+
+
+async def test_an_unreadable_lock_is_an_env_error_naming_the_file(project: JobLayout, tmp_path: Path) -> None:
+    # Reading /proc/self/mem from offset 0 fails (EIO) even for root: an unreadable uv.lock.
+    (project.workspace / "py" / "uv.lock").symlink_to("/proc/self/mem")
+    cache = EnvCache(tmp_path / "envs")
+    with pytest.raises(EnvError, match=r"python\.project py: cannot read uv\.lock: .*deploy again"):
+        await cache.ensure(project.workspace, "py", "", print)
