@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,9 +28,6 @@ API_KEY_PREFIX = "c3_key_"
 PROVISIONING_PREFIX = "c3_prov_"
 # last_used_at is bookkeeping: write it at most this often per key.
 _LAST_USED_WRITE_INTERVAL_S = 60.0
-# GPU concurrency per plan (jobs above it wait PENDING); C3_PLAN_LIMITS="free=1,pro=10".
-DEFAULT_PLAN_LIMITS = {"free": 1, "pro": 10, "team": 50}
-
 # Tables only accounts and billing use; created next to the coordinator's own.
 ACCOUNTS_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS operator_orgs (org_id TEXT PRIMARY KEY)",
@@ -37,21 +35,6 @@ ACCOUNTS_SCHEMA = (
 )
 _INSERT_OPERATOR = "INSERT OR REPLACE INTO operator_orgs VALUES (?)"
 _UPSERT_ONE_TIME = "INSERT OR REPLACE INTO one_time_secrets VALUES (?,?)"
-
-
-def plan_limits() -> dict[str, int]:
-    """Plan name -> GPU concurrency, defaults overridden by C3_PLAN_LIMITS."""
-    limits = dict(DEFAULT_PLAN_LIMITS)
-    for item in os.environ.get("C3_PLAN_LIMITS", "").split(","):
-        name, sep, value = item.partition("=")
-        if sep and name.strip() and value.strip().isdigit():
-            limits[name.strip()] = int(value)
-    return limits
-
-
-def plan_gpu_limit(plan: str) -> int:
-    """How many GPUs an org on `plan` may hold at once (the scheduler's concurrency cap)."""
-    return plan_limits().get(plan, DEFAULT_PLAN_LIMITS["free"])
 
 
 @dataclass(frozen=True)
@@ -63,9 +46,13 @@ class Caller:
 
 
 class Accounts:
-    def __init__(self, repo: Repository, starting_credit_minor: int) -> None:
+    def __init__(
+        self, repo: Repository, starting_credit_minor: int, plans: Collection[str]
+    ) -> None:
         self._repo = repo
         self._starting_credit = starting_credit_minor
+        # The plans the coordinator has concurrency limits for (--concurrency-limits).
+        self._plans = frozenset(plans)
         self._orgs: dict[str, Org] = {}
         self._keys: dict[str, ApiKey] = {}
         self._provisioning: list[tuple[str, bytes, bytes]] = []
@@ -147,9 +134,11 @@ class Accounts:
         return org, secret
 
     def _check_plan(self, plan: str) -> None:
-        known = plan_limits()
-        if plan not in known:
-            raise InvalidArgument(f"unknown plan {plan!r}; plans: {', '.join(sorted(known))}")
+        if plan not in self._plans:
+            raise InvalidArgument(
+                f"unknown plan {plan!r}; plans: {', '.join(sorted(self._plans))} "
+                "(the coordinator's --concurrency-limits names them)"
+            )
 
     async def set_plan(self, org_id: str, plan: str) -> tuple[Org, str]:
         """Change an org's plan; returns (org, previous plan)."""

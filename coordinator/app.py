@@ -52,7 +52,7 @@ class Coordinator:
         signer = TokenSigner.load_or_create(config.signing_key)
         db = await Database.open(config.database)
         repo = Repository(db)
-        accounts = Accounts(repo, config.starting_credit_minor)
+        accounts = Accounts(repo, config.starting_credit_minor, config.plans)
         await accounts.load()
         if config.bootstrap_file is not None:
             await accounts.bootstrap(config.bootstrap_file, config.bootstrap_plan)

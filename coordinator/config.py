@@ -60,6 +60,12 @@ class CoordinatorConfig:
         return 1 if fallback is None else fallback
 
     @property
+    def plans(self) -> frozenset[str]:
+        """Every plan an org may be on: the built-in ones and any named in the limits."""
+        defaults = CoordinatorConfig.concurrency_limits
+        return frozenset(name for name, _ in (*defaults, *self.concurrency_limits))
+
+    @property
     def database(self) -> Path:
         return self.data_dir / "coordinator.db"
 

@@ -164,3 +164,34 @@ async def test_balance_exhaustion_stops_the_job_and_refuses_submits(tmp_path: Pa
         await agent.close()
         await ch.close()
         await app.stop()
+
+
+async def test_a_plan_named_in_the_concurrency_limits_can_be_given_and_caps_the_org(
+    tmp_path: Path,
+) -> None:
+    config = config_for_test(tmp_path, concurrency_limits=(("free", 0), ("gold", 1)))
+    app, boot = await start_coordinator(config)
+    ch = channel(app.address)
+    adm, op = admin_pb2_grpc.AdminStub(ch), bearer(boot.api_key)
+    agents = [SimAgent(app.address, boot.agent_secret) for _ in range(2)]
+    try:
+        created = await adm.CreateOrg(admin_pb2.CreateOrgRequest(name="acme", plan="gold"), metadata=op)
+        assert created.org.plan == "gold"
+        unknown = adm.CreateOrg(admin_pb2.CreateOrgRequest(name="beta", plan="platinum"), metadata=op)
+        assert await code_of(unknown) == grpc.StatusCode.INVALID_ARGUMENT
+        for agent in agents:
+            await agent.register()
+            await agent.connect()
+        await eventually(lambda: len(app.scheduler.idle_agents()) == 2, what="two idle agents")
+        c, md = client(ch), bearer(created.admin_key)
+        first, second = [
+            (await c.SubmitJob(pb.SubmitJobRequest(spec=spec()), metadata=md)).job for _ in range(2)
+        ]
+        # gold allows one job at a time: the second waits although an agent is idle.
+        assert first.state == S.JOB_STATE_SCHEDULING
+        assert second.state == S.JOB_STATE_PENDING and "limit" in second.message
+    finally:
+        for agent in agents:
+            await agent.close()
+        await ch.close()
+        await app.stop()
