@@ -10,9 +10,11 @@ its mtime is older than `racy_window_ns` before the hash (then it is simply reha
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +24,6 @@ from types import TracebackType
 
 import aiosqlite
 
-from c3.manifest import sha256_file
 from c3.sqlite import open_database
 from c3.v1 import common_pb2
 
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS present(
 """
 # Files are hashed in groups of about this many bytes per thread-pool task.
 _GROUP_BYTES = 8 << 20
+_CHUNK = 1 << 20
 
 
 @dataclass
@@ -52,13 +54,118 @@ def _key(st: os.stat_result) -> tuple[int, int, int, int]:
 def _hash_group(root: Path, group: list[tuple[str, os.stat_result]]) -> list[tuple[str, int, bool]]:
     """(digest, size, stable) per file; `stable` is False when the file changed while it
     was being hashed (the digest is then not remembered)."""
+    return [(h.digest, h.size, h.stable) for h in hash_files(root, group)]
+
+
+@dataclass(frozen=True, slots=True)
+class Hashed:
+    """One file read and hashed: `data` holds its bytes when it was small enough to keep
+    (so a push can send them without reading the file again)."""
+
+    digest: str
+    size: int
+    stable: bool
+    data: bytes | None
+
+
+_buffers = threading.local()
+
+
+def _chunk_buffer() -> bytearray:
+    """This thread's read buffer: hashing a large file allocates nothing per MiB (fresh
+    memory for every chunk costs page faults)."""
+    buffer = getattr(_buffers, "chunk", None)
+    if buffer is None:
+        buffer = _buffers.chunk = bytearray(_CHUNK)
+    return buffer
+
+
+def sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:
+    """(hex digest, size) of a file, read in 1 MiB chunks into a reused buffer."""
+    buffer = _chunk_buffer()
+    view = memoryview(buffer)
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            sha.update(view[:n])
+            size += n
+    return sha.hexdigest(), size
+
+
+def _read_and_hash(
+    path: str, expected: int, keep_max: int
+) -> tuple[str, int, bytes | None, os.stat_result]:
+    """One open: the content of a file of up to `keep_max` bytes (kept), hashed as it is
+    read; a longer one (it grew since its scan) is hashed in chunks and not kept. The first
+    read asks for the size the scan saw plus one byte (a larger buffer per small file would
+    cost an mmap and its page faults); when it brings exactly that size and fstat agrees,
+    that is the whole file. Plain os.read: no buffered file object per small file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        first = os.read(fd, expected + 1)
+        if len(first) == expected <= keep_max:
+            after = os.fstat(fd)
+            if after.st_size == expected:  # all of it: no read just to see the end
+                return hashlib.sha256(first).hexdigest(), expected, first, after
+        sha = hashlib.sha256(first)
+        size = len(first)
+        parts: list[bytes] | None = [first] if size <= keep_max else None
+        while got := os.read(fd, _CHUNK):
+            sha.update(got)
+            size += len(got)
+            if parts is not None:
+                parts.append(got)
+                if size > keep_max:
+                    parts = None  # too big to keep after all
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if parts is None:
+        return sha.hexdigest(), size, None, after
+    return sha.hexdigest(), size, parts[0] if len(parts) == 1 else b"".join(parts), after
+
+
+def hash_files(
+    root: Path, group: list[tuple[str, os.stat_result]], keep_max: int = -1
+) -> list[Hashed]:
+    """Read and hash `group` (relative paths with the stat they were scanned with), keeping
+    the bytes of files up to `keep_max` bytes (-1: none). Blocking: run it in a pool."""
+    base = str(root)
     out = []
     for rel, before in group:
-        path = root / rel
-        digest, size = sha256_file(path)
-        after = os.stat(path)
-        out.append((digest, size, _key(after) == _key(before) and size == before.st_size))
+        path = f"{base}/{rel}"
+        if before.st_size <= keep_max:
+            digest, size, data, after = _read_and_hash(path, before.st_size, keep_max)
+        else:
+            digest, size = sha256_file(path)
+            after, data = os.stat(path), None
+        out.append(Hashed(digest, size, _key(after) == _key(before) and size == before.st_size, data))
     return out
+
+
+def entries_for(
+    files: Sequence[tuple[str, os.stat_result]], digests: dict[str, str]
+) -> list[common_pb2.ManifestEntry]:
+    """Manifest entries, sorted by path, for scanned files whose digests are known."""
+    return [
+        common_pb2.ManifestEntry(
+            path=rel,
+            digest=digests[rel],
+            size=st.st_size,
+            executable=bool(st.st_mode & stat.S_IXUSR),
+        )
+        for rel, st in sorted(files, key=lambda f: f[0])
+    ]
+
+
+@dataclass
+class Lookup:
+    """What the index knows about a scan: digests of unchanged files, and the rest."""
+
+    root_key: str
+    digests: dict[str, str]
+    misses: list[tuple[str, os.stat_result]]
 
 
 class HashIndex:
@@ -102,43 +209,49 @@ class HashIndex:
     ) -> tuple[list[common_pb2.ManifestEntry], HashStats]:
         """Manifest entries (sorted by path) for `files` (relative POSIX paths under `root`
         with their stat), hashing only files whose stat changed since the last time."""
-        root_key = str(root.absolute())
         stats = HashStats(files_scanned=len(files))
-        known = await self._rows(root_key, files)
-        digests: dict[str, str] = {}
-        misses: list[tuple[str, os.stat_result]] = []
-        for rel, st in files:
-            row = known.get(rel)
-            if (
-                row is not None
-                and row[:4] == _key(st)
-                and st.st_mtime_ns + self.racy_window_ns < row[5]
-            ):
-                digests[rel] = row[4]
-            else:
-                misses.append((rel, st))
-        if misses:
+        found = await self.lookup(root, files)
+        digests = found.digests
+        if found.misses:
             hashed_at = time.time_ns()
-            results = await self._hash_all(root, misses)
+            results = await self._hash_all(root, found.misses)
             rows = []
-            for (rel, st), (digest, size, stable) in zip(misses, results, strict=True):
+            for (rel, st), (digest, size, stable) in zip(found.misses, results, strict=True):
                 digests[rel] = digest
                 stats.files_hashed += 1
                 stats.bytes_hashed += size
                 if stable:
-                    rows.append((root_key, rel, *_key(st), digest, hashed_at))
-            await self.db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)", rows)
-            await self.db.commit()
-        entries = [
-            common_pb2.ManifestEntry(
-                path=rel,
-                digest=digests[rel],
-                size=st.st_size,
-                executable=bool(st.st_mode & stat.S_IXUSR),
-            )
-            for rel, st in sorted(files, key=lambda f: f[0])
-        ]
-        return entries, stats
+                    rows.append((rel, st, digest))
+            await self.remember(found.root_key, rows, hashed_at)
+        return entries_for(files, digests), stats
+
+    async def lookup(self, root: Path, files: Sequence[tuple[str, os.stat_result]]) -> Lookup:
+        """Split `files` into those whose digest the index can vouch for (same stat as when
+        hashed, and not racy) and those that must be hashed."""
+        root_key = str(root.absolute())
+        known = await self._rows(root_key, files)
+        digests: dict[str, str] = {}
+        misses: list[tuple[str, os.stat_result]] = []
+        window = self.racy_window_ns
+        for rel, st in files:
+            row = known.get(rel)
+            if row is not None and row[:4] == _key(st) and st.st_mtime_ns + window < row[5]:
+                digests[rel] = row[4]
+            else:
+                misses.append((rel, st))
+        return Lookup(root_key, digests, misses)
+
+    async def remember(
+        self, root_key: str, rows: Sequence[tuple[str, os.stat_result, str]], hashed_at_ns: int
+    ) -> None:
+        """Record (path, stat when scanned, digest) of files hashed since `hashed_at_ns`
+        (taken before the first of them was read)."""
+        if not rows:
+            return
+        await self._write(
+            "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)",
+            [(root_key, rel, *_key(st), digest, hashed_at_ns) for rel, st, digest in rows],
+        )
 
     # Up to this many paths are looked up by name (SQLite allows 32,766 variables since 3.32).
     _TARGETED_LOOKUP_MAX = 8192
@@ -192,19 +305,24 @@ class HashIndex:
         return {r[0] for r in rows}
 
     async def mark_present(self, server_key: str, digests: Iterable[str]) -> None:
-        await self.db.executemany(
-            "INSERT OR IGNORE INTO present VALUES (?,?)", [(server_key, d) for d in set(digests)]
-        )
-        await self.db.commit()
+        rows = [(server_key, d) for d in set(digests)]
+        if rows:
+            await self._write("INSERT OR IGNORE INTO present VALUES (?,?)", rows)
 
     async def forget_present(self, server_key: str, digests: Iterable[str] | None = None) -> None:
         """Drop knowledge about a server (all of it, or some digests): call it when the
         server reports blobs missing that we believed present (e.g. after its GC)."""
         if digests is None:
-            await self.db.execute("DELETE FROM present WHERE server=?", (server_key,))
+            await self._write("DELETE FROM present WHERE server=?", [(server_key,)])
         else:
-            await self.db.executemany(
+            await self._write(
                 "DELETE FROM present WHERE server=? AND digest=?",
                 [(server_key, d) for d in set(digests)],
             )
+
+    async def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+        """One statement over `rows`, committed; the cursor is closed on the database's
+        own thread (a push writes from many concurrent groups)."""
+        async with self.db.executemany(sql, rows):
+            pass
         await self.db.commit()

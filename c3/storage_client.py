@@ -25,7 +25,15 @@ from c3 import manifest as mf
 from c3 import storage_codec as codec
 from c3.errors import C3Error, DataLoss, from_rpc_error
 from c3.storage_download import download_tree
-from c3.storage_upload import LargeBlobReader, find_changed, prepare_batch
+from c3.storage_upload import (
+    LargeBlobReader,
+    batches,
+    cheaper_to_send,
+    compress_batch,
+    find_changed,
+    prepare_batch,
+    task_group,
+)
 from c3.v1 import common_pb2, storage_pb2, storage_pb2_grpc
 
 if TYPE_CHECKING:
@@ -38,7 +46,9 @@ BATCH_BYTES = 4 << 20
 BATCH_COUNT = 2000
 FIND_MISSING_BATCH = 10_000
 BATCH_CONCURRENCY = 6
-STREAM_CONCURRENCY = 2
+STREAM_CONCURRENCY = 4
+# Threads for reading, hashing and compressing (they release the GIL).
+POOL_THREADS = min(8, (os.cpu_count() or 2) + 2)
 Progress = Callable[[int, int], None]
 # The token operation for Hold/Release. Only the coordinator signs it for itself; client
 # and job tokens never carry it.
@@ -68,45 +78,16 @@ def _rpc() -> Iterator[None]:
         raise from_rpc_error(exc) from None
 
 
-def _batches(items: Sequence[T], max_bytes: int, size: Callable[[T], int]) -> list[list[T]]:
-    groups: list[list[T]] = []
-    current: list[T] = []
-    current_bytes = 0
-    for item in items:
-        if current and (current_bytes + size(item) > max_bytes or len(current) >= BATCH_COUNT):
-            groups.append(current)
-            current, current_bytes = [], 0
-        current.append(item)
-        current_bytes += size(item)
-    if current:
-        groups.append(current)
-    return groups
+def _length(blob: tuple[str, bytes]) -> int:
+    return len(blob[1])
 
 
 async def run_all(coros: Sequence[Coroutine[Any, Any, Any]]) -> None:
     """Run concurrently; on the first failure cancel the rest and raise that failure
     itself (not an ExceptionGroup: callers and users expect one clear error)."""
-    try:
-        async with asyncio.TaskGroup() as tg:
-            for coro in coros:
-                tg.create_task(coro)
-    except BaseExceptionGroup as group:
-        first = group.exceptions[0]
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first from None
-
-
-# Up to this many small blobs go without a find-missing round trip.
-SEND_WITHOUT_ASKING_BLOBS = 8
-SEND_WITHOUT_ASKING_BYTES = 256 * 1024
-
-
-def _cheaper_to_send(blobs: Iterable[LocalBlob]) -> bool:
-    items = list(blobs)
-    return 0 < len(items) <= SEND_WITHOUT_ASKING_BLOBS and (
-        sum(b.size for b in items) <= SEND_WITHOUT_ASKING_BYTES
-    )
+    async with task_group() as tg:
+        for coro in coros:
+            tg.create_task(coro)
 
 
 class StorageClient:
@@ -117,9 +98,23 @@ class StorageClient:
         self._token = token
         self._channel = grpcutil.channel(address, credentials)
         self._stub = storage_pb2_grpc.StorageStub(self._channel)
-        self._pool = ThreadPoolExecutor(
-            max_workers=min(8, (os.cpu_count() or 2) + 2), thread_name_prefix="c3-storage"
+        # PutBlobs and PutBlobStream with requests already serialized on the thread pool
+        # (storage_upload.encode_*), so the event loop never copies payloads.
+        self._put_blobs_encoded = self._channel.unary_unary(
+            "/c3.v1.Storage/PutBlobs",
+            request_serializer=None,
+            response_deserializer=storage_pb2.PutBlobsResponse.FromString,
         )
+        self._put_stream_encoded = self._channel.stream_unary(
+            "/c3.v1.Storage/PutBlobStream",
+            request_serializer=None,
+            response_deserializer=storage_pb2.PutBlobStreamResponse.FromString,
+        )
+        # Shared by every transfer of this client: concurrent pushes (a tree's hashing
+        # pipeline and its known files) stay within one bound.
+        self._batch_slots = asyncio.Semaphore(BATCH_CONCURRENCY)
+        self._stream_slots = asyncio.Semaphore(STREAM_CONCURRENCY)
+        self._pool = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="c3-storage")
 
     async def __aenter__(self) -> StorageClient:
         return self
@@ -159,15 +154,22 @@ class StorageClient:
         """Upload the blobs the server lacks. Raises FailedPrecondition naming the file when
         a file no longer has the digest it was hashed to."""
         unique = {b.digest: b for b in blobs}
-        stats = PushStats(bytes_total=sum(b.size for b in unique.values()))
-        if _cheaper_to_send(unique.values()):
-            # A save's one or two small files: sending them outright costs less than the
-            # round trip that asks whether the server has them (it dedups on arrival).
+        if cheaper_to_send([b.size for b in unique.values()]):
             todo = list(unique.values())
         else:
             missing = await self.find_missing(unique)
             todo = [b for d, b in unique.items() if d in missing]
-        todo_bytes, done = sum(b.size for b in todo), 0
+        stats = await self.upload_files(todo, progress)
+        stats.bytes_total = sum(b.size for b in unique.values())
+        return stats
+
+    async def upload_files(
+        self, todo: Sequence[LocalBlob], progress: Progress | None = None
+    ) -> PushStats:
+        """Upload these blobs (the caller knows the server lacks them), reading each file
+        once: small ones in batches, large ones streamed."""
+        stats = PushStats(bytes_total=sum(b.size for b in todo))
+        todo_bytes, done = stats.bytes_total, 0
 
         def advance(raw: int, wire: int, blobs_new: int) -> None:
             nonlocal done
@@ -179,38 +181,65 @@ class StorageClient:
 
         small = [b for b in todo if b.size <= SMALL_BLOB_MAX]
         large = [b for b in todo if b.size > SMALL_BLOB_MAX]
-        batch_slots = asyncio.Semaphore(BATCH_CONCURRENCY)
-        stream_slots = asyncio.Semaphore(STREAM_CONCURRENCY)
 
         async def send_batch(group: list[LocalBlob]) -> None:
-            async with batch_slots:
+            async with self._batch_slots:
                 wanted = [(b.path, b.digest, b.size) for b in group]
                 request, wire = await self.run(prepare_batch, wanted)
-                try:
-                    with _rpc():
-                        await self._stub.PutBlobs(request, metadata=self._md)
-                except DataLoss:
-                    # The server found a blob that does not match its digest: most likely
-                    # a file edited since it was hashed. Name it if so.
-                    changed = await self.run(find_changed, wanted)
-                    if changed is not None:
-                        raise changed from None
-                    raise
+                await self._naming_changed(wanted, self._put_encoded(request))
                 advance(sum(b.size for b in group), wire, len(group))
 
         async def send_stream(blob: LocalBlob) -> None:
-            async with stream_slots:
-                wire = await self._push_stream(
-                    LargeBlobReader.for_file(blob.path, blob.digest, blob.size)
-                )
-                advance(blob.size, wire, 1)
+            wire = await self.push_large_file(blob)
+            advance(blob.size, wire, 1)
 
         # The big ones first: they bound the total time.
         await run_all(
             [send_stream(b) for b in large]
-            + [send_batch(g) for g in _batches(small, BATCH_BYTES, lambda b: b.size)]
+            + [send_batch(g) for g in batches(small, BATCH_BYTES, BATCH_COUNT, lambda b: b.size)]
         )
         return stats
+
+    async def put_loaded(self, blobs: Sequence[tuple[str, bytes]]) -> int:
+        """Upload blobs already in memory, as (digest, content) the caller has just hashed:
+        compressed and sent in bounded batches. Returns the payload bytes sent."""
+        sent = 0
+
+        async def send(group: list[tuple[str, bytes]]) -> None:
+            nonlocal sent
+            async with self._batch_slots:
+                request, wire = await self.run(compress_batch, group)
+                await self._put_encoded(request)
+                sent += wire
+
+        await run_all([send(g) for g in batches(blobs, BATCH_BYTES, BATCH_COUNT, _length)])
+        return sent
+
+    async def _put_encoded(self, request: bytes) -> None:
+        with _rpc():
+            await self._put_blobs_encoded(request, metadata=self._md)
+
+    async def push_large_file(self, blob: LocalBlob) -> int:
+        """Stream one file (the server lacks it); returns the payload bytes sent. A refused
+        upload of a file edited since it was hashed is reported as that."""
+        async with self._stream_slots:
+            reader = LargeBlobReader.for_file(blob.path, blob.digest, blob.size)
+            return await self._naming_changed(
+                [(blob.path, blob.digest, blob.size)], self._push_stream(reader)
+            )
+
+    async def _naming_changed(
+        self, files: list[tuple[Path, str, int]], upload: Coroutine[Any, Any, T]
+    ) -> T:
+        """Await an upload of these files. The server refuses a blob that does not match
+        its digest: most likely a file edited since it was hashed, named if so."""
+        try:
+            return await upload
+        except DataLoss:
+            changed = await self.run(find_changed, files)
+            if changed is not None:
+                raise changed from None
+            raise
 
     async def _push_stream(self, reader: LargeBlobReader) -> int:
         """Stream one blob, resuming from what the server already holds; wire bytes sent."""
@@ -226,18 +255,21 @@ class StorageClient:
             sent = 0
             failure: list[BaseException] = []
 
-            async def chunks() -> AsyncIterator[storage_pb2.BlobChunk]:
+            async def chunks() -> AsyncIterator[bytes]:
                 nonlocal sent
+                messages = reader.messages(self.run, held.offset)
                 try:
-                    async for chunk in reader.chunks(self.run, held.offset):
-                        sent += len(chunk.data)
-                        yield chunk
+                    async for message, payload in messages:
+                        sent += payload
+                        yield message
                 except C3Error as exc:  # the file changed: end without `last`, report it below
                     failure.append(exc)
+                finally:
+                    await messages.aclose()
 
             try:
                 with _rpc():
-                    await self._stub.PutBlobStream(chunks(), metadata=self._md)
+                    await self._put_stream_encoded(chunks(), metadata=self._md)
             except C3Error:
                 if failure:
                     raise failure[0] from None
@@ -251,12 +283,7 @@ class StorageClient:
         if len(data) > SMALL_BLOB_MAX:
             await self._push_stream(LargeBlobReader.for_bytes(data, digest))
             return digest
-        compression, payload = await self.run(codec.compress, data)
-        blob = storage_pb2.BlobData(
-            digest=digest, size=len(data), compression=codec.Compression(compression), data=payload
-        )
-        with _rpc():
-            await self._stub.PutBlobs(storage_pb2.PutBlobsRequest(blobs=[blob]), metadata=self._md)
+        await self.put_loaded([(digest, data)])
         return digest
 
     async def get_blobs(self, digests: Sequence[str]) -> AsyncIterator[storage_pb2.BlobData]:

@@ -85,7 +85,7 @@ class _HashSink:
         self.sha = hashlib.sha256()
         self.kept: list[bytes] | None = [] if keep else None
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         self.count += len(data)
         if self.count > self.size:
             raise DataLoss(
@@ -128,7 +128,7 @@ class StreamVerifier:
             else None
         )
 
-    def update(self, chunk: bytes) -> None:
+    def update(self, chunk: bytes | memoryview) -> None:
         try:
             if self._writer is None:
                 self._sink.write(chunk)

@@ -1,20 +1,75 @@
-"""Blocking halves of a push, run on the client's thread pool: read, re-check the digest
-(a file edited since it was hashed must not be stored under its old name), compress."""
+"""The parts of a push that are not RPCs: batching, and the blocking work run on the
+client's thread pool (read, compress, encode).
+
+A file edited since it was hashed must not be stored under its old name: the server
+verifies every blob against its digest and refuses a mismatch, and `find_changed` then
+names the file (the client does not hash anything twice)."""
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import contextlib
 import io
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, TypeVar
 
 from c3 import storage_codec as codec
 from c3.errors import FailedPrecondition, NotFound
-from c3.v1 import storage_pb2
+from c3.manifest import sha256_file
 
 CHUNK = codec.STREAM_CHUNK
+# What a large blob is read from: a file opened unbuffered, or bytes in memory.
+Source = io.RawIOBase | io.BufferedIOBase
+T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def task_group() -> AsyncIterator[asyncio.TaskGroup]:
+    """A TaskGroup that raises its first failure itself, not an ExceptionGroup (callers
+    and users expect one clear error); the other tasks are cancelled."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            yield tg
+    except BaseExceptionGroup as group:
+        first: BaseException = group
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
+def batches(
+    items: Sequence[T], max_bytes: int, max_count: int, size: Callable[[T], int]
+) -> list[list[T]]:
+    """`items` in order, cut into groups of at most `max_bytes` (one item may exceed it
+    alone) and `max_count` items."""
+    groups: list[list[T]] = []
+    current: list[T] = []
+    current_bytes = 0
+    for item in items:
+        n = size(item)
+        if current and (current_bytes + n > max_bytes or len(current) >= max_count):
+            groups.append(current)
+            current, current_bytes = [], 0
+        current.append(item)
+        current_bytes += n
+    if current:
+        groups.append(current)
+    return groups
+
+
+# Up to this many small blobs go without a find-missing round trip.
+SEND_WITHOUT_ASKING_BLOBS = 8
+SEND_WITHOUT_ASKING_BYTES = 256 * 1024
+
+
+def cheaper_to_send(sizes: Sequence[int]) -> bool:
+    """Whether blobs of these sizes (a save's one or two small files) cost less to send
+    outright than the round trip that asks whether the server has them (it dedups on
+    arrival)."""
+    return 0 < len(sizes) <= SEND_WITHOUT_ASKING_BLOBS and sum(sizes) <= SEND_WITHOUT_ASKING_BYTES
 
 
 def _changed(label: str, digest: str, size: int) -> FailedPrecondition:
@@ -47,57 +102,138 @@ def _read(path: Path, size: int = -1) -> bytes:
         os.close(fd)
 
 
-def prepare_batch(items: list[tuple[Path, str, int]]) -> tuple[storage_pb2.PutBlobsRequest, int]:
-    """(path, digest, size) -> a PutBlobsRequest of compressed blobs, and its payload bytes.
-    The content is not hashed again here: the server verifies every blob and rejects the
-    batch on a mismatch, and `find_changed` then names the file (a second hash of every
-    file would cost the client a fifth of its CPU on a cold push)."""
-    blobs = []
-    wire = 0
+def _varint(n: int) -> bytes:
+    """Protobuf's base-128 varint; the sizes of a blob batch take one to three bytes."""
+    if n < 0x80:
+        return _SMALL_VARINTS[n]
+    if n < 0x4000:
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
+    if n < 0x200000:
+        return bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80, n >> 14))
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL_VARINTS = [bytes((i,)) for i in range(0x80)]
+
+
+def encode_put_blobs(blobs: Iterable[tuple[str, int, int, bytes]]) -> bytes:
+    """The serialized PutBlobsRequest of (digest, size, compression, payload) blobs, built
+    with one copy of each payload. Building BlobData messages and serializing them would
+    copy every payload twice more, and on the event loop (where gRPC serializes)."""
+    parts: list[bytes] = []
+    append = parts.append
+    for digest, size, compression, payload in blobs:
+        # BlobData fields 1 (digest), 2 (size), 3 (compression), 4 (data); zeros omitted,
+        # as protobuf's own encoder does.
+        head = b"\x0a" + _varint(len(digest)) + digest.encode("ascii")
+        if size:
+            head += b"\x10" + _varint(size)
+        if compression:
+            head += b"\x18" + _SMALL_VARINTS[compression]
+        n = len(payload)
+        if n:
+            head += b"\x22" + _varint(n)
+        # PutBlobsRequest field 1 (blobs): one length-delimited BlobData each.
+        append(b"\x0a" + _varint(len(head) + n) + head)
+        append(payload)
+    return b"".join(parts)
+
+
+def encode_chunk(
+    offset: int,
+    data: bytes | memoryview,
+    *,
+    last: bool = False,
+    header: tuple[str, int, int, int] | None = None,
+) -> bytes:
+    """A serialized BlobChunk (one copy of `data`); `header` is (digest, size,
+    compression, total) for the first chunk of a stream."""
+    head = tail = b""
+    if header is not None:
+        digest, size, compression, total = header
+        if total:
+            tail = b"\x30" + _varint(total)
+        head = b"\x0a" + _varint(len(digest)) + digest.encode("ascii")
+        if size:
+            head += b"\x10" + _varint(size)
+        if compression:
+            head += b"\x18" + _SMALL_VARINTS[compression]
+    if offset:
+        head += b"\x20" + _varint(offset)
+    if data:
+        head += b"\x2a" + _varint(len(data))
+    if last:
+        tail += b"\x38\x01"
+    return b"".join((head, data, tail))
+
+
+def compress_batch(blobs: Iterable[tuple[str, bytes]]) -> tuple[bytes, int]:
+    """(digest, content) of blobs already read and hashed -> an encoded PutBlobsRequest
+    of their compressed payloads, and its payload bytes."""
+    compressed = [(digest, len(data), *codec.compress(data)) for digest, data in blobs]
+    return encode_put_blobs(compressed), sum(len(b[3]) for b in compressed)
+
+
+def prepare_batch(items: list[tuple[Path, str, int]]) -> tuple[bytes, int]:
+    """(path, digest, size) -> an encoded PutBlobsRequest of compressed blobs, and its
+    payload bytes. The content is not hashed again here: the server verifies every blob
+    and rejects the batch on a mismatch, and `find_changed` then names the file (a second
+    hash of every file would cost the client a fifth of its CPU on a cold push)."""
+    loaded = []
     for path, digest, size in items:
         data = _read(path, size)
         if len(data) != size:
             raise _changed(str(path), digest, size)
-        compression, payload = codec.compress(data)
-        wire += len(payload)
-        blobs.append(
-            storage_pb2.BlobData(
-                digest=digest, size=size, compression=codec.Compression(compression), data=payload
-            )
-        )
-    return storage_pb2.PutBlobsRequest(blobs=blobs), wire
+        loaded.append((digest, data))
+    return compress_batch(loaded)
 
 
 def find_changed(items: list[tuple[Path, str, int]]) -> FailedPrecondition | None:
     """The error naming the first file whose content no longer has its digest, if any."""
     for path, digest, size in items:
-        data = _read(path)
-        if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+        try:
+            actual, actual_size = sha256_file(path)
+        except FileNotFoundError:
+            return _changed(str(path), digest, size)
+        if actual_size != size or actual != digest:
             return _changed(str(path), digest, size)
     return None
 
 
 class LargeBlobReader:
     """The byte stream of one large blob, produced 1 MiB of input at a time. The same input
-    always gives the same bytes, so an interrupted upload resumes at a byte offset; the
-    digest is checked at the end, before the final chunk is sent."""
+    always gives the same bytes, so an interrupted upload resumes at a byte offset. Only
+    the length is checked here: the server verifies the digest of every upload, and a
+    refused one is traced to its file by `find_changed` (hashing every large file a second
+    time on the client would cost as much as the compression of random data)."""
 
-    def __init__(self, opener: Callable[[], BinaryIO], digest: str, size: int, label: str) -> None:
+    def __init__(self, opener: Callable[[], Source], digest: str, size: int, label: str) -> None:
         self._opener = opener
         self.digest = digest
         self.size = size
         self.label = label
         self.compression = codec.NONE
-        self._f: BinaryIO | None = None
+        self._f: Source | None = None
         self._cobj: Any = None
-        self._sha = hashlib.sha256()
+        self._buffer: bytearray | None = None
         self._count = 0
+        self._position = 0  # bytes of the stream produced so far
+        self._resume = 0  # bytes the server already holds: not sent again
+        self._header_sent = False
+        # A read-ahead step may still run on the pool when the upload ends: `close`
+        # waits for it rather than closing the file under it.
+        self._lock = threading.Lock()
 
     @classmethod
     def for_file(cls, path: Path, digest: str, size: int) -> LargeBlobReader:
-        def opener() -> BinaryIO:
+        def opener() -> Source:
             try:
-                return open(path, "rb")
+                return open(path, "rb", buffering=0)
             except FileNotFoundError as exc:
                 raise NotFound(
                     f"{path} disappeared since it was hashed; run the command again"
@@ -119,50 +255,70 @@ class LargeBlobReader:
             self._cobj = codec.new_stream_compressor()
 
     def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
+        with self._lock:
+            if self._f is not None:
+                self._f.close()
+                self._f = None
 
-    def _step(self) -> tuple[bytes, bool]:
-        assert self._f is not None
-        data = self._f.read(CHUNK)
-        if data:
-            self._sha.update(data)
-            self._count += len(data)
+    def _step(self) -> tuple[bytes | memoryview, bool]:
+        """The next piece of the stream (a view of the read buffer when raw: consumed
+        before the next step), and whether it is the end."""
+        assert self._f is not None, "LargeBlobReader is closed"
+        if self._buffer is None:
+            self._buffer = bytearray(CHUNK)  # reused: no fresh memory per MiB
+        n = self._f.readinto(self._buffer)
+        if n:
+            self._count += n
             if self._count > self.size:
                 raise _changed(self.label, self.digest, self.size)
+            data = memoryview(self._buffer)[:n]
             return (self._cobj.compress(data) if self._cobj else data), False
-        if self._count != self.size or self._sha.hexdigest() != self.digest:
+        if self._count != self.size:
             raise _changed(self.label, self.digest, self.size)
         return (self._cobj.flush() if self._cobj else b""), True
 
-    async def chunks(
-        self, run: Callable[..., Awaitable[Any]], offset: int
-    ) -> AsyncIterator[storage_pb2.BlobChunk]:
-        """Chunks from `offset` (bytes the server already holds) to the end."""
-        header = True
-        position = 0
-        while True:
-            data, eof = await run(self._step)
-            end = position + len(data)
-            if end > offset:
-                start = max(position, offset)
-                piece = data[start - position :]
-                for i in range(0, len(piece), CHUNK):
-                    chunk = storage_pb2.BlobChunk(offset=start + i, data=piece[i : i + CHUNK])
-                    if header:
-                        self._set_header(chunk)
-                        header = False
-                    yield chunk
-            position = end
-            if eof:
-                final = storage_pb2.BlobChunk(offset=max(position, offset), last=True)
-                if header:
-                    self._set_header(final)
-                yield final
-                return
+    def _header(self) -> tuple[str, int, int, int] | None:
+        if self._header_sent:
+            return None
+        self._header_sent = True
+        return self.digest, self.size, self.compression, 0
 
-    def _set_header(self, chunk: storage_pb2.BlobChunk) -> None:
-        chunk.digest = self.digest
-        chunk.size = self.size
-        chunk.compression = codec.Compression(self.compression)
+    def next_messages(self) -> tuple[list[tuple[bytes, int]], bool]:
+        """Read and compress the next MiB of input: the serialized BlobChunks of its part
+        of the stream at or past the resume offset, each with its payload length, and
+        whether the stream ended (its last message carries `last`). Blocking."""
+        with self._lock:
+            data, eof = self._step()
+            out = []
+            end = self._position + len(data)
+            if end > self._resume:
+                start = max(self._position, self._resume)
+                piece = data[start - self._position :] if start > self._position else data
+                for i in range(0, len(piece), CHUNK):
+                    part = piece[i : i + CHUNK]
+                    out.append((encode_chunk(start + i, part, header=self._header()), len(part)))
+            self._position = end
+            if eof:
+                final = max(self._position, self._resume)
+                out.append((encode_chunk(final, b"", last=True, header=self._header()), 0))
+            return out, eof
+
+    async def messages(
+        self, run: Callable[..., Awaitable[Any]], offset: int
+    ) -> AsyncGenerator[tuple[bytes, int], None]:
+        """Serialized chunks from `offset` (bytes the server already holds) to the end,
+        with their payload lengths. The next MiB is read and compressed on the pool while
+        the current one is being sent."""
+        self._resume = offset
+        pending: asyncio.Future[Any] | None = asyncio.ensure_future(run(self.next_messages))
+        try:
+            while pending is not None:
+                out, eof = await pending
+                pending = None if eof else asyncio.ensure_future(run(self.next_messages))
+                for message in out:
+                    yield message
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending

@@ -28,6 +28,7 @@ from storaged.packs import (
     CompactStats,
     PackStore,
     PendingAppend,
+    pwrite_all,
 )
 
 _SUFFIX: dict[int, str] = {NONE: ".raw", ZSTD: ".zst"}
@@ -48,7 +49,11 @@ class BlobBackend(Protocol):
         ...
 
     def partial_size(self, key: str) -> int: ...
-    def append_partial(self, key: str, offset: int, data: bytes) -> int: ...
+    def open_partial(self, key: str, offset: int) -> PartialWriter:
+        """A writer appending to the partial upload `key` from `offset` (anything held
+        past it is dropped)."""
+        ...
+
     def read_partial(self, key: str) -> BinaryIO: ...
     def commit_partial(self, key: str, digest: str, compression: int) -> None: ...
     def drop_partial(self, key: str) -> None: ...
@@ -64,6 +69,31 @@ class BlobBackend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class PartialWriter:
+    """Appends the chunks of one streamed upload to its partial file, kept open for the
+    whole stream. Blocking."""
+
+    def __init__(self, fd: int, offset: int) -> None:
+        self._fd = fd
+        self.offset = offset
+
+    def write(self, data: bytes | memoryview) -> int:
+        """Append `data`; returns the new length of the partial file."""
+        start = self.offset
+        pwrite_all(self._fd, data, start)
+        self.offset = start + len(data)
+        # Start writing these bytes back now (without waiting), so the fsync when the
+        # upload completes has little left to do.
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self._fd, start, len(data), os.POSIX_FADV_DONTNEED)
+        return self.offset
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 _libc: ctypes.CDLL | None = None
@@ -246,18 +276,14 @@ class LocalDiskBackend:
         except FileNotFoundError:
             return 0
 
-    def append_partial(self, key: str, offset: int, data: bytes) -> int:
-        path = self._partial(key)
-        with open(path, "r+b" if offset else "wb") as f:
-            f.truncate(offset)
-            f.seek(offset)
-            f.write(data)
-            f.flush()
-            # Start writing this chunk back now (without waiting), so the fsync when the
-            # upload completes has little left to do.
-            if hasattr(os, "posix_fadvise"):
-                os.posix_fadvise(f.fileno(), offset, len(data), os.POSIX_FADV_DONTNEED)
-            return f.tell()
+    def open_partial(self, key: str, offset: int) -> PartialWriter:
+        fd = os.open(self._partial(key), os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.ftruncate(fd, offset)
+        except BaseException:
+            os.close(fd)
+            raise
+        return PartialWriter(fd, offset)
 
     def read_partial(self, key: str) -> BinaryIO:
         return open(self._partial(key), "rb")

@@ -77,7 +77,7 @@ class PendingAppend:
     rows: list[tuple[str, int, int, int]]  # (digest, offset, length, compression)
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)
@@ -164,7 +164,7 @@ class PackStore:
         with self._append_lock:
             w = self._writer_for(len(data))
             start = w.size
-            _pwrite_all(w.fd, data, start)  # on failure the size stays: the bytes are dead
+            pwrite_all(w.fd, data, start)  # on failure the size stays: the bytes are dead
             w.size += len(data)
             self._pending[w.pack] += 1
             pack = w.pack
@@ -318,7 +318,7 @@ class PackStore:
                         data = os.pread(src, length, offset)
                         if len(data) != length:
                             raise OSError(f"pack {src_pack} is shorter than its index says")
-                        _pwrite_all(out, data, position)
+                        pwrite_all(out, data, position)
                         moved.append((pack, position, digest, src_pack))
                         position += length
                         written += length

@@ -11,13 +11,13 @@ from typing import Any
 
 from c3 import grpcutil
 from c3.tokens import TokenVerifier
-from c3.v1 import storage_pb2_grpc
 from storaged.backend import LocalDiskBackend
 from storaged.catalog import Catalog
 from storaged.gc import GcStats, collect_garbage
 from storaged.meta import Metadata
 from storaged.service import SERVICE_NAME, StorageService
 from storaged.store import BlobStore
+from storaged.wire import add_storage_service
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class StoragedServer:
         service = StorageService(verifier, store, Catalog(meta, store))
         server = await grpcutil.create_server(
             config.listen,
-            [(storage_pb2_grpc.add_StorageServicer_to_server, service, SERVICE_NAME)],
+            [(add_storage_service, service, SERVICE_NAME)],
             server_credentials=config.server_credentials,
         )
         self = cls(config, server, store)

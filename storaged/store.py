@@ -19,8 +19,9 @@ from c3 import manifest as mf
 from c3 import storage_codec as codec
 from c3.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from c3.v1 import common_pb2, storage_pb2
-from storaged.backend import BlobBackend
+from storaged.backend import BlobBackend, PartialWriter
 from storaged.meta import BlobRow, Metadata
+from storaged.wire import Chunk
 
 T = TypeVar("T")
 # Largest stored payload sent inline by GetBlobs; bigger blobs go through GetBlobStream.
@@ -136,13 +137,15 @@ class BlobStore:
                 raise InvalidArgument(f"blob {digest[:12]}: payload larger than its size allows")
             unique.setdefault(digest, (digest, size, compression, payload))
         items = list(unique.values())
-        # All bytes are checked before any is kept: one bad blob fails the whole batch.
-        await self.run(_verify_all, items)
         digests = list(unique)
         async with self._claim(digests):
             existing = await self.meta.blob_rows(digests)
             new = [b for b in items if b[0] not in existing]
-            await self.run(self.backend.put_many, [(d, c, p) for d, _, c, p in new])
+            # One trip to the pool: every blob is checked (one already stored too: a copy
+            # that does not match its name must not link this org to it), all of them
+            # before any is kept, so one bad blob fails the whole batch; then the new ones
+            # are stored.
+            await self.run(_verify_and_store, self.backend, items, new)
             rows = [BlobRow(d, size, len(p), c) for d, size, c, p in new]
             await self.meta.record_blobs(org, rows, [d for d in digests if d in existing])
         return len(items), sum(len(b[3]) for b in new)
@@ -156,14 +159,12 @@ class BlobStore:
         codec.check_compression(compression)
         return await self.run(self.backend.partial_size, self._upload_key(org, digest, compression))
 
-    async def put_stream(
-        self, org: str, chunks: AsyncIterator[storage_pb2.BlobChunk]
-    ) -> tuple[str, int]:
+    async def put_stream(self, org: str, chunks: AsyncIterator[Chunk]) -> tuple[str, int]:
         first = await anext(chunks, None)
         if first is None:
             raise InvalidArgument("empty upload stream: the first chunk must carry the header")
         if first.compression == storage_pb2.COMPRESSION_UNSPECIFIED:
-            first.compression = storage_pb2.COMPRESSION_NONE  # unset means raw bytes
+            first.compression = codec.NONE  # unset means raw bytes
         digest, size, compression = first.digest, first.size, first.compression
         self._check_header(digest, size, compression)
         key = self._upload_key(org, digest, compression)
@@ -176,11 +177,7 @@ class BlobStore:
             self._active_uploads.discard(key)
 
     async def _receive(
-        self,
-        org: str,
-        key: str,
-        first: storage_pb2.BlobChunk,
-        chunks: AsyncIterator[storage_pb2.BlobChunk],
+        self, org: str, key: str, first: Chunk, chunks: AsyncIterator[Chunk]
     ) -> int:
         digest, size, compression = first.digest, first.size, first.compression
         held = await self.run(self.backend.partial_size, key)
@@ -193,21 +190,27 @@ class BlobStore:
         # by reading the whole partial file back at the end.
         verifier = codec.StreamVerifier(digest, size, compression) if first.offset == 0 else None
         offset, received, limit = first.offset, 0, _max_payload(size)
-        chunk: storage_pb2.BlobChunk | None = first
         complete = False
-        while chunk is not None:
-            if chunk.offset != offset:
-                raise InvalidArgument(f"chunk at offset {chunk.offset}, expected {offset}")
-            if chunk.data:
-                offset = await self.run(_append, self.backend, key, offset, chunk.data, verifier)
-                received += len(chunk.data)
-            if offset > limit:
-                await self.run(self.backend.drop_partial, key)
-                raise InvalidArgument(f"upload of {digest[:12]} is longer than its size allows")
-            if chunk.last:
-                complete = True
-                break
-            chunk = await anext(chunks, None)
+        writer = await self.run(self.backend.open_partial, key, first.offset)
+        try:
+            chunk: Chunk | None = first
+            while chunk is not None:
+                if chunk.offset != offset:
+                    raise InvalidArgument(f"chunk at offset {chunk.offset}, expected {offset}")
+                if chunk.data:
+                    if offset + len(chunk.data) > limit:
+                        await self.run(self.backend.drop_partial, key)
+                        raise InvalidArgument(
+                            f"upload of {digest[:12]} is longer than its size allows"
+                        )
+                    offset = await self.run(_append, writer, chunk.data, verifier)
+                    received += len(chunk.data)
+                if chunk.last:
+                    complete = True
+                    break
+                chunk = await anext(chunks, None)
+        finally:
+            await self.run(writer.close)
         if not complete:
             raise FailedPrecondition(
                 f"upload of {digest[:12]} ended at byte {offset} without its last chunk;"
@@ -288,6 +291,7 @@ class BlobStore:
         )
         await self.put_blobs(org, [blob])
         await self.meta.mark_manifest(digest)
+        self._cache_manifest(digest, manifest)  # a Commit of it usually follows
         entries = list(dict.fromkeys(e.digest for e in manifest.entries))
         present = await self.meta.referenced_by_org(org, entries)
         return digest, [d for d in entries if d not in present]
@@ -310,10 +314,14 @@ class BlobStore:
             manifest = await self.run(_read_manifest, self.backend, digest, row.size)
         except FileNotFoundError as exc:
             raise NotFound(f"manifest {digest} not found") from exc
+        self._cache_manifest(digest, manifest)
+        return manifest
+
+    def _cache_manifest(self, digest: str, manifest: common_pb2.Manifest) -> None:
         self._manifests[digest] = manifest
+        self._manifests.move_to_end(digest)
         if len(self._manifests) > 64:
             self._manifests.popitem(last=False)
-        return manifest
 
 
 # Blocking helpers, run in the pool --------------------------------------------------------
@@ -327,17 +335,23 @@ def _encode_manifest(manifest: common_pb2.Manifest) -> tuple[str, bytes, int, by
     return mf.sha256_bytes(data), data, compression, payload
 
 
-def _verify_all(blobs: Sequence[tuple[str, int, int, bytes]]) -> None:
+def _verify_and_store(
+    backend: BlobBackend,
+    blobs: Sequence[tuple[str, int, int, bytes]],
+    new: Sequence[tuple[str, int, int, bytes]],
+) -> None:
     for digest, size, compression, payload in blobs:
         codec.verify_payload(digest, size, compression, payload)
+    if new:
+        backend.put_many([(d, c, p) for d, _, c, p in new])
 
 
 def _append(
-    backend: BlobBackend, key: str, offset: int, data: bytes, verifier: codec.StreamVerifier | None
+    writer: PartialWriter, data: bytes | memoryview, verifier: codec.StreamVerifier | None
 ) -> int:
     if verifier is not None:
         verifier.update(data)
-    return backend.append_partial(key, offset, data)
+    return writer.write(data)
 
 
 def _verify_partial(

@@ -147,7 +147,8 @@ async def test_interrupted_stream_resumes_from_server_offset(
         async def run(fn, *a):  # type: ignore[no-untyped-def]
             return fn(*a)
 
-        async for chunk in reader.chunks(run, 0):
+        async for message, _ in reader.messages(run, 0):
+            chunk = storage_pb2.BlobChunk.FromString(message)
             if chunk.last or sent >= 3 << 20:
                 return  # the connection "drops" before the end
             sent += len(chunk.data)
