@@ -7,9 +7,15 @@ and the provider that makes its agents; per provider its options.
         baseline: 1             # idle agents kept warm
         cap: 4                  # most agents of this pool at once
         idle_timeout_s: 300     # extra idle agents leave after this long
+        register_timeout_s: 300 # a started agent that has not registered by then failed
     providers:
       local: {agent_args: ["--allow-unsandboxed"]}
-      slurm: {partition: debug, sbatch_args: ["--time=UNLIMITED"]}
+      slurm:
+        partition: debug
+        sbatch_args: ["--time=UNLIMITED"]   # #SBATCH lines of the agent's batch script
+        agent_args: ["--no-cgroups"]        # extra c3-agent flags
+        status_interval_s: 2                # squeue while an agent starts (its state and
+                                            # reason for users; an early end fails at once)
 """
 
 from __future__ import annotations
@@ -21,8 +27,13 @@ from typing import Any
 import yaml
 
 from c3.errors import ConfigError
+from coordinator.providers.slurm import DEFAULT_STATUS_INTERVAL_S
 
 KNOWN_PROVIDERS = ("local", "slurm")
+_OPTIONS = {
+    "local": ("agent_args",),
+    "slurm": ("agent_args", "partition", "sbatch_args", "status_interval_s"),
+}
 
 
 @dataclass(frozen=True)
@@ -41,9 +52,17 @@ class PoolPolicy:
 
 
 @dataclass(frozen=True)
+class ProviderOptions:
+    agent_args: tuple[str, ...] = ()
+    partition: str = ""
+    sbatch_args: tuple[str, ...] = ()
+    status_interval_s: float = DEFAULT_STATUS_INTERVAL_S
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     pools: tuple[PoolPolicy, ...] = ()
-    providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    providers: dict[str, ProviderOptions] = field(default_factory=dict)
 
     @property
     def provider_names(self) -> frozenset[str]:
@@ -88,7 +107,38 @@ def load_pool_config(path: Path, profiles: frozenset[str]) -> PoolConfig:
         if policy.baseline < 0 or policy.cap < max(1, policy.baseline):
             raise ConfigError(f"{at}: need 0 <= baseline <= cap and cap >= 1")
         pools.append(policy)
-    for name in providers:
+    options = {}
+    for name, raw_options in providers.items():
         if name not in KNOWN_PROVIDERS:
-            raise ConfigError(f"{where}: providers.{name}: unknown provider")
-    return PoolConfig(tuple(pools), {str(k): dict(v or {}) for k, v in providers.items()})
+            raise ConfigError(
+                f"{where}: providers.{name}: unknown provider; use {' or '.join(KNOWN_PROVIDERS)}"
+            )
+        options[str(name)] = _provider_options(str(name), raw_options, f"{where}: providers.{name}")
+    return PoolConfig(tuple(pools), options)
+
+
+def _provider_options(name: str, raw: Any, at: str) -> ProviderOptions:
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{at}: expected a mapping of options, e.g. {{agent_args: [...]}}")
+    allowed = _OPTIONS[name]
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"{at}.{key}: unknown option for {name}; use {', '.join(allowed)}")
+
+    def args(key: str) -> tuple[str, ...]:
+        value = raw.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(a, str | int | float) for a in value):
+            raise ConfigError(f'{at}.{key}: expected a list of strings, e.g. ["--flag=value"]')
+        return tuple(str(a) for a in value)
+
+    partition = raw.get("partition", "")
+    if not isinstance(partition, str):
+        raise ConfigError(f"{at}.partition: expected a partition name")
+    interval = raw.get("status_interval_s", DEFAULT_STATUS_INTERVAL_S)
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+        raise ConfigError(f"{at}.status_interval_s: expected a number of seconds above 0")
+    return ProviderOptions(
+        agent_args=args("agent_args"), partition=partition,
+        sbatch_args=args("sbatch_args"), status_interval_s=float(interval),
+    )  # fmt: skip

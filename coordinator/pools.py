@@ -3,7 +3,11 @@
 
 Every change (a job queued, an agent idle, connected or lost) calls `kick()`, which runs
 one reconcile pass on the next loop turn; timers cover idle timeouts, registration
-timeouts and retry backoff. Nothing polls.
+timeouts and retry backoff. Each started agent has a watcher (the provider's
+`watch_start`) until it registers: it keeps the pending jobs' message saying where the
+start stands, and turns an agent that ended before registering into a failure at once
+instead of at the registration timeout. Nothing here polls (the Slurm provider has to
+ask squeue, and only while an agent is starting).
 """
 
 from __future__ import annotations
@@ -36,7 +40,15 @@ _BACKOFF_MAX_S = 60.0
 class _Starting:
     handle: Any
     since: float
-    timer: asyncio.TimerHandle | None = None
+    phrase: str  # where the start stands, for users (from the provider)
+    timer: asyncio.TimerHandle | None = None  # the registration timeout
+    watcher: asyncio.Task[None] | None = None  # the provider's watch_start
+
+    def stop_watching(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.watcher is not None:
+            self.watcher.cancel()
 
 
 @dataclass(eq=False)
@@ -74,6 +86,7 @@ class PoolManager:
         self._scheduled = False
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._watchers: set[asyncio.Task[None]] = set()  # cancelled ones may still be ending
         self._timers: list[asyncio.TimerHandle] = []
 
     # -- hooks from the scheduler --------------------------------------------------------
@@ -99,8 +112,7 @@ class PoolManager:
             handle = None
             if pool.starting:  # the oldest provisioned agent is (most likely) this one
                 started = pool.starting.pop(0)
-                if started.timer is not None:
-                    started.timer.cancel()
+                started.stop_watching()
                 handle = started.handle
             pool.members[agent.id] = handle
         pool.error, pool.backoff = "", _BACKOFF_START_S
@@ -135,10 +147,9 @@ class PoolManager:
             if pool.error:
                 return f"provider {pool.policy.provider}: {pool.error}; retrying"
             if pool.starting:
-                what = pool.provider.describe(pool.starting[0].handle)
                 return (
                     f"provisioning a {pool.policy.profile} agent through "
-                    f"{pool.policy.provider} ({what}, waiting for it to register)"
+                    f"{pool.policy.provider} ({pool.starting[0].phrase})"
                 )
             if pool.in_flight:
                 return f"provisioning a {pool.policy.profile} agent through {pool.policy.provider}"
@@ -198,14 +209,38 @@ class PoolManager:
             self._failed(pool, str(exc))
             return
         pool.in_flight -= 1
-        started = _Starting(handle, time.monotonic())
-        started.timer = asyncio.get_running_loop().call_later(
-            pool.policy.register_timeout_s, self._register_timeout, pool, started
-        )
-        pool.starting.append(started)
         if self._closed:
             await pool.provider.release(handle)
+            return
+        what = pool.provider.describe(handle)
+        started = _Starting(handle, time.monotonic(), f"{what}, waiting for it to register")
+        loop = asyncio.get_running_loop()
+        started.timer = loop.call_later(
+            pool.policy.register_timeout_s, self._register_timeout, pool, started
+        )
+        started.watcher = loop.create_task(self._watch(pool, started))
+        self._watchers.add(started.watcher)
+        started.watcher.add_done_callback(self._watchers.discard)
+        pool.starting.append(started)
         self.kick()
+
+    async def _watch(self, pool: Pool, started: _Starting) -> None:
+        def progress(phrase: str) -> None:
+            if phrase != started.phrase:
+                started.phrase = phrase
+                self.kick()  # pending jobs re-read message_for
+
+        try:
+            await pool.provider.watch_start(started.handle, progress)
+        except ProvisionError as exc:
+            if started in pool.starting and not self._closed:
+                pool.starting.remove(started)
+                started.watcher = None  # this task, ending now
+                started.stop_watching()
+                self._spawn(pool.provider.release(started.handle))
+                self._failed(pool, str(exc))
+        except Exception:  # a provider bug must not end the pool; the timeout still runs
+            log.exception("pool %s: watching %s failed", pool.policy.name, started.phrase)
 
     def _failed(self, pool: Pool, why: str) -> None:
         log.warning("pool %s: %s", pool.policy.name, why)
@@ -219,6 +254,7 @@ class PoolManager:
         if started not in pool.starting:
             return
         pool.starting.remove(started)
+        started.stop_watching()
         self._spawn(pool.provider.release(started.handle))
         what = pool.provider.describe(started.handle)
         self._failed(
@@ -241,6 +277,10 @@ class PoolManager:
         self._closed = True
         for timer in self._timers:
             timer.cancel()
+        watchers = list(self._watchers)
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
         for task in list(self._tasks):
             if not task.done():
                 await asyncio.gather(task, return_exceptions=True)
@@ -250,8 +290,7 @@ class PoolManager:
                 h for h in pool.members.values() if h is not None
             ]
             for started in pool.starting:
-                if started.timer is not None:
-                    started.timer.cancel()
+                started.stop_watching()
             pool.starting.clear()
             pool.members.clear()
             releases += [pool.provider.release(h) for h in handles]

@@ -8,7 +8,7 @@ from pathlib import Path
 from coordinator.accounts import Accounts
 from coordinator.catalog import Catalog
 from coordinator.config import CoordinatorConfig
-from coordinator.poolconfig import load_pool_config
+from coordinator.poolconfig import ProviderOptions, load_pool_config
 from coordinator.pools import PoolManager
 from coordinator.providers.base import AgentLaunch, Provider
 from coordinator.providers.local import LocalProvider
@@ -44,16 +44,16 @@ async def start_pools(
     launch = AgentLaunch(coordinator=address, secret_file=secret_file, work_dir=work_dir)
     providers: dict[str, Provider] = {}
     for name in pool_config.provider_names:
-        options = pool_config.providers.get(name, {})
-        agent_args = tuple(str(a) for a in options.get("agent_args", ()))
+        options = pool_config.providers.get(name, ProviderOptions())
         if name == "local":
-            providers[name] = LocalProvider(launch, agent_args)
+            providers[name] = LocalProvider(launch, options.agent_args)
         elif name == "slurm":
             providers[name] = SlurmProvider(
                 launch,
-                partition=str(options.get("partition", "")),
-                sbatch_args=tuple(str(a) for a in options.get("sbatch_args", ())),
-                extra_agent_args=agent_args,
+                partition=options.partition,
+                sbatch_args=options.sbatch_args,
+                extra_agent_args=options.agent_args,
+                status_interval_s=options.status_interval_s,
             )
     manager = PoolManager(scheduler, pool_config.pools, providers, catalog)
     scheduler.pool = manager

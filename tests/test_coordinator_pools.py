@@ -1,17 +1,71 @@
 """Warm pools with the local provider: real agent processes started and released by the
-coordinator; baseline at start, growth under a burst up to the cap, back after idle."""
+coordinator; baseline at start, growth under a burst up to the cap, back after idle; an
+agent that exits before registering is the pool's error at once; the pool file's
+provider options are checked."""
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+from grpc import aio
+
+from c3.errors import ConfigError
 from c3.grpcutil import bearer, channel
+from c3.manifest import build, sha256_file
+from c3.storage_client import LocalBlob, StorageClient
+from c3.tokens import TokenSigner, TokenVerifier
 from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb
+from coordinator.app import Coordinator
+from coordinator.poolconfig import ProviderOptions, load_pool_config
 from coordinator.testing import client, config_for_test, eventually, spec, start_coordinator
+from storaged.server import StoragedConfig, StoragedServer
 
 S = common_pb2
 FINAL = {S.JOB_STATE_COMPLETED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELED, S.JOB_STATE_TIMED_OUT}
+
+
+@asynccontextmanager
+async def pool_stack(tmp_path: Path, pools: str) -> AsyncIterator[tuple[Coordinator, str]]:
+    """storaged + a coordinator whose `--pool-config` file holds `pools`; yields the
+    coordinator and an API key. (Also used by test_coordinator_slurm.)"""
+    signer = TokenSigner.load_or_create(tmp_path / "signing-key.pem")
+    storaged = await StoragedServer.start(
+        StoragedConfig(data_dir=tmp_path / "store", listen="127.0.0.1:0"),
+        TokenVerifier.from_pem(signer.public_key_pem()),
+    )
+    (tmp_path / "pools.yaml").write_text(pools)
+    config = config_for_test(
+        tmp_path, storage_address=storaged.address, heartbeat_ms=500,
+        pool_config=tmp_path / "pools.yaml",
+    )  # fmt: skip
+    try:
+        app, boot = await start_coordinator(config)
+        try:
+            yield app, boot.api_key
+        finally:
+            await app.stop()
+    finally:
+        await storaged.stop()
+
+
+async def push_workspace(ch: aio.Channel, key: str, root: Path) -> str:
+    """Upload the files of `root` to storaged; returns the workspace manifest digest."""
+    reply = await client(ch).IssueStorageToken(pb.IssueStorageTokenRequest(), metadata=bearer(key))
+    entries, blobs = [], []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest, size = sha256_file(path)
+        blobs.append(LocalBlob(path, digest, size))
+        entries.append(S.ManifestEntry(path=path.name, digest=digest, size=size))
+    async with StorageClient(reply.storage_address, reply.token) as storage:
+        await storage.push_files(blobs)
+        return await storage.put_manifest(build(entries))
+
 
 POOL = """
 pools:
@@ -22,34 +76,35 @@ providers:
 
 
 async def test_local_pool_baseline_burst_and_shrink(tmp_path: Path) -> None:
-    pool_file = tmp_path / "pools.yaml"
-    pool_file.write_text(POOL)
-    app, boot = await start_coordinator(
-        config_for_test(tmp_path, pool_config=pool_file, heartbeat_ms=500)
-    )
-    assert app.pools is not None
-    provider = app.pools.pools[0].provider
-    pool = app.pools.pools[0]
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "run.sh").write_text("sleep 120\n")  # busy until the test cancels it
+    async with pool_stack(tmp_path, POOL) as (app, key):
+        assert app.pools is not None
+        pool = app.pools.pools[0]
+        provider = pool.provider
 
-    def members() -> int:
-        return sum(1 for a in app.scheduler.known_agents() if a.pool == "cpu" and a.connected
-                   and not a.releasing)  # fmt: skip
+        def members() -> int:
+            return sum(1 for a in app.scheduler.known_agents() if a.pool == "cpu"
+                       and a.connected and not a.releasing)  # fmt: skip
 
-    try:
         # Baseline: one warm agent, started by the coordinator itself.
         await eventually(lambda: len(app.scheduler.idle_agents()) == 1, 60, "baseline agent")
         assert provider.running() == 1  # type: ignore[attr-defined]
-        md = bearer(boot.api_key)
+        md = bearer(key)
         async with channel(app.address) as ch:
             c = client(ch)
+            digest = await push_workspace(ch, key, ws)
             pinned = (await c.SubmitJob(
                 pb.SubmitJobRequest(spec=spec(gpu="cpu", provider="slurm")), metadata=md)).job
             assert (await c.GetJob(pb.GetJobRequest(job_id=pinned.id), metadata=md)).job.message \
                 == "provider slurm unavailable"  # fmt: skip
             await c.CancelJob(pb.CancelJobRequest(job_ids=[pinned.id]), metadata=md)
 
+            # A burst of three long jobs: the pool grows to its cap (2), not beyond.
+            burst = spec(gpu="cpu", workspace_manifest_digest=digest)
             jobs = [
-                (await c.SubmitJob(pb.SubmitJobRequest(spec=spec(gpu="cpu")), metadata=md)).job
+                (await c.SubmitJob(pb.SubmitJobRequest(spec=burst), metadata=md)).job
                 for _ in range(3)
             ]
             peak = 0
@@ -57,14 +112,16 @@ async def test_local_pool_baseline_burst_and_shrink(tmp_path: Path) -> None:
             def grown() -> bool:
                 nonlocal peak
                 peak = max(peak, members(), provider.running())  # type: ignore[attr-defined]
-                return members() == 2
+                return members() == 2 and sum(
+                    app.jobs.jobs[j.id].state == S.JOB_STATE_RUNNING for j in jobs
+                ) == 2
 
-            await eventually(grown, 60, "pool grown to its cap")
+            await eventually(grown, 60, "pool grown to its cap, two jobs running")
             first = (await c.GetJob(pb.GetJobRequest(job_id=jobs[0].id), metadata=md)).job
             assert first.startup.warm_pool_hit is True and first.pool == "cpu"
-            live = [j.id for j in jobs if app.jobs.jobs[j.id].state not in FINAL]
-            if live:
-                await c.CancelJob(pb.CancelJobRequest(job_ids=live), metadata=md)
+            third = app.jobs.jobs[jobs[2].id]
+            assert third.state == S.JOB_STATE_PENDING, third.state
+            await c.CancelJob(pb.CancelJobRequest(job_ids=[j.id for j in jobs]), metadata=md)
             await eventually(
                 lambda: all(app.jobs.jobs[j.id].state in FINAL for j in jobs), 60, "jobs over"
             )
@@ -76,6 +133,82 @@ async def test_local_pool_baseline_burst_and_shrink(tmp_path: Path) -> None:
                 "pool back to baseline",
             )
             assert not pool.error
-    finally:
-        await app.stop()
     assert provider.running() == 0  # type: ignore[attr-defined]
+
+BROKEN_POOL = """
+pools:
+  - {profile: cpu, provider: local, baseline: 0, cap: 1, register_timeout_s: 300}
+providers:
+  local: {agent_args: ["--no-such-flag"]}
+"""
+
+
+async def test_local_agent_that_exits_before_registering_fails_at_once(tmp_path: Path) -> None:
+    """An agent process that dies at start is the pool's readable error within seconds,
+    not after register_timeout_s (300 s here); the pool retries with backoff."""
+    async with pool_stack(tmp_path, BROKEN_POOL) as (app, key):
+        assert app.pools is not None
+        provider = app.pools.pools[0].provider
+        md = bearer(key)
+        async with channel(app.address) as ch:
+            c = client(ch)
+            started = time.monotonic()
+            job = (await c.SubmitJob(pb.SubmitJobRequest(spec=spec(gpu="cpu")), metadata=md)).job
+
+            async def message() -> str:
+                got = (await c.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)).job
+                assert got.state == S.JOB_STATE_PENDING, got.state
+                return got.message
+
+            async def failed() -> bool:
+                return "before registering" in await message()
+
+            await eventually(failed, 30, "the early failure in the job's message")
+            elapsed = time.monotonic() - started
+            text = await message()
+            found = re.fullmatch(
+                r"provider local: local agent pid \d+ exited with status 2 before registering: "
+                r"(.*); see (\S+/agent\.log); retrying",
+                text,
+            )
+            assert found, text
+            assert "unrecognized arguments: --no-such-flag" in found[1], text
+            assert "--no-such-flag" in Path(found[2]).read_text()
+            assert elapsed < 30, elapsed  # well before the 300 s registration timeout
+            # Retry with backoff: a second agent is started (and fails the same way).
+            await eventually(
+                lambda: (tmp_path / "agents" / "local-cpu-2" / "agent.log").exists(),
+                30, "a retry after the backoff",
+            )  # fmt: skip
+            listed = await c.ListJobs(pb.ListJobsRequest(), metadata=md)
+            assert [j.message for j in listed.jobs if j.id == job.id] == [await message()]
+    assert provider.running() == 0  # type: ignore[attr-defined]
+
+@pytest.mark.parametrize(
+    ("providers", "expected"),
+    [
+        ('local: {agent_args: "--no-cgroups"}',
+         r"providers\.local\.agent_args: expected a list of strings"),
+        ("local: {sbatch_args: [--x]}", r"providers\.local\.sbatch_args: unknown option for local"),
+        ("slurm: {status_interval_s: 0}", r"providers\.slurm\.status_interval_s: expected a number"),
+        ("slurm: [--x]", r"providers\.slurm: expected a mapping of options"),
+    ],
+)  # fmt: skip
+def test_pool_file_provider_options_are_checked(
+    tmp_path: Path, providers: str, expected: str
+) -> None:
+    pool_file = tmp_path / "pools.yaml"
+    pool_file.write_text(f"pools: [{{profile: cpu}}]\nproviders:\n  {providers}\n")
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(pool_file))}: {expected}"):
+        load_pool_config(pool_file, frozenset({"cpu"}))
+
+
+def test_pool_file_provider_options_are_read(tmp_path: Path) -> None:
+    pool_file = tmp_path / "pools.yaml"
+    pool_file.write_text(
+        "pools: [{profile: cpu, provider: slurm}]\nproviders:\n"
+        '  slurm: {partition: gpu, sbatch_args: ["--begin=now+60"], status_interval_s: 5}\n'
+    )
+    options = load_pool_config(pool_file, frozenset({"cpu"})).providers["slurm"]
+    assert options == ProviderOptions(partition="gpu", sbatch_args=("--begin=now+60",),
+                                      status_interval_s=5.0)  # fmt: skip

@@ -8,13 +8,36 @@ import itertools
 import logging
 import os
 import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from coordinator.providers.base import AgentLaunch, ProvisionError
+from coordinator.providers.base import AgentLaunch, ProvisionError, last_line
 
 log = logging.getLogger(__name__)
 
 _STOP_WAIT_S = 10.0
+
+
+@dataclass(eq=False)
+class LocalAgent:
+    """The handle of one started agent process."""
+
+    proc: asyncio.subprocess.Process
+    log_file: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def _how_it_ended(returncode: int) -> str:
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-returncode).name}"
+        return f"was killed by signal {-returncode}"
+    return f"exited with status {returncode}"
 
 
 class LocalProvider:
@@ -26,12 +49,13 @@ class LocalProvider:
         self._counter = itertools.count(1)
         self._procs: set[asyncio.subprocess.Process] = set()
 
-    async def provision(self, profile: str, gpu_count: int) -> Any:
+    async def provision(self, profile: str, gpu_count: int) -> LocalAgent:
         n = next(self._counter)
         data_dir = self._launch.work_dir / f"local-{profile}-{n}"
         data_dir.mkdir(parents=True, exist_ok=True)
         argv = self._launch.argv(self.name, profile, str(data_dir)) + list(self._extra)
-        out = os.open(data_dir / "agent.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        log_file = data_dir / "agent.log"
+        out = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
@@ -43,10 +67,21 @@ class LocalProvider:
             os.close(out)
         self._procs.add(proc)
         log.info("local agent pid %d started for %s (%s)", proc.pid, profile, data_dir)
-        return proc
+        return LocalAgent(proc, log_file)
+
+    async def watch_start(self, handle: Any, on_progress: Callable[[str], None]) -> None:
+        agent: LocalAgent = handle
+        # The process's exit is an event (asyncio's child watcher): nothing polls here.
+        returncode = await agent.proc.wait()
+        last = await asyncio.to_thread(last_line, agent.log_file)
+        raise ProvisionError(
+            f"local agent pid {agent.pid} {_how_it_ended(returncode)} before registering"
+            + (f": {last}" if last else "")
+            + f"; see {agent.log_file}"
+        )
 
     async def release(self, handle: Any) -> None:
-        proc: asyncio.subprocess.Process = handle
+        proc = handle.proc
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
