@@ -28,7 +28,7 @@ class Failing(daemon_pb2_grpc.DaemonServicer):
 @pytest.fixture
 async def server():  # type: ignore[no-untyped-def]
     srv = await grpcutil.create_server(
-        "127.0.0.1:0", [(daemon_pb2_grpc.add_DaemonServicer_to_server, Failing(), "c3.v1.Daemon")]
+        "127.0.0.1:0", [(daemon_pb2_grpc.add_DaemonServicer_to_server, Failing(), "c3.v1.Daemon")]  # type: ignore[abstract]
     )
     yield f"127.0.0.1:{srv.port}"
     await srv.stop(0)
