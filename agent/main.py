@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", default="", help="override the discovered profile code")
     p.add_argument("--provider", default="local")
     p.add_argument("--region", default="local")
+    p.add_argument("--launch-id", default="", help=argparse.SUPPRESS)  # set by pool providers
     p.add_argument("--gpus", default=None,
                    help="comma-separated GPU indices this agent owns (default: all)")
     p.add_argument("--allow-unsandboxed", action="store_true",
@@ -161,7 +162,7 @@ async def serve(args: argparse.Namespace) -> int:
     caps = agent_pb2.AgentCapabilities(
         profile=host.profile, gpu_class=host.gpu_class, gpu_count=host.gpu_count,
         provider=args.provider, region=args.region, capacity=1, docker=docker_problem is None,
-        sandbox=sandboxed, hostname=socket.gethostname(),
+        sandbox=sandboxed, hostname=socket.gethostname(), launch_id=args.launch_id,
     )
     connection = Connection(address=args.coordinator, secret=secret, data_dir=data_dir,
                             capabilities=caps, executor=executor, outbox=outbox,

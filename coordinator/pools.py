@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ _BACKOFF_MAX_S = 60.0
 @dataclass(eq=False)
 class _Starting:
     handle: Any
+    launch_id: str  # the agent registers with it (AgentCapabilities.launch_id)
     since: float
     phrase: str  # where the start stands, for users (from the provider)
     timer: asyncio.TimerHandle | None = None  # the registration timeout
@@ -59,6 +61,8 @@ class Pool:
     starting: list[_Starting] = field(default_factory=list)
     members: dict[str, Any] = field(default_factory=dict)  # agent id -> handle or None
     in_flight: int = 0  # provision() calls not yet returned
+    # launch id -> agent id, for agents that registered before provision() returned.
+    registered_early: dict[str, str] = field(default_factory=dict)
     error: str = ""
     backoff: float = _BACKOFF_START_S
     retry_at: float = 0.0
@@ -110,10 +114,16 @@ class PoolManager:
         agent.pool = pool.policy.name
         if agent.id not in pool.members:
             handle = None
-            if pool.starting:  # the oldest provisioned agent is (most likely) this one
-                started = pool.starting.pop(0)
+            launch_id = agent.caps.launch_id
+            # Only the start this agent names is done: starts register in any order, and
+            # an agent started by hand (no launch id) is a member that nobody releases.
+            started = next((s for s in pool.starting if s.launch_id == launch_id), None)
+            if launch_id and started is not None:
+                pool.starting.remove(started)
                 started.stop_watching()
                 handle = started.handle
+            elif launch_id and pool.in_flight:
+                pool.registered_early[launch_id] = agent.id
             pool.members[agent.id] = handle
         pool.error, pool.backoff = "", _BACKOFF_START_S
         self.kick()
@@ -202,8 +212,11 @@ class PoolManager:
         self._scheduler.refresh_pending()
 
     async def _provision(self, pool: Pool) -> None:
+        launch_id = f"{pool.policy.name}-{secrets.token_hex(6)}"
         try:
-            handle = await pool.provider.provision(pool.policy.profile, pool.caps.gpu_count)
+            handle = await pool.provider.provision(
+                pool.policy.profile, pool.caps.gpu_count, launch_id
+            )
         except ProvisionError as exc:
             pool.in_flight -= 1
             self._failed(pool, str(exc))
@@ -212,8 +225,18 @@ class PoolManager:
         if self._closed:
             await pool.provider.release(handle)
             return
+        early = pool.registered_early.pop(launch_id, None)
+        if early is not None:  # it registered before provision() returned
+            if early in pool.members:
+                pool.members[early] = handle
+            else:  # and has already left again
+                self._spawn(pool.provider.release(handle))
+            self.kick()
+            return
         what = pool.provider.describe(handle)
-        started = _Starting(handle, time.monotonic(), f"{what}, waiting for it to register")
+        started = _Starting(
+            handle, launch_id, time.monotonic(), f"{what}, waiting for it to register"
+        )
         loop = asyncio.get_running_loop()
         started.timer = loop.call_later(
             pool.policy.register_timeout_s, self._register_timeout, pool, started

@@ -19,8 +19,9 @@ from c3.grpcutil import bearer, channel
 from c3.manifest import build, sha256_file
 from c3.storage_client import LocalBlob, StorageClient
 from c3.tokens import TokenSigner, TokenVerifier
-from c3.v1 import common_pb2
+from c3.v1 import agent_pb2, common_pb2
 from c3.v1 import coordinator_pb2 as pb
+from coordinator.agents import AgentState
 from coordinator.app import Coordinator
 from coordinator.poolconfig import ProviderOptions, load_pool_config
 from coordinator.testing import client, config_for_test, eventually, spec, start_coordinator
@@ -212,3 +213,32 @@ def test_pool_file_provider_options_are_read(tmp_path: Path) -> None:
     options = load_pool_config(pool_file, frozenset({"cpu"})).providers["slurm"]
     assert options == ProviderOptions(partition="gpu", sbatch_args=("--begin=now+60",),
                                       status_interval_s=5.0)  # fmt: skip
+
+
+async def test_each_registering_agent_takes_its_own_start_not_the_oldest(tmp_path: Path) -> None:
+    # The agents point at a dead address (the last --coordinator wins), so they never
+    # register by themselves: the test plays their registrations, in the wrong order.
+    pools = """
+pools:
+  - {profile: cpu, provider: local, baseline: 2, cap: 2, idle_timeout_s: 300}
+providers:
+  local: {agent_args: ["--no-cgroups", "--coordinator", "127.0.0.1:1"]}
+"""
+    async with pool_stack(tmp_path, pools) as (app, _key):
+        manager = app.scheduler.pool
+        assert manager is not None
+        pool = manager.pools[0]
+        await eventually(lambda: len(pool.starting) == 2, what="two starts")
+        first, second = pool.starting
+        for started in (first, second):  # the provider hands the agent its launch id
+            cmdline = Path(f"/proc/{started.handle.pid}/cmdline").read_bytes().split(b"\0")
+            assert started.launch_id.encode() in cmdline
+        caps = agent_pb2.AgentCapabilities
+        late = AgentState("a-late", caps(profile="cpu", provider="local", launch_id=second.launch_id))
+        manager.agent_connected(late)
+        assert pool.members["a-late"] is second.handle  # released, it stops its own process
+        assert pool.starting == [first]
+        by_hand = AgentState("a-by-hand", caps(profile="cpu", provider="local"))
+        manager.agent_connected(by_hand)
+        assert pool.members["a-by-hand"] is None  # nobody's start: never released by the pool
+        assert pool.starting == [first]

@@ -33,6 +33,7 @@ class AgentCapabilities(_message.Message):
     DOCKER_FIELD_NUMBER: _builtins.int
     SANDBOX_FIELD_NUMBER: _builtins.int
     HOSTNAME_FIELD_NUMBER: _builtins.int
+    LAUNCH_ID_FIELD_NUMBER: _builtins.int
     profile: _builtins.str
     gpu_class: _builtins.str
     gpu_count: _builtins.int
@@ -43,6 +44,10 @@ class AgentCapabilities(_message.Message):
     docker: _builtins.bool
     sandbox: _builtins.bool
     hostname: _builtins.str
+    launch_id: _builtins.str
+    """Set by the provider that started this agent (c3-agent --launch-id), so the warm pool
+    knows exactly which of its starts registered; empty for agents started by hand.
+    """
     def __init__(
         self,
         *,
@@ -55,10 +60,11 @@ class AgentCapabilities(_message.Message):
         docker: _builtins.bool = ...,
         sandbox: _builtins.bool = ...,
         hostname: _builtins.str = ...,
+        launch_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "docker", b"docker", "gpu_class", b"gpu_class", "gpu_count", b"gpu_count", "hostname", b"hostname", "profile", b"profile", "provider", b"provider", "region", b"region", "sandbox", b"sandbox"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "docker", b"docker", "gpu_class", b"gpu_class", "gpu_count", b"gpu_count", "hostname", b"hostname", "launch_id", b"launch_id", "profile", b"profile", "provider", b"provider", "region", b"region", "sandbox", b"sandbox"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

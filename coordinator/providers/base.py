@@ -23,20 +23,20 @@ class AgentLaunch:
     work_dir: Path
     python: str = sys.executable
 
-    def argv(self, provider: str, profile: str, data_dir: str) -> list[str]:
+    def argv(self, provider: str, profile: str, data_dir: str, launch_id: str) -> list[str]:
         return [
             self.python, "-m", "agent.main", "--coordinator", self.coordinator,
             "--secret-file", str(self.secret_file), "--data-dir", data_dir,
-            "--provider", provider, "--profile", profile,
+            "--provider", provider, "--profile", profile, "--launch-id", launch_id,
         ]  # fmt: skip
 
 
 class Provider(Protocol):
     name: str
 
-    async def provision(self, profile: str, gpu_count: int) -> Any:
-        """Start one agent for `profile`; returns a handle for release(). Raises
-        ProvisionError with a readable reason."""
+    async def provision(self, profile: str, gpu_count: int, launch_id: str) -> Any:
+        """Start one agent for `profile` that registers with `launch_id`; returns a handle
+        for release(). Raises ProvisionError with a readable reason."""
         ...
 
     async def watch_start(self, handle: Any, on_progress: Callable[[str], None]) -> None:

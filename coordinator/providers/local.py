@@ -49,11 +49,11 @@ class LocalProvider:
         self._counter = itertools.count(1)
         self._procs: set[asyncio.subprocess.Process] = set()
 
-    async def provision(self, profile: str, gpu_count: int) -> LocalAgent:
+    async def provision(self, profile: str, gpu_count: int, launch_id: str) -> LocalAgent:
         n = next(self._counter)
         data_dir = self._launch.work_dir / f"local-{profile}-{n}"
         data_dir.mkdir(parents=True, exist_ok=True)
-        argv = self._launch.argv(self.name, profile, str(data_dir)) + list(self._extra)
+        argv = self._launch.argv(self.name, profile, str(data_dir), launch_id) + list(self._extra)
         log_file = data_dir / "agent.log"
         out = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:

@@ -81,10 +81,10 @@ class SlurmProvider:
         self._poller: asyncio.Task[None] | None = None
         self._ended: set[str] = set()  # jobs seen ended: nothing left to scancel
 
-    def script(self, profile: str, gpu_count: int, n: int) -> str:
+    def script(self, profile: str, gpu_count: int, n: int, launch_id: str) -> str:
         base = self._launch.work_dir
         data_dir = f"{base}/slurm-{profile}-{n}-$SLURM_JOB_ID"
-        argv = self._launch.argv(self.name, profile, "DATA_DIR") + list(self._extra)
+        argv = self._launch.argv(self.name, profile, "DATA_DIR", launch_id) + list(self._extra)
         command = " ".join(shlex.quote(a) for a in argv).replace("DATA_DIR", f'"{data_dir}"')
         lines = [
             "#!/bin/bash",
@@ -104,11 +104,11 @@ class SlurmProvider:
     def output_file(self, job_id: str) -> Path:
         return self._launch.work_dir / f"slurm-{job_id}.out"
 
-    async def provision(self, profile: str, gpu_count: int) -> Any:
+    async def provision(self, profile: str, gpu_count: int, launch_id: str) -> Any:
         n = next(self._counter)
         self._launch.work_dir.mkdir(parents=True, exist_ok=True)
         path = self._launch.work_dir / f"slurm-agent-{profile}-{n}.sh"
-        path.write_text(self.script(profile, gpu_count, n))
+        path.write_text(self.script(profile, gpu_count, n, launch_id))
         rc, out, err = await _run("sbatch", "--parsable", str(path))
         if rc != 0:
             raise ProvisionError(f"sbatch failed: {_last(err) or _last(out) or f'exit status {rc}'}")
