@@ -185,3 +185,37 @@ async def test_submit_with_mounts_is_refused_while_storage_is_unreachable(
         # A job without mounts does not need storage at all.
         job = (await stub.SubmitJob(pb.SubmitJobRequest(spec=spec()), metadata=md)).job
         assert job.state == common_pb2.JOB_STATE_PENDING
+
+
+async def test_a_sweep_with_one_unmountable_entry_creates_no_job_and_pins_nothing(
+    stack, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    srv, app, boot, signer = stack
+    token = signer.sign(TokenClaims(org_id=boot.org_id, operations=ALL_OPERATIONS))
+    async with StorageClient(srv.address, token) as user, channel(app.address) as ch:
+        one = await _upload(user, tmp_path / "d", "corpus", {"x.bin": b"one"})
+        two = await _upload(user, tmp_path / "d", "corpus", {"x.bin": b"two"})
+        assert await user.remove("/datasets/corpus@v2") == 1
+
+        def mount(version: int, digest: str) -> common_pb2.DatasetMount:
+            return common_pb2.DatasetMount(
+                ref="/datasets/corpus", mount="/data/corpus", resolved_path="/datasets/corpus",
+                version=version, manifest_digest=digest,
+            )  # fmt: skip
+
+        entries = [pb.SubmitJobRequest(spec=spec(datasets=[mount(1, one)])),
+                   pb.SubmitJobRequest(spec=spec(datasets=[mount(2, two)]))]  # fmt: skip
+        stub, md = coordinator_client(ch), bearer(boot.api_key)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.SubmitJobs(pb.SubmitJobsRequest(jobs=entries), metadata=md)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert refused.value.details() == (
+            "jobs[1]: /datasets/corpus v2 no longer exists; deploy again to mount the latest"
+        )
+        assert not app.jobs.jobs
+
+        async def v1_unpinned() -> bool:  # the first entry's pin was given back
+            return not await srv.store.meta.live_holds(boot.org_id, "/datasets/corpus", 1)
+
+        await _until("the first entry's hold is released", v1_unpinned)
+        assert await user.remove("/datasets/corpus", recursive=True) == 1
