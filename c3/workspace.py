@@ -1,5 +1,4 @@
-"""Which files c3 ships: what git would see (tracked plus untracked-not-ignored), computed
-without git.
+"""Which files c3 ships: what git would see (tracked plus untracked-not-ignored).
 
 The tree is walked with os.scandir. `.gitignore` files (at every level), the repository's
 `.git/info/exclude` and `.gitignore` files of enclosing directories up to the repository top
@@ -9,7 +8,12 @@ after `.gitignore` of the same directory, so they can add exclusions and also re
 (`!pattern`) what git ignores. An excluded directory is never entered, so nothing below it
 can be re-included, as in git.
 
-Always excluded: `.git`, `.c3.local`, `c3-artifacts/` (pulled outputs), virtualenvs (a directory holding `pyvenv.cfg` or
+Files git tracks ship even when a git ignore rule matches them (`git add -f`), as in git:
+the one thing read from git itself is which tracked files an ignore rule matches (see
+`c3.workspace_git`); below an ignored directory only those tracked files ship. A `.c3ignore`
+rule still leaves a tracked file out: that is how a user says "don't ship this".
+
+Always excluded, tracked or not: `.git`, `.c3.local`, `c3-artifacts/` (pulled outputs), virtualenvs (a directory holding `pyvenv.cfg` or
 `conda-meta`, or named `.venv`/`venv`), caches, and editor temp files.
 
 Symlinks: a link to a regular file inside the project ships as that file's content; links
@@ -27,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from c3.errors import NotFound, PermissionDenied
-from c3.workspace_ignore import Level, Pattern, decide, parse_file
+from c3.workspace_git import GitIndex, TrackedIgnored
+from c3.workspace_ignore import Level, Pattern, decide, decide_tracked, parse_file
 
 IGNORE_FILES = (".gitignore", ".c3ignore")
 BUILTIN_DIRS = frozenset({
@@ -83,11 +88,8 @@ def _read_text(path: str) -> str | None:
         return None  # like git: an unreadable ignore file is skipped
 
 
-def _find_git_top(root: Path) -> Path | None:
-    for directory in (root, *root.parents):
-        if os.path.lexists(directory / ".git"):
-            return directory
-    return None
+def _excludes(pattern: Pattern | None) -> bool:
+    return pattern is not None and not pattern.negated
 
 
 class IgnoreMatcher:
@@ -95,6 +97,8 @@ class IgnoreMatcher:
 
     Used by `scan` and, incrementally, by the watcher: call `notify_changed` for each
     changed path; when it returns True the rules changed and the caller should rescan.
+    When git's index changes, call `read_git_index` (blocking) and look again at the paths
+    it returns.
     """
 
     def __init__(self, root: Path) -> None:
@@ -102,11 +106,12 @@ class IgnoreMatcher:
         self._real_root = os.path.realpath(self.root)
         self._levels: dict[str, Level | None] = {}
         self._venv: dict[str, bool] = {}
+        self._git = GitIndex(self.root)
         self._base = self._base_levels()
 
     def _base_levels(self) -> tuple[Level, ...]:
         """Rules from outside the tree walk: info/exclude and enclosing .gitignore files."""
-        top = _find_git_top(self.root)
+        top = self._git.top
         if top is None:
             return ()
         levels: list[Level] = []
@@ -127,10 +132,23 @@ class IgnoreMatcher:
         return tuple(levels)
 
     def reload(self) -> None:
-        """Forget every cached rule file (after changes the watcher may have missed)."""
+        """Forget every cached rule file (after changes the watcher may have missed) and
+        read git's index again (blocking: runs git)."""
         self._levels.clear()
         self._venv.clear()
+        self._git.locate()
         self._base = self._base_levels()
+        self._git.read()
+
+    def read_git_index(self) -> set[str]:
+        """Ask git again which files it tracks although ignored (blocking: runs git);
+        returns the paths that joined or left that set."""
+        return self._git.read()
+
+    @property
+    def git_index(self) -> str | None:
+        """Git's index file (None outside a repository): a change to it can change what ships."""
+        return self._git.index_file
 
     @staticmethod
     def is_rule_file(rel_path: str) -> bool:
@@ -139,13 +157,17 @@ class IgnoreMatcher:
 
     def notify_changed(self, rel_path: str) -> bool:
         """Drop caches `rel_path` affects; True when ignore rules may have changed."""
-        if rel_path == ".git/info/exclude":
+        if rel_path in (".git/info/exclude", ".git"):
+            # A repository appeared or went away, or its exclude file changed.
+            self._git.locate()
             self._base = self._base_levels()
+            self._git.stale = True
             return True
         parent = rel_path.rsplit("/", 1)[0] if "/" in rel_path else ""
         name = rel_path.rsplit("/", 1)[-1]
         if name in IGNORE_FILES:
             self._levels.pop(parent, None)
+            self._git.stale = self._git.stale or name == ".gitignore"
             return True
         if name in VENV_MARKERS:
             self._venv.pop(parent, None)
@@ -161,7 +183,7 @@ class IgnoreMatcher:
         patterns: list[Pattern] = []
         for file_name, text in texts:
             source = f"{rel_dir}/{file_name}" if rel_dir else file_name
-            patterns.extend(parse_file(text, source))
+            patterns.extend(parse_file(text, source, c3ignore=file_name == ".c3ignore"))
         if not patterns:
             return None
         return Level("", len(rel_dir) + 1 if rel_dir else 0, tuple(patterns))
@@ -192,13 +214,17 @@ class IgnoreMatcher:
             self._venv[rel_dir] = any(os.path.lexists(os.path.join(abs_dir, m)) for m in VENV_MARKERS)
         return self._venv[rel_dir]
 
-    def explain(self, rel_path: str, is_dir: bool) -> str | None:
-        """The rule that excludes `rel_path` (or one of its parent directories), else None."""
+    def explain(self, rel_path: str, is_dir: bool, *, fresh: bool = True) -> str | None:
+        """The rule that excludes `rel_path` (or one of its parent directories), else None.
+        `fresh=False` never runs git: it uses git's index as last read (for callers on an
+        event loop)."""
+        tracked = self._git.now(fresh)
         parts = rel_path.strip("/").split("/")
         levels = self._base
         root_level = self.level("")
         if root_level is not None:
             levels = (*levels, root_level)
+        hidden_by: str | None = None  # the git rule of an ignored directory we are below
         for index, name in enumerate(parts):
             rel = "/".join(parts[: index + 1])
             last = index == len(parts) - 1
@@ -208,17 +234,27 @@ class IgnoreMatcher:
                 rule = "built-in: virtualenv"
             if rule is not None:
                 return rule
+            held = rel in (tracked.dirs if directory else tracked.files)
+            if hidden_by is not None and not held:
+                return hidden_by
             pattern = decide(levels, rel, name, directory)
-            if pattern is not None and not pattern.negated:
-                return pattern.source
+            if _excludes(pattern):
+                assert pattern is not None
+                if not held:
+                    return pattern.source
+                own_rule = decide_tracked(levels, rel, name, directory)
+                if _excludes(own_rule):
+                    assert own_rule is not None
+                    return own_rule.source
+                hidden_by = hidden_by or pattern.source
             if not last:
                 own = self.level(rel)
                 if own is not None:
                     levels = (*levels, own)
         return None
 
-    def is_ignored(self, rel_path: str, is_dir: bool) -> bool:
-        return self.explain(rel_path, is_dir) is not None
+    def is_ignored(self, rel_path: str, is_dir: bool, *, fresh: bool = True) -> bool:
+        return self.explain(rel_path, is_dir, fresh=fresh) is not None
 
     def scan(self, *, report_ignored: bool = True) -> tuple[list[WorkspaceFile], list[IgnoredPath]]:
         """Walk the tree (blocking). Files sorted by path; ignored paths in walk order."""
@@ -235,7 +271,6 @@ class IgnoreMatcher:
     def walk(self, *, report_ignored: bool = True) -> Iterator[WorkspaceFile | IgnoredPath]:
         """The files that ship (and, with report_ignored, what is left out), in walk order,
         one at a time: a caller indexing a huge tree never holds all of it at once."""
-        self.reload()
         try:
             if not stat_mod.S_ISDIR(os.stat(self.root).st_mode):
                 raise NotFound(f"{self.root}: not a directory; the project folder must be a directory")
@@ -243,9 +278,13 @@ class IgnoreMatcher:
             raise NotFound(f"{self.root}: project directory does not exist (moved or deleted?)") from exc
         except OSError as exc:
             raise PermissionDenied(f"{self.root}: cannot read project directory ({exc.strerror})") from exc
-        stack: list[tuple[str, str, tuple[Level, ...]]] = [(str(self.root), "", self._base)]
+        self.reload()
+        tracked = self._git.tracked
+        # (directory, its path, the rules above it, the git rule of an ignored directory
+        # it is below: there only tracked files ship).
+        stack: list[tuple[str, str, tuple[Level, ...], str | None]] = [(str(self.root), "", self._base, None)]
         while stack:
-            abs_dir, rel_dir, levels = stack.pop()
+            abs_dir, rel_dir, levels, hidden_by = stack.pop()
             try:
                 with os.scandir(abs_dir) as it:
                     entries = list(it)
@@ -266,23 +305,41 @@ class IgnoreMatcher:
                     is_dir = entry.is_dir(follow_symlinks=False)
                 except OSError:
                     is_dir = False
+                below = hidden_by
                 rule = _builtin_rule(name, is_dir)
                 if rule is None:
-                    pattern = decide(levels, rel, name, is_dir)
-                    if pattern is not None and not pattern.negated:
-                        rule = pattern.source
+                    if hidden_by is not None and rel not in (tracked.dirs if is_dir else tracked.files):
+                        rule = hidden_by
+                    elif _excludes(pattern := decide(levels, rel, name, is_dir)):
+                        assert pattern is not None
+                        rule, git_rule = self._tracked_override(tracked, levels, rel, name, is_dir, pattern.source)
+                        below = hidden_by or git_rule
                 if rule is not None:
                     if report_ignored:
                         yield IgnoredPath(rel + "/" if is_dir else rel, rule)
                     continue
                 if is_dir:
-                    stack.append((entry.path, rel, levels))
+                    stack.append((entry.path, rel, levels, below))
                     continue
                 shipped, problem = self._file(entry)
                 if shipped is not None:
                     yield WorkspaceFile(rel, shipped)
                 elif report_ignored:
                     yield IgnoredPath(rel, problem)
+
+    @staticmethod
+    def _tracked_override(
+        tracked: TrackedIgnored, levels: tuple[Level, ...], rel: str, name: str, is_dir: bool, rule: str
+    ) -> tuple[str | None, str | None]:
+        """For a path a git rule excludes: (the rule that still leaves it out, or None when
+        git tracks it or something below it; the git rule to remember when entering it)."""
+        if rel not in (tracked.dirs if is_dir else tracked.files):
+            return rule, None
+        c3_rule = decide_tracked(levels, rel, name, is_dir)
+        if _excludes(c3_rule):
+            assert c3_rule is not None
+            return c3_rule.source, None
+        return None, rule
 
     def _file(self, entry: os.DirEntry[str]) -> tuple[os.stat_result | None, str]:
         try:

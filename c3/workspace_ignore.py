@@ -34,6 +34,9 @@ class Pattern:
     basename_only: bool
     # Where it came from, for `ls-files --ignored`: "sub/.gitignore:3: *.log".
     source: str
+    # From a .c3ignore: it leaves a file out even when git tracks it (git's own ignore
+    # rules never apply to tracked files).
+    c3ignore: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ def translate(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out), re.DOTALL)
 
 
-def parse_line(line: str, source: str) -> Pattern | None:
+def parse_line(line: str, source: str, *, c3ignore: bool = False) -> Pattern | None:
     """One line of an ignore file; None for blanks and comments."""
     line = line.rstrip("\n").removesuffix("\r")
     if not line or line.startswith("#"):
@@ -163,14 +166,14 @@ def parse_line(line: str, source: str) -> Pattern | None:
         return None
     basename_only = "/" not in body
     body = body.removeprefix("/")
-    return Pattern(translate(body), negated, dir_only, basename_only, f"{source}: {text}")
+    return Pattern(translate(body), negated, dir_only, basename_only, f"{source}: {text}", c3ignore)
 
 
-def parse_file(text: str, source_name: str) -> tuple[Pattern, ...]:
+def parse_file(text: str, source_name: str, *, c3ignore: bool = False) -> tuple[Pattern, ...]:
     text = text.removeprefix("\ufeff")
     patterns = []
     for number, line in enumerate(text.split("\n"), start=1):
-        pattern = parse_line(line, f"{source_name}:{number}")
+        pattern = parse_line(line, f"{source_name}:{number}", c3ignore=c3ignore)
         if pattern is not None:
             patterns.append(pattern)
     return tuple(patterns)
@@ -183,6 +186,20 @@ def decide(levels: tuple[Level, ...], rel: str, name: str, is_dir: bool) -> Patt
         sub = level.lead + rel[level.strip:]
         for pattern in reversed(level.patterns):
             if pattern.dir_only and not is_dir:
+                continue
+            if pattern.regex.fullmatch(name if pattern.basename_only else sub):
+                return pattern
+    return None
+
+
+def decide_tracked(levels: tuple[Level, ...], rel: str, name: str, is_dir: bool) -> Pattern | None:
+    """`decide` for a path git tracks: git's exclusions do not apply to it, only .c3ignore
+    exclusions (and any negation) do. A path shipped untracked is therefore shipped tracked
+    too: tracking a file can only add it."""
+    for level in reversed(levels):
+        sub = level.lead + rel[level.strip:]
+        for pattern in reversed(level.patterns):
+            if (pattern.dir_only and not is_dir) or not (pattern.negated or pattern.c3ignore):
                 continue
             if pattern.regex.fullmatch(name if pattern.basename_only else sub):
                 return pattern

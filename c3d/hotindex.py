@@ -4,6 +4,11 @@ A deploy after a save re-stats only the paths that changed, hashes only files wh
 (size, mtime, ctime, inode, mode) moved, and patches the kept manifest in place, so the
 manifest of a large tree after one change costs a copy, not a rebuild. Per file it keeps
 one small tuple (digest, size, stat fingerprint): a 100,000-file project stays small.
+
+Git's index file counts as a change too: `git add -f` of an ignored file makes it ship and
+`git rm --cached` stops that. On such a change only the tracked-but-ignored set is asked of
+git again (off the event loop), and only the paths that joined or left it are looked at:
+no rescan of the tree.
 """
 
 from __future__ import annotations
@@ -68,6 +73,8 @@ class ProjectIndex:
         self._tree = common_pb2.Manifest()
         self._order: list[str] = []  # paths of self._tree.entries, sorted
         self._lock = asyncio.Lock()
+        # Set when the watcher saw git's index file change; cleared by `reread_git_index`.
+        self.git_index_changed = False
 
     def invalidate(self) -> None:
         self._scan_due = True
@@ -77,6 +84,10 @@ class ProjectIndex:
         relevant: set[str] = set()
         root = str(self.root)
         for path in abs_paths:
+            if path == self.matcher.git_index:
+                # Which files ship may have changed, but only git can say (not on the loop).
+                self.git_index_changed = True
+                continue
             rel = os.path.relpath(path, root).replace(os.sep, "/")
             if rel == ".":
                 self.invalidate()
@@ -89,11 +100,36 @@ class ProjectIndex:
                 relevant.add(rel)
                 continue
             known = rel in self._files or rel in self._dirs
-            if not known and self.matcher.is_ignored(rel, os.path.isdir(path)):
+            if not known and self.matcher.is_ignored(rel, os.path.isdir(path), fresh=False):
                 continue
             self._dirty.add(rel)
             relevant.add(rel)
         return relevant
+
+    async def reread_git_index(self) -> set[str]:
+        """After git's index changed: the paths that joined or left the workspace because
+        git now tracks them or no longer does (they are looked at again by the next
+        snapshot)."""
+        async with self._lock:
+            if not self.git_index_changed:  # a snapshot got there first
+                return set()
+            return await self._reread_git_index()
+
+    async def _reread_git_index(self) -> set[str]:
+        self.git_index_changed = False
+        affected = await asyncio.to_thread(self._tracked_moves)
+        self._dirty.update(affected)
+        return affected
+
+    def _tracked_moves(self) -> set[str]:
+        """Blocking: runs git. Of the files that started or stopped being tracked-although-
+        ignored, those whose shipping changes (in the index now, or shipping from now on)."""
+        moved = self.matcher.read_git_index()
+        return {
+            rel for rel in moved
+            if rel in self._files
+            or (os.path.isfile(self.root / rel) and not self.matcher.is_ignored(rel, False, fresh=False))
+        }
 
     # -- bringing the file set up to date ---------------------------------------------------
 
@@ -108,7 +144,8 @@ class ProjectIndex:
                 continue
             if stat_mod.S_ISREG(st.st_mode):
                 # Always re-read: a same-size rewrite within one timestamp tick keeps its stat.
-                self._pending[rel] = None if self.matcher.is_ignored(rel, False) else st
+                # The live index follows git's index itself (git_index_changed): no git here.
+                self._pending[rel] = None if self.matcher.is_ignored(rel, False, fresh=False) else st
                 if self._pending[rel] is not None and rel in self._files:
                     digest, size, executable, _ = self._files[rel]
                     self._files[rel] = (digest, size, executable, 0)
@@ -155,6 +192,8 @@ class ProjectIndex:
     async def snapshot(self) -> Snapshot:
         """What ships now, hashing only what changed since the last snapshot."""
         async with self._lock:
+            if self.git_index_changed:
+                await self._reread_git_index()
             hashed = 0
             while True:
                 if self._scan_due:

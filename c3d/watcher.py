@@ -33,10 +33,16 @@ class Watcher(Protocol):
 
 
 class RustWatcher:
-    """Recursive watcher of one directory tree."""
+    """Recursive watcher of one directory tree (and of `also`, directories outside it whose
+    changes matter too, such as the repository's git directory). Nothing is filtered here:
+    `.git/index` and every other path reach `on_change`, which decides what matters."""
 
-    def __init__(self, root: Path, *, force_polling: bool = False, poll_delay_ms: int = 300) -> None:
+    def __init__(
+        self, root: Path, *, force_polling: bool = False, poll_delay_ms: int = 300,
+        also: list[Path] | None = None,
+    ) -> None:
         self.root = root
+        self.also = also or []
         self.force_polling = force_polling
         self.poll_delay_ms = poll_delay_ms
         self._stop = threading.Event()
@@ -45,7 +51,7 @@ class RustWatcher:
 
     def start(self, loop: asyncio.AbstractEventLoop, on_change: ChangeCallback) -> None:
         self._notify = RustNotify(
-            [str(self.root)], False, self.force_polling, self.poll_delay_ms, True, True
+            [str(self.root), *map(str, self.also)], False, self.force_polling, self.poll_delay_ms, True, True
         )
         self._thread = threading.Thread(
             target=self._run, args=(loop, on_change), name=f"watch:{self.root}", daemon=True

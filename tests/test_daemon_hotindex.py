@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -161,3 +164,97 @@ async def test_watch_limit_falls_back_to_polling_with_a_warning(tmp_path: Path, 
     assert project.polling and factory.polling_started
     assert any("falling back to polling" in w and "max_user_watches" in w for w in projects.warnings)
     await projects.close()
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                   env={**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"})
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+@pytest.mark.parametrize("below", ["", "exps/one"])
+async def test_git_add_force_and_rm_cached_move_a_file_in_and_out(
+    tmp_path: Path, hashes: HashIndex, below: str
+) -> None:
+    """The live index follows git's index: `git add -f` of an ignored file makes it ship,
+    `git rm --cached` leaves it out again; listeners hear of exactly that file, and the
+    tree is not walked again. Also when git's index lies outside the watched project."""
+    repo = tmp_path / "repo"
+    root = repo / below if below else repo
+    root.mkdir(parents=True)
+    git(repo, "init", "-q")
+    make_tree(root)
+    (root / ".gitignore").write_text("*.log\nbuild/\n*.json\n")
+    (root / "config").mkdir()
+    (root / "config" / "local.json").write_text('{"lr": 0.1}\n')
+    (root / "config" / "other.json").write_text("{}\n")
+    lead = below + "/" if below else ""
+    projects = Projects(hashes)
+    try:
+        project = await projects.get(root)
+        tree, _ = await project.index.manifest()
+        assert "config/local.json" not in [e.path for e in tree.entries]
+        walks = 0
+        real_walk = project.index.matcher.walk
+
+        def counting_walk(**kwargs):  # type: ignore[no-untyped-def]
+            nonlocal walks
+            walks += 1
+            return real_walk(**kwargs)
+
+        project.index.matcher.walk = counting_walk  # type: ignore[method-assign]
+        heard: list[set[str]] = []
+        project.listeners.add(heard.append)
+
+        async def heard_of_local_json() -> bool:
+            return any("config/local.json" in paths for paths in heard)
+
+        async def ships_local_json() -> bool:
+            tree, _ = await project.index.manifest()
+            return "config/local.json" in [e.path for e in tree.entries]
+
+        git(repo, "add", "--", f"{lead}run.sh")  # an index change that moves nothing
+        git(repo, "add", "-f", "--", f"{lead}config/local.json")
+        await eventually(heard_of_local_json, "listeners told of config/local.json joining")
+        assert set().union(*heard) == {"config/local.json"}
+        tree, stats = await project.index.manifest()
+        assert stats.files_hashed == 1 and "config/other.json" not in [e.path for e in tree.entries]
+        assert as_tuples(tree) == await full_manifest(root, hashes)
+
+        heard.clear()
+        git(repo, "rm", "-q", "--cached", "--", f"{lead}config/local.json")
+        await eventually(heard_of_local_json, "listeners told of config/local.json leaving")
+
+        async def left_out() -> bool:
+            return not await ships_local_json()
+
+        await eventually(left_out, "config/local.json left out after git rm --cached")
+        assert as_tuples((await project.index.manifest())[0]) == await full_manifest(root, hashes)
+        assert walks == 0  # followed without rescanning the tree
+    finally:
+        await projects.close()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+async def test_deploy_right_after_git_add_sees_it(tmp_path: Path, hashes: HashIndex) -> None:
+    """A snapshot taken before the watcher's follow-up ran still reads git's index first."""
+    root = tmp_path / "p"
+    root.mkdir()
+    git(root, "init", "-q")
+    make_tree(root)
+    (root / "trace.log").write_text("kept\n")
+    index = ProjectIndex(root, hashes)
+    await index.manifest()
+    git(root, "add", "-f", "trace.log")
+    assert index.note_changes({str(root / ".git" / "index")}) == set()
+    tree, stats = await index.manifest()
+    assert "trace.log" in [e.path for e in tree.entries] and stats.files_hashed == 1
+    assert as_tuples(tree) == await full_manifest(root, hashes)

@@ -276,3 +276,120 @@ def test_missing_root_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(NotFound, match="not a directory"):
         scan(tmp_path / "file")
+
+
+# -- files git tracks although an ignore rule matches them (`git add -f`) ------------------
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                   env={**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"})
+
+
+TRACKED_IGNORED = ["config/local.json", "build/keep.bin", "build/deep/kept.txt",
+                   "data files/my config.json", "données/naïve.json", "odd\nname.json", "app.log"]
+UNTRACKED_IGNORED = ["config/other.json", "build/junk.bin", "build/deep/junk.txt",
+                     "build/other/x.txt", "run.log", "data files/their config.json"]
+
+
+@pytest.mark.parametrize("below", ["", "exps/one"])
+def test_tracked_ignored_files_ship_as_in_git(tmp_path: Path, below: str) -> None:
+    """Tracked files ship whatever .gitignore says (also below an ignored directory);
+    untracked ignored ones do not; the project may be a subdirectory of the repository."""
+    repo = tmp_path / "repo"
+    project = repo / below if below else repo
+    project.mkdir(parents=True)
+    git_init(repo)
+    (repo / ".gitignore").write_text("*.log\n")
+    (project / ".gitignore").write_text("*.json\nbuild/\n" + ("*.log\n" if not below else ""))
+    for name in [*TRACKED_IGNORED, *UNTRACKED_IGNORED, "src/main.py", "src/util.py", "README"]:
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(name)
+    git(repo, "add", "src/main.py" if not below else f"{below}/src/main.py")
+    git(repo, "add", "-f", "--", *(f"{below}/{p}" if below else p for p in TRACKED_IGNORED))
+    lead = below + "/" if below else ""
+    expected = [p.removeprefix(lead) for p in git_files(repo) if p.startswith(lead)]
+    assert set(TRACKED_IGNORED) <= set(expected)
+    assert not set(UNTRACKED_IGNORED) & set(expected)
+
+    files, ignored = scan_with_ignored(project)
+    assert [f.path for f in files] == expected
+    rules = {i.path: i.rule for i in ignored}
+    # Below an ignored directory only tracked files ship; the rest is left out by its rule.
+    assert rules["build/junk.bin"] == rules["build/other/"] == ".gitignore:2: build/"
+    assert rules["config/other.json"] == ".gitignore:1: *.json"
+    matcher = IgnoreMatcher(project)
+    for dirpath, dirnames, filenames in os.walk(project):
+        dirnames[:] = [d for d in dirnames if d != ".git"]
+        for name in filenames:
+            rel = os.path.relpath(os.path.join(dirpath, name), project)
+            assert matcher.is_ignored(rel, False) == (rel not in expected), rel
+    assert matcher.explain("build/deep/junk.txt", False) == ".gitignore:2: build/"
+    assert matcher.explain("build/deep/kept.txt", False) is None
+
+    # `git rm --cached` makes the file ignored again; explain sees git's index as it is now.
+    git(repo, "rm", "-q", "--cached", "--", f"{lead}config/local.json")
+    assert "config/local.json" not in [f.path for f in scan(project)]
+    assert matcher.explain("config/local.json", False) == ".gitignore:1: *.json"
+    assert matcher.explain("config/local.json", False, fresh=False) is None  # as last read
+    assert matcher.read_git_index() == {"config/local.json"}
+    assert matcher.explain("config/local.json", False, fresh=False) == ".gitignore:1: *.json"
+
+
+def test_a_new_ignore_rule_does_not_drop_a_tracked_file(tmp_path: Path) -> None:
+    git_init(tmp_path)
+    (tmp_path / "run.sh").write_text("echo\n")
+    git(tmp_path, "add", "run.sh")
+    matcher = IgnoreMatcher(tmp_path)
+    assert matcher.explain("run.sh", False) is None
+    (tmp_path / ".gitignore").write_text("*.sh\n")
+    assert matcher.notify_changed(".gitignore")
+    assert matcher.explain("run.sh", False) is None  # git still tracks it
+    assert matcher.explain("other.sh", False) == ".gitignore:1: *.sh"
+    assert [f.path for f in scan(tmp_path)] == git_files(tmp_path) == [".gitignore", "run.sh"]
+
+
+def test_c3ignore_leaves_out_tracked_files(tmp_path: Path) -> None:
+    git_init(tmp_path)
+    for name in ["run.sh", "secret.json", "weights.pt", "cache/blob", "sub/keep.json", "sub/x.json"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    (tmp_path / ".gitignore").write_text("*.json\ncache/\n")
+    (tmp_path / ".c3ignore").write_text("secret.json\n*.pt\ncache/\nsub/*.json\n!sub/keep.json\n")
+    git(tmp_path, "add", "run.sh", "weights.pt")
+    git(tmp_path, "add", "-f", "secret.json", "cache/blob", "sub/keep.json", "sub/x.json")
+    assert {"secret.json", "weights.pt", "cache/blob"} <= set(git_files(tmp_path))
+    files, ignored = scan_with_ignored(tmp_path)
+    assert [f.path for f in files] == [".c3ignore", ".gitignore", "run.sh", "sub/keep.json"]
+    rules = {i.path: i.rule for i in ignored}
+    assert rules == {".git/": "built-in: .git/",
+                     "secret.json": ".c3ignore:1: secret.json", "weights.pt": ".c3ignore:2: *.pt",
+                     "cache/": ".c3ignore:3: cache/", "sub/x.json": ".c3ignore:4: sub/*.json"}
+    matcher = IgnoreMatcher(tmp_path)
+    assert matcher.explain("secret.json", False) == ".c3ignore:1: secret.json"
+    assert matcher.explain("cache/blob", False) == ".c3ignore:3: cache/"
+    assert matcher.explain("sub/keep.json", False) is None
+
+
+def test_without_git_the_ignore_rules_alone_decide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a repository, no git on PATH, or git failing: the workspace is what the ignore
+    rules say, with no error."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / ".gitignore").write_text("*.json\n")
+    (plain / "a.json").write_text("{}")
+    (plain / "run.sh").write_text("")
+    assert [f.path for f in scan(plain)] == [".gitignore", "run.sh"]
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git_init(repo)
+    (repo / ".gitignore").write_text("*.json\n")
+    (repo / "a.json").write_text("{}")
+    git(repo, "add", "-f", "a.json")
+    assert [f.path for f in scan(repo)] == [".gitignore", "a.json"]
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    assert [f.path for f in scan(repo)] == [".gitignore"]
+    assert IgnoreMatcher(repo).explain("a.json", False) == ".gitignore:1: *.json"
+    monkeypatch.undo()
+    (repo / ".git" / "index").write_bytes(b"not an index")  # git refuses to read it
+    assert [f.path for f in scan(repo)] == [".gitignore"]
