@@ -19,6 +19,7 @@ import logging
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ def _insert_rows(raw: sqlite3.Connection, sql: str, rows: list[Sequence[Any]]) -
         statement = head + ",".join([group] * size)
         while len(rows) - start >= size:
             chunk = rows[start : start + size]
-            raw.execute(statement, [value for row in chunk for value in row])
+            raw.execute(statement, list(chain.from_iterable(chunk)))
             start += size
     if start < len(rows):
         raw.executemany(sql, rows[start:])
