@@ -325,11 +325,7 @@ class StorageClient:
             reply = await self._stub.GetManifest(
                 storage_pb2.GetManifestRequest(digest=digest), metadata=self._md
             )
-        manifest = reply.manifest
-        await self.run(mf.validate, manifest)
-        if await self.run(mf.digest_of, manifest) != digest:
-            raise DataLoss(f"manifest {digest[:12]} from the server does not match its digest")
-        return manifest
+        return await self.run(_checked_manifest, digest, reply)
 
     async def download_tree(
         self,
@@ -402,3 +398,9 @@ class StorageClient:
                 storage_pb2.ReleaseRequest(holder=holder), metadata=self._md
             )
         return int(reply.released)
+
+
+def _checked_manifest(digest: str, reply: storage_pb2.GetManifestResponse) -> common_pb2.Manifest:
+    """The manifest in `reply`: decompressed, checked against `digest` (DataLoss when it
+    does not match), parsed and validated."""
+    return mf.from_bytes(codec.decompress(digest, reply.size, reply.compression, reply.data))

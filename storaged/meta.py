@@ -43,6 +43,7 @@ CREATE INDEX IF NOT EXISTS holds_by_holder ON holds(org, holder);
 """
 _BATCH = 500
 _TOUCH_SLACK_SECONDS = 60.0
+_TOUCHED_REMEMBERED = 100_000
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,9 @@ class Metadata:
         # One connection shared by concurrent RPCs: each operation (its statements and its
         # commit) runs alone, so no statement is reset or committed under another's feet.
         self._lock = asyncio.Lock()
+        # digest -> when this process last wrote its last_seen: within the slack a touch
+        # needs no database trip at all (a job's manifest is read right after its push).
+        self._touched: dict[str, float] = {}
 
     @classmethod
     async def open(cls, path: Path) -> Metadata:
@@ -142,9 +146,16 @@ class Metadata:
 
     async def touch(self, digests: Sequence[str]) -> None:
         """Mark blobs as just used: GC leaves them alone for its grace period."""
+        now = time.time()
+        stale = [d for d in digests if now - self._touched.get(d, 0.0) >= _TOUCH_SLACK_SECONDS]
+        if not stale:
+            return
         async with self._lock:
-            await self._touch(digests)
+            await self._touch(stale)
             await self.db.commit()
+        if len(self._touched) > _TOUCHED_REMEMBERED:
+            self._touched.clear()
+        self._touched.update(dict.fromkeys(stale, now))
 
     async def record_blobs(self, org: str, rows: Sequence[BlobRow], linked: Sequence[str]) -> None:
         """Register freshly stored blobs and link them plus `linked` (existing) to `org`:

@@ -139,8 +139,10 @@ class StorageService(storage_pb2_grpc.StorageServicer):
                 raise PermissionDenied(
                     f"token does not allow reading manifest {request.digest[:12]}"
                 )
-        manifest = await self.store.get_manifest(claims.org_id, request.digest)
-        return storage_pb2.GetManifestResponse(manifest=manifest)
+        compression, size, data = await self.store.get_manifest_data(claims.org_id, request.digest)
+        return storage_pb2.GetManifestResponse(
+            data=data, compression=compression, size=size  # type: ignore[arg-type]
+        )
 
     async def Commit(self, request, context):  # type: ignore[no-untyped-def]
         claims = self._claims(context)

@@ -24,6 +24,7 @@ from storaged.meta import BlobRow, Metadata
 from storaged.wire import Chunk
 
 T = TypeVar("T")
+_MANIFESTS_CACHED = 64  # parsed (for commits) and as bytes (for GetManifest)
 # Largest stored payload sent inline by GetBlobs; bigger blobs go through GetBlobStream.
 MAX_INLINE_BYTES = 8 << 20
 STREAM_CHUNK = 1 << 20
@@ -45,6 +46,8 @@ class BlobStore:
         self._deleting: dict[str, asyncio.Event] = {}
         self._active_uploads: set[str] = set()
         self._manifests: OrderedDict[str, common_pb2.Manifest] = OrderedDict()
+        # Their stored bytes, for GetManifest: a job fetches the manifest just pushed.
+        self._manifest_data: OrderedDict[str, tuple[int, int, bytes]] = OrderedDict()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -82,6 +85,7 @@ class BlobStore:
                 return False
             await self.run(self.backend.delete, digest)
             self._manifests.pop(digest, None)
+            self._manifest_data.pop(digest, None)
             return True
         finally:
             del self._deleting[digest]
@@ -292,14 +296,30 @@ class BlobStore:
         await self.put_blobs(org, [blob])
         await self.meta.mark_manifest(digest)
         self._cache_manifest(digest, manifest)  # a Commit of it usually follows
+        _remember(self._manifest_data, digest, (compression, len(data), payload))  # a job reads it
         entries = list(dict.fromkeys(e.digest for e in manifest.entries))
         present = await self.meta.referenced_by_org(org, entries)
         return digest, [d for d in entries if d not in present]
 
-    async def get_manifest(self, org: str, digest: str) -> common_pb2.Manifest:
+    async def get_manifest_data(self, org: str, digest: str) -> tuple[int, int, bytes]:
+        """A manifest as stored: (compression, size, payload), for a reader that
+        decompresses it and checks its digest itself."""
         await self._require_visible(org, [digest])
         await self.meta.touch([digest])
-        return await self.load_manifest(digest)
+        cached = self._manifest_data.get(digest)
+        if cached is not None:
+            self._manifest_data.move_to_end(digest)
+            return cached
+        row = (await self.meta.blob_rows([digest])).get(digest)
+        try:
+            if row is None:
+                raise FileNotFoundError(digest)
+            stored = await self.run(_read_stored, self.backend, digest)
+        except FileNotFoundError as exc:
+            raise NotFound(f"manifest {digest} not found") from exc
+        found = (stored[0], row.size, stored[1])
+        _remember(self._manifest_data, digest, found)
+        return found
 
     async def load_manifest(self, digest: str) -> common_pb2.Manifest:
         """A stored manifest, without visibility checks (catalog, GC)."""
@@ -318,10 +338,15 @@ class BlobStore:
         return manifest
 
     def _cache_manifest(self, digest: str, manifest: common_pb2.Manifest) -> None:
-        self._manifests[digest] = manifest
-        self._manifests.move_to_end(digest)
-        if len(self._manifests) > 64:
-            self._manifests.popitem(last=False)
+        _remember(self._manifests, digest, manifest)
+
+
+def _remember(cache: OrderedDict[str, T], digest: str, value: T) -> None:
+    """Keep `value` in a small LRU of the most recent manifests."""
+    cache[digest] = value
+    cache.move_to_end(digest)
+    if len(cache) > _MANIFESTS_CACHED:
+        cache.popitem(last=False)
 
 
 # Blocking helpers, run in the pool --------------------------------------------------------
@@ -399,8 +424,13 @@ def _skip(reader: Any, offset: int) -> None:
         offset -= len(got)
 
 
-def _read_manifest(backend: BlobBackend, digest: str, size: int) -> common_pb2.Manifest:
+def _read_stored(backend: BlobBackend, digest: str) -> tuple[int, bytes]:
+    """(compression, payload) of a blob as stored."""
     stored, f = backend.open(digest)
     with f:
-        payload = f.read()
-    return mf.from_bytes(codec.decompress(digest, size, stored.compression, payload))
+        return stored.compression, f.read()
+
+
+def _read_manifest(backend: BlobBackend, digest: str, size: int) -> common_pb2.Manifest:
+    compression, payload = _read_stored(backend, digest)
+    return mf.from_bytes(codec.decompress(digest, size, compression, payload))

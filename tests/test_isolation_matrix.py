@@ -13,6 +13,8 @@ import grpc
 import pytest
 from stacktools import c3ctl, running_stack
 
+from c3 import manifest as mf
+from c3 import storage_codec as codec
 from c3.grpcutil import bearer, channel, storage_metadata
 from c3.tokens import READ, WRITE, TokenClaims, TokenSigner
 from c3.v1 import coordinator_pb2, coordinator_pb2_grpc, storage_pb2, storage_pb2_grpc
@@ -116,7 +118,8 @@ async def _storage_matrix(o: dict) -> None:  # type: ignore[type-arg]
         st = storage_pb2_grpc.StorageStub(ch)
         md_a, md_b = storage_metadata(tok_a.token), storage_metadata(tok_b.token)
         version = (await st.Resolve(storage_pb2.ResolveRequest(ref=f"/jobs/{job_a}"), metadata=md_a)).version
-        manifest = (await st.GetManifest(storage_pb2.GetManifestRequest(digest=version.manifest_digest), metadata=md_a)).manifest
+        reply = await st.GetManifest(storage_pb2.GetManifestRequest(digest=version.manifest_digest), metadata=md_a)
+        manifest = mf.from_bytes(codec.decompress(version.manifest_digest, reply.size, reply.compression, reply.data))
         digests = [e.digest for e in manifest.entries] + [version.manifest_digest]
         # data ls / log / du / rm / cp(read) across the boundary
         listing = await st.List(storage_pb2.ListRequest(path="/jobs"), metadata=md_b)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from c3 import manifest as mf
-from c3.errors import InvalidArgument
-from c3.v1 import common_pb2
+from c3 import storage_codec as codec
+from c3.errors import DataLoss, InvalidArgument
+from c3.storage_client import _checked_manifest
+from c3.v1 import common_pb2, storage_pb2
 
 DIGEST = "ab" * 32
 
@@ -52,3 +56,56 @@ def test_tricky_but_valid_paths_pass() -> None:
     mf.validate(_manifest(*sorted(tricky)))
     many = sorted(f"src{i // 200:03d}/f{i:05d}.txt" for i in range(20_000))
     mf.validate(_manifest(*many))
+
+
+def _outcome(manifest: common_pb2.Manifest) -> str:
+    try:
+        mf.validate(manifest)
+    except InvalidArgument as exc:
+        return f"refused: {exc}"
+    return "valid"
+
+
+def test_the_fast_whole_list_check_agrees_with_the_entry_by_entry_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(7)
+    cases = []
+    for _ in range(3000):
+        paths = []
+        for _ in range(rng.randint(1, 5)):
+            path = "".join(rng.choices("ab/", weights=(4, 4, 1), k=rng.randint(1, 6)))
+            if rng.random() < 0.2:  # now and then something unsafe somewhere
+                at = rng.randint(0, len(path))
+                path = path[:at] + rng.choice([".", "..", "/", "\\", "\x00", "-"]) + path[at:]
+            paths.append(path)
+        if rng.random() < 0.8:
+            paths.sort()
+        digest = DIGEST if rng.random() < 0.9 else rng.choice([DIGEST.upper(), DIGEST[:63], DIGEST[:63] + "g"])
+        cases.append(_manifest(*paths, digest=digest))
+    fast = [_outcome(m) for m in cases]
+    monkeypatch.setattr(mf, "_quickly_valid", lambda paths, digests: False)
+    careful = [_outcome(m) for m in cases]
+    assert fast == careful
+    assert 300 < fast.count("valid") < 2900  # both kinds were exercised
+
+
+def test_a_plain_workspace_manifest_takes_the_fast_check() -> None:
+    paths = sorted(f"src{i // 200:03d}/mod_{i:05d}.py" for i in range(2000))
+    assert mf._quickly_valid(paths, [DIGEST] * len(paths))
+    assert not mf._quickly_valid(["a", "a/b"], [DIGEST] * 2)
+
+
+def test_a_manifest_reply_is_decompressed_and_checked_against_its_digest() -> None:
+    manifest = _manifest("a", "b/c")
+    data = mf.to_bytes(manifest)
+    digest = mf.sha256_bytes(data)
+    compression, payload = codec.compress(data)
+    reply = storage_pb2.GetManifestResponse(data=payload, compression=compression, size=len(data))  # type: ignore[arg-type]
+    assert _checked_manifest(digest, reply) == manifest
+    other = mf.sha256_bytes(b"another manifest")
+    with pytest.raises(DataLoss, match="does not match its digest"):
+        _checked_manifest(other, reply)
+    truncated = storage_pb2.GetManifestResponse(data=data[:-1], size=len(data))
+    with pytest.raises(DataLoss):
+        _checked_manifest(digest, truncated)

@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from c3.v1 import common_pb2 as c3_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x63\x33/v1/storage.proto\x12\x05\x63\x33.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12\x63\x33/v1/common.proto\"%\n\x12\x46indMissingRequest\x12\x0f\n\x07\x64igests\x18\x01 \x03(\t\"&\n\x13\x46indMissingResponse\x12\x0f\n\x07missing\x18\x01 \x03(\t\"_\n\x08\x42lobData\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\'\n\x0b\x63ompression\x18\x03 \x01(\x0e\x32\x12.c3.v1.Compression\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"1\n\x0fPutBlobsRequest\x12\x1e\n\x05\x62lobs\x18\x01 \x03(\x0b\x32\x0f.c3.v1.BlobData\":\n\x10PutBlobsResponse\x12\x0e\n\x06stored\x18\x01 \x01(\r\x12\x16\n\x0e\x62ytes_received\x18\x02 \x01(\x04\"7\n\x0fGetBlobsRequest\x12\x0f\n\x07\x64igests\x18\x01 \x03(\t\x12\x13\n\x0b\x61\x63\x63\x65pt_zstd\x18\x02 \x01(\x08\"\x8d\x01\n\tBlobChunk\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\'\n\x0b\x63ompression\x18\x03 \x01(\x0e\x32\x12.c3.v1.Compression\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\r\n\x05total\x18\x06 \x01(\x04\x12\x0c\n\x04last\x18\x07 \x01(\x08\"?\n\x15PutBlobStreamResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x16\n\x0e\x62ytes_received\x18\x02 \x01(\x04\"K\n\x14GetBlobStreamRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63\x63\x65pt_zstd\x18\x02 \x01(\x08\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"N\n\x13UploadOffsetRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\'\n\x0b\x63ompression\x18\x02 \x01(\x0e\x32\x12.c3.v1.Compression\"&\n\x14UploadOffsetResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\"7\n\x12PutManifestRequest\x12!\n\x08manifest\x18\x01 \x01(\x0b\x32\x0f.c3.v1.Manifest\"6\n\x13PutManifestResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0f\n\x07missing\x18\x02 \x03(\t\"$\n\x12GetManifestRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\"8\n\x13GetManifestResponse\x12!\n\x08manifest\x18\x01 \x01(\x0b\x32\x0f.c3.v1.Manifest\"\xa3\x01\n\x0bVersionInfo\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x17\n\x0fmanifest_digest\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x66iles\x18\x05 \x01(\x04\x12\x0c\n\x04size\x18\x06 \x01(\x04\x12\x0f\n\x07message\x18\x07 \x01(\t\"X\n\rCommitRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x17\n\x0fmanifest_digest\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07project\x18\x04 \x01(\t\"5\n\x0e\x43ommitResponse\x12#\n\x07version\x18\x01 \x01(\x0b\x32\x12.c3.v1.VersionInfo\"\x1d\n\x0eResolveRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t\"6\n\x0fResolveResponse\x12#\n\x07version\x18\x01 \x01(\x0b\x32\x12.c3.v1.VersionInfo\"\x90\x01\n\tListEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06is_dir\x18\x02 \x01(\x08\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12/\n\x0bmodified_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0elatest_version\x18\x06 \x01(\r\"\x1b\n\x0bListRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"?\n\x0cListResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12!\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x10.c3.v1.ListEntry\"\x1a\n\nLogRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"3\n\x0bLogResponse\x12$\n\x08versions\x18\x01 \x03(\x0b\x32\x12.c3.v1.VersionInfo\"0\n\rRemoveRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\trecursive\x18\x02 \x01(\x08\"*\n\x0eRemoveResponse\x12\x18\n\x10removed_versions\x18\x01 \x01(\r\" \n\x10\x44iskUsageRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"a\n\x11\x44iskUsageResponse\x12\x15\n\rlogical_bytes\x18\x01 \x01(\x04\x12\x14\n\x0cstored_bytes\x18\x02 \x01(\x04\x12\r\n\x05\x66iles\x18\x03 \x01(\x04\x12\x10\n\x08versions\x18\x04 \x01(\r\"Q\n\x0bHoldRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0e\n\x06holder\x18\x03 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\r\">\n\x0cHoldResponse\x12.\n\nexpires_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\" \n\x0eReleaseRequest\x12\x0e\n\x06holder\x18\x01 \x01(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\r*V\n\x0b\x43ompression\x12\x1b\n\x17\x43OMPRESSION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x01\x12\x14\n\x10\x43OMPRESSION_ZSTD\x10\x02\x32\xcf\x07\n\x07Storage\x12\x44\n\x0b\x46indMissing\x12\x19.c3.v1.FindMissingRequest\x1a\x1a.c3.v1.FindMissingResponse\x12;\n\x08PutBlobs\x12\x16.c3.v1.PutBlobsRequest\x1a\x17.c3.v1.PutBlobsResponse\x12\x35\n\x08GetBlobs\x12\x16.c3.v1.GetBlobsRequest\x1a\x0f.c3.v1.BlobData0\x01\x12\x41\n\rPutBlobStream\x12\x10.c3.v1.BlobChunk\x1a\x1c.c3.v1.PutBlobStreamResponse(\x01\x12@\n\rGetBlobStream\x12\x1b.c3.v1.GetBlobStreamRequest\x1a\x10.c3.v1.BlobChunk0\x01\x12G\n\x0cUploadOffset\x12\x1a.c3.v1.UploadOffsetRequest\x1a\x1b.c3.v1.UploadOffsetResponse\x12\x44\n\x0bPutManifest\x12\x19.c3.v1.PutManifestRequest\x1a\x1a.c3.v1.PutManifestResponse\x12\x44\n\x0bGetManifest\x12\x19.c3.v1.GetManifestRequest\x1a\x1a.c3.v1.GetManifestResponse\x12\x35\n\x06\x43ommit\x12\x14.c3.v1.CommitRequest\x1a\x15.c3.v1.CommitResponse\x12\x38\n\x07Resolve\x12\x15.c3.v1.ResolveRequest\x1a\x16.c3.v1.ResolveResponse\x12/\n\x04List\x12\x12.c3.v1.ListRequest\x1a\x13.c3.v1.ListResponse\x12,\n\x03Log\x12\x11.c3.v1.LogRequest\x1a\x12.c3.v1.LogResponse\x12\x35\n\x06Remove\x12\x14.c3.v1.RemoveRequest\x1a\x15.c3.v1.RemoveResponse\x12>\n\tDiskUsage\x12\x17.c3.v1.DiskUsageRequest\x1a\x18.c3.v1.DiskUsageResponse\x12/\n\x04Hold\x12\x12.c3.v1.HoldRequest\x1a\x13.c3.v1.HoldResponse\x12\x38\n\x07Release\x12\x15.c3.v1.ReleaseRequest\x1a\x16.c3.v1.ReleaseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x63\x33/v1/storage.proto\x12\x05\x63\x33.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12\x63\x33/v1/common.proto\"%\n\x12\x46indMissingRequest\x12\x0f\n\x07\x64igests\x18\x01 \x03(\t\"&\n\x13\x46indMissingResponse\x12\x0f\n\x07missing\x18\x01 \x03(\t\"_\n\x08\x42lobData\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\'\n\x0b\x63ompression\x18\x03 \x01(\x0e\x32\x12.c3.v1.Compression\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"1\n\x0fPutBlobsRequest\x12\x1e\n\x05\x62lobs\x18\x01 \x03(\x0b\x32\x0f.c3.v1.BlobData\":\n\x10PutBlobsResponse\x12\x0e\n\x06stored\x18\x01 \x01(\r\x12\x16\n\x0e\x62ytes_received\x18\x02 \x01(\x04\"7\n\x0fGetBlobsRequest\x12\x0f\n\x07\x64igests\x18\x01 \x03(\t\x12\x13\n\x0b\x61\x63\x63\x65pt_zstd\x18\x02 \x01(\x08\"\x8d\x01\n\tBlobChunk\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\'\n\x0b\x63ompression\x18\x03 \x01(\x0e\x32\x12.c3.v1.Compression\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\r\n\x05total\x18\x06 \x01(\x04\x12\x0c\n\x04last\x18\x07 \x01(\x08\"?\n\x15PutBlobStreamResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x16\n\x0e\x62ytes_received\x18\x02 \x01(\x04\"K\n\x14GetBlobStreamRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63\x63\x65pt_zstd\x18\x02 \x01(\x08\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"N\n\x13UploadOffsetRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\'\n\x0b\x63ompression\x18\x02 \x01(\x0e\x32\x12.c3.v1.Compression\"&\n\x14UploadOffsetResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\"7\n\x12PutManifestRequest\x12!\n\x08manifest\x18\x01 \x01(\x0b\x32\x0f.c3.v1.Manifest\"6\n\x13PutManifestResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0f\n\x07missing\x18\x02 \x03(\t\"$\n\x12GetManifestRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\"`\n\x13GetManifestResponse\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\'\n\x0b\x63ompression\x18\x03 \x01(\x0e\x32\x12.c3.v1.Compression\x12\x0c\n\x04size\x18\x04 \x01(\x04J\x04\x08\x01\x10\x02\"\xa3\x01\n\x0bVersionInfo\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x17\n\x0fmanifest_digest\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x66iles\x18\x05 \x01(\x04\x12\x0c\n\x04size\x18\x06 \x01(\x04\x12\x0f\n\x07message\x18\x07 \x01(\t\"X\n\rCommitRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x17\n\x0fmanifest_digest\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07project\x18\x04 \x01(\t\"5\n\x0e\x43ommitResponse\x12#\n\x07version\x18\x01 \x01(\x0b\x32\x12.c3.v1.VersionInfo\"\x1d\n\x0eResolveRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t\"6\n\x0fResolveResponse\x12#\n\x07version\x18\x01 \x01(\x0b\x32\x12.c3.v1.VersionInfo\"\x90\x01\n\tListEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06is_dir\x18\x02 \x01(\x08\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12/\n\x0bmodified_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0elatest_version\x18\x06 \x01(\r\"\x1b\n\x0bListRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"?\n\x0cListResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12!\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x10.c3.v1.ListEntry\"\x1a\n\nLogRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"3\n\x0bLogResponse\x12$\n\x08versions\x18\x01 \x03(\x0b\x32\x12.c3.v1.VersionInfo\"0\n\rRemoveRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\trecursive\x18\x02 \x01(\x08\"*\n\x0eRemoveResponse\x12\x18\n\x10removed_versions\x18\x01 \x01(\r\" \n\x10\x44iskUsageRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"a\n\x11\x44iskUsageResponse\x12\x15\n\rlogical_bytes\x18\x01 \x01(\x04\x12\x14\n\x0cstored_bytes\x18\x02 \x01(\x04\x12\r\n\x05\x66iles\x18\x03 \x01(\x04\x12\x10\n\x08versions\x18\x04 \x01(\r\"Q\n\x0bHoldRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0e\n\x06holder\x18\x03 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\r\">\n\x0cHoldResponse\x12.\n\nexpires_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\" \n\x0eReleaseRequest\x12\x0e\n\x06holder\x18\x01 \x01(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\r*V\n\x0b\x43ompression\x12\x1b\n\x17\x43OMPRESSION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x01\x12\x14\n\x10\x43OMPRESSION_ZSTD\x10\x02\x32\xcf\x07\n\x07Storage\x12\x44\n\x0b\x46indMissing\x12\x19.c3.v1.FindMissingRequest\x1a\x1a.c3.v1.FindMissingResponse\x12;\n\x08PutBlobs\x12\x16.c3.v1.PutBlobsRequest\x1a\x17.c3.v1.PutBlobsResponse\x12\x35\n\x08GetBlobs\x12\x16.c3.v1.GetBlobsRequest\x1a\x0f.c3.v1.BlobData0\x01\x12\x41\n\rPutBlobStream\x12\x10.c3.v1.BlobChunk\x1a\x1c.c3.v1.PutBlobStreamResponse(\x01\x12@\n\rGetBlobStream\x12\x1b.c3.v1.GetBlobStreamRequest\x1a\x10.c3.v1.BlobChunk0\x01\x12G\n\x0cUploadOffset\x12\x1a.c3.v1.UploadOffsetRequest\x1a\x1b.c3.v1.UploadOffsetResponse\x12\x44\n\x0bPutManifest\x12\x19.c3.v1.PutManifestRequest\x1a\x1a.c3.v1.PutManifestResponse\x12\x44\n\x0bGetManifest\x12\x19.c3.v1.GetManifestRequest\x1a\x1a.c3.v1.GetManifestResponse\x12\x35\n\x06\x43ommit\x12\x14.c3.v1.CommitRequest\x1a\x15.c3.v1.CommitResponse\x12\x38\n\x07Resolve\x12\x15.c3.v1.ResolveRequest\x1a\x16.c3.v1.ResolveResponse\x12/\n\x04List\x12\x12.c3.v1.ListRequest\x1a\x13.c3.v1.ListResponse\x12,\n\x03Log\x12\x11.c3.v1.LogRequest\x1a\x12.c3.v1.LogResponse\x12\x35\n\x06Remove\x12\x14.c3.v1.RemoveRequest\x1a\x15.c3.v1.RemoveResponse\x12>\n\tDiskUsage\x12\x17.c3.v1.DiskUsageRequest\x1a\x18.c3.v1.DiskUsageResponse\x12/\n\x04Hold\x12\x12.c3.v1.HoldRequest\x1a\x13.c3.v1.HoldResponse\x12\x38\n\x07Release\x12\x15.c3.v1.ReleaseRequest\x1a\x16.c3.v1.ReleaseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'c3.v1.storage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMPRESSION']._serialized_start=2207
-  _globals['_COMPRESSION']._serialized_end=2293
+  _globals['_COMPRESSION']._serialized_start=2247
+  _globals['_COMPRESSION']._serialized_end=2333
   _globals['_FINDMISSINGREQUEST']._serialized_start=83
   _globals['_FINDMISSINGREQUEST']._serialized_end=120
   _globals['_FINDMISSINGRESPONSE']._serialized_start=122
@@ -64,43 +64,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMANIFESTREQUEST']._serialized_start=946
   _globals['_GETMANIFESTREQUEST']._serialized_end=982
   _globals['_GETMANIFESTRESPONSE']._serialized_start=984
-  _globals['_GETMANIFESTRESPONSE']._serialized_end=1040
-  _globals['_VERSIONINFO']._serialized_start=1043
-  _globals['_VERSIONINFO']._serialized_end=1206
-  _globals['_COMMITREQUEST']._serialized_start=1208
-  _globals['_COMMITREQUEST']._serialized_end=1296
-  _globals['_COMMITRESPONSE']._serialized_start=1298
-  _globals['_COMMITRESPONSE']._serialized_end=1351
-  _globals['_RESOLVEREQUEST']._serialized_start=1353
-  _globals['_RESOLVEREQUEST']._serialized_end=1382
-  _globals['_RESOLVERESPONSE']._serialized_start=1384
-  _globals['_RESOLVERESPONSE']._serialized_end=1438
-  _globals['_LISTENTRY']._serialized_start=1441
-  _globals['_LISTENTRY']._serialized_end=1585
-  _globals['_LISTREQUEST']._serialized_start=1587
-  _globals['_LISTREQUEST']._serialized_end=1614
-  _globals['_LISTRESPONSE']._serialized_start=1616
-  _globals['_LISTRESPONSE']._serialized_end=1679
-  _globals['_LOGREQUEST']._serialized_start=1681
-  _globals['_LOGREQUEST']._serialized_end=1707
-  _globals['_LOGRESPONSE']._serialized_start=1709
-  _globals['_LOGRESPONSE']._serialized_end=1760
-  _globals['_REMOVEREQUEST']._serialized_start=1762
-  _globals['_REMOVEREQUEST']._serialized_end=1810
-  _globals['_REMOVERESPONSE']._serialized_start=1812
-  _globals['_REMOVERESPONSE']._serialized_end=1854
-  _globals['_DISKUSAGEREQUEST']._serialized_start=1856
-  _globals['_DISKUSAGEREQUEST']._serialized_end=1888
-  _globals['_DISKUSAGERESPONSE']._serialized_start=1890
-  _globals['_DISKUSAGERESPONSE']._serialized_end=1987
-  _globals['_HOLDREQUEST']._serialized_start=1989
-  _globals['_HOLDREQUEST']._serialized_end=2070
-  _globals['_HOLDRESPONSE']._serialized_start=2072
-  _globals['_HOLDRESPONSE']._serialized_end=2134
-  _globals['_RELEASEREQUEST']._serialized_start=2136
-  _globals['_RELEASEREQUEST']._serialized_end=2168
-  _globals['_RELEASERESPONSE']._serialized_start=2170
-  _globals['_RELEASERESPONSE']._serialized_end=2205
-  _globals['_STORAGE']._serialized_start=2296
-  _globals['_STORAGE']._serialized_end=3271
+  _globals['_GETMANIFESTRESPONSE']._serialized_end=1080
+  _globals['_VERSIONINFO']._serialized_start=1083
+  _globals['_VERSIONINFO']._serialized_end=1246
+  _globals['_COMMITREQUEST']._serialized_start=1248
+  _globals['_COMMITREQUEST']._serialized_end=1336
+  _globals['_COMMITRESPONSE']._serialized_start=1338
+  _globals['_COMMITRESPONSE']._serialized_end=1391
+  _globals['_RESOLVEREQUEST']._serialized_start=1393
+  _globals['_RESOLVEREQUEST']._serialized_end=1422
+  _globals['_RESOLVERESPONSE']._serialized_start=1424
+  _globals['_RESOLVERESPONSE']._serialized_end=1478
+  _globals['_LISTENTRY']._serialized_start=1481
+  _globals['_LISTENTRY']._serialized_end=1625
+  _globals['_LISTREQUEST']._serialized_start=1627
+  _globals['_LISTREQUEST']._serialized_end=1654
+  _globals['_LISTRESPONSE']._serialized_start=1656
+  _globals['_LISTRESPONSE']._serialized_end=1719
+  _globals['_LOGREQUEST']._serialized_start=1721
+  _globals['_LOGREQUEST']._serialized_end=1747
+  _globals['_LOGRESPONSE']._serialized_start=1749
+  _globals['_LOGRESPONSE']._serialized_end=1800
+  _globals['_REMOVEREQUEST']._serialized_start=1802
+  _globals['_REMOVEREQUEST']._serialized_end=1850
+  _globals['_REMOVERESPONSE']._serialized_start=1852
+  _globals['_REMOVERESPONSE']._serialized_end=1894
+  _globals['_DISKUSAGEREQUEST']._serialized_start=1896
+  _globals['_DISKUSAGEREQUEST']._serialized_end=1928
+  _globals['_DISKUSAGERESPONSE']._serialized_start=1930
+  _globals['_DISKUSAGERESPONSE']._serialized_end=2027
+  _globals['_HOLDREQUEST']._serialized_start=2029
+  _globals['_HOLDREQUEST']._serialized_end=2110
+  _globals['_HOLDRESPONSE']._serialized_start=2112
+  _globals['_HOLDRESPONSE']._serialized_end=2174
+  _globals['_RELEASEREQUEST']._serialized_start=2176
+  _globals['_RELEASEREQUEST']._serialized_end=2208
+  _globals['_RELEASERESPONSE']._serialized_start=2210
+  _globals['_RELEASERESPONSE']._serialized_end=2245
+  _globals['_STORAGE']._serialized_start=2336
+  _globals['_STORAGE']._serialized_end=3311
 # @@protoc_insertion_point(module_scope)

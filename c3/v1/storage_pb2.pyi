@@ -372,19 +372,29 @@ Global___GetManifestRequest: _TypeAlias = GetManifestRequest  # noqa: Y015
 
 @_typing.final
 class GetManifestResponse(_message.Message):
+    """The manifest as stored: its deterministic serialization (whose SHA-256 is the digest),
+    `size` bytes once decompressed. Sent as stored, so neither side decodes and re-encodes
+    it to check the digest; the reader decompresses and checks.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    MANIFEST_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def manifest(self) -> _common_pb2.Manifest: ...
+    DATA_FIELD_NUMBER: _builtins.int
+    COMPRESSION_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    compression: Global___Compression.ValueType
+    size: _builtins.int
     def __init__(
         self,
         *,
-        manifest: _common_pb2.Manifest | None = ...,
+        data: _builtins.bytes = ...,
+        compression: Global___Compression.ValueType = ...,
+        size: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["manifest", b"manifest"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["manifest", b"manifest"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compression", b"compression", "data", b"data", "size", b"size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
