@@ -19,15 +19,24 @@ from c3 import manifest as mf
 from c3 import storage_codec as codec
 from c3.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from c3.v1 import common_pb2, storage_pb2
-from storaged.backend import BlobBackend, PartialWriter
+from storaged.backend import BlobBackend
 from storaged.meta import BlobRow, Metadata
+from storaged.storeio import (
+    STREAM_CHUNK,
+    append_partial,
+    decode_manifest,
+    encode_manifest,
+    open_reader,
+    read_inline,
+    read_stored,
+    skip_bytes,
+    verify_and_store,
+    verify_partial,
+)
 from storaged.wire import Chunk
 
 T = TypeVar("T")
 _MANIFESTS_CACHED = 64  # parsed (for commits) and as bytes (for GetManifest)
-# Largest stored payload sent inline by GetBlobs; bigger blobs go through GetBlobStream.
-MAX_INLINE_BYTES = 8 << 20
-STREAM_CHUNK = 1 << 20
 
 
 def _max_payload(size: int) -> int:
@@ -149,7 +158,7 @@ class BlobStore:
             # that does not match its name must not link this org to it), all of them
             # before any is kept, so one bad blob fails the whole batch; then the new ones
             # are stored.
-            await self.run(_verify_and_store, self.backend, items, new)
+            await self.run(verify_and_store, self.backend, items, new)
             rows = [BlobRow(d, size, len(p), c) for d, size, c, p in new]
             await self.meta.record_blobs(org, rows, [d for d in digests if d in existing])
         return len(items), sum(len(b[3]) for b in new)
@@ -207,7 +216,7 @@ class BlobStore:
                         raise InvalidArgument(
                             f"upload of {digest[:12]} is longer than its size allows"
                         )
-                    offset = await self.run(_append, writer, chunk.data, verifier)
+                    offset = await self.run(append_partial, writer, chunk.data, verifier)
                     received += len(chunk.data)
                 if chunk.last:
                     complete = True
@@ -230,7 +239,7 @@ class BlobStore:
                 if verifier is not None:
                     await self.run(verifier.finish)
                 else:
-                    await self.run(_verify_partial, self.backend, key, digest, size, compression)
+                    await self.run(verify_partial, self.backend, key, digest, size, compression)
             except Exception:
                 await self.run(self.backend.drop_partial, key)
                 raise
@@ -251,7 +260,7 @@ class BlobStore:
         await self._require_visible(org, unique)
         rows = await self.meta.blob_rows(unique)
         for d in unique:
-            yield await self.run(_read_inline, self.backend, rows[d].size, d, accept_zstd)
+            yield await self.run(read_inline, self.backend, rows[d].size, d, accept_zstd)
 
     async def get_stream(
         self, org: str, digest: str, accept_zstd: bool, offset: int
@@ -263,10 +272,10 @@ class BlobStore:
         total = row.size if raw else row.stored_size
         if offset > total:
             raise InvalidArgument(f"offset {offset} is past the end ({total} bytes)")
-        reader = await self.run(_open_reader, self.backend, digest, raw)
+        reader = await self.run(open_reader, self.backend, digest, raw)
         try:
             first = True
-            await self.run(_skip, reader, offset)
+            await self.run(skip_bytes, reader, offset)
             while True:
                 data = await self.run(reader.read, STREAM_CHUNK)
                 last = offset + len(data) >= total
@@ -289,7 +298,7 @@ class BlobStore:
     # Manifests -----------------------------------------------------------------------
 
     async def put_manifest(self, org: str, manifest: common_pb2.Manifest) -> tuple[str, list[str]]:
-        digest, data, compression, payload = await self.run(_encode_manifest, manifest)
+        digest, data, compression, payload = await self.run(encode_manifest, manifest)
         blob = storage_pb2.BlobData(
             digest=digest, size=len(data), compression=codec.Compression(compression), data=payload
         )
@@ -306,6 +315,20 @@ class BlobStore:
         decompresses it and checks its digest itself."""
         await self._require_visible(org, [digest])
         await self.meta.touch([digest])
+        return await self._stored_manifest(digest)
+
+    async def load_manifest(self, digest: str) -> common_pb2.Manifest:
+        """A stored manifest, without visibility checks (catalog, GC)."""
+        cached = self._manifests.get(digest)
+        if cached is not None:
+            self._manifests.move_to_end(digest)
+            return cached
+        compression, size, payload = await self._stored_manifest(digest)
+        manifest = await self.run(decode_manifest, digest, size, compression, payload)
+        self._cache_manifest(digest, manifest)
+        return manifest
+
+    async def _stored_manifest(self, digest: str) -> tuple[int, int, bytes]:
         cached = self._manifest_data.get(digest)
         if cached is not None:
             self._manifest_data.move_to_end(digest)
@@ -314,28 +337,12 @@ class BlobStore:
         try:
             if row is None:
                 raise FileNotFoundError(digest)
-            stored = await self.run(_read_stored, self.backend, digest)
+            compression, payload = await self.run(read_stored, self.backend, digest)
         except FileNotFoundError as exc:
             raise NotFound(f"manifest {digest} not found") from exc
-        found = (stored[0], row.size, stored[1])
+        found = (compression, row.size, payload)
         _remember(self._manifest_data, digest, found)
         return found
-
-    async def load_manifest(self, digest: str) -> common_pb2.Manifest:
-        """A stored manifest, without visibility checks (catalog, GC)."""
-        cached = self._manifests.get(digest)
-        if cached is not None:
-            self._manifests.move_to_end(digest)
-            return cached
-        row = (await self.meta.blob_rows([digest])).get(digest)
-        try:
-            if row is None:
-                raise FileNotFoundError(digest)
-            manifest = await self.run(_read_manifest, self.backend, digest, row.size)
-        except FileNotFoundError as exc:
-            raise NotFound(f"manifest {digest} not found") from exc
-        self._cache_manifest(digest, manifest)
-        return manifest
 
     def _cache_manifest(self, digest: str, manifest: common_pb2.Manifest) -> None:
         _remember(self._manifests, digest, manifest)
@@ -347,90 +354,3 @@ def _remember(cache: OrderedDict[str, T], digest: str, value: T) -> None:
     cache.move_to_end(digest)
     if len(cache) > _MANIFESTS_CACHED:
         cache.popitem(last=False)
-
-
-# Blocking helpers, run in the pool --------------------------------------------------------
-
-
-def _encode_manifest(manifest: common_pb2.Manifest) -> tuple[str, bytes, int, bytes]:
-    """Validate and serialise a manifest: (digest, bytes, compression, payload)."""
-    mf.validate(manifest)
-    data = mf.to_bytes(manifest)
-    compression, payload = codec.compress(data)
-    return mf.sha256_bytes(data), data, compression, payload
-
-
-def _verify_and_store(
-    backend: BlobBackend,
-    blobs: Sequence[tuple[str, int, int, bytes]],
-    new: Sequence[tuple[str, int, int, bytes]],
-) -> None:
-    for digest, size, compression, payload in blobs:
-        codec.verify_payload(digest, size, compression, payload)
-    if new:
-        backend.put_many([(d, c, p) for d, _, c, p in new])
-
-
-def _append(
-    writer: PartialWriter, data: bytes | memoryview, verifier: codec.StreamVerifier | None
-) -> int:
-    if verifier is not None:
-        verifier.update(data)
-    return writer.write(data)
-
-
-def _verify_partial(
-    backend: BlobBackend, key: str, digest: str, size: int, compression: int
-) -> None:
-    verifier = codec.StreamVerifier(digest, size, compression)
-    with backend.read_partial(key) as f:
-        while chunk := f.read(STREAM_CHUNK):
-            verifier.update(chunk)
-    verifier.finish()
-
-
-def _read_inline(
-    backend: BlobBackend, size: int, digest: str, accept_zstd: bool
-) -> storage_pb2.BlobData:
-    stored, f = backend.open(digest)
-    with f:
-        if stored.stored_size > MAX_INLINE_BYTES:
-            raise InvalidArgument(
-                f"blob {digest[:12]} is too large for GetBlobs; use GetBlobStream"
-            )
-        payload = f.read()
-    if stored.compression == codec.ZSTD and not accept_zstd:
-        data = codec.decompress(digest, size, stored.compression, payload)
-        return storage_pb2.BlobData(
-            digest=digest, size=size, compression=storage_pb2.COMPRESSION_NONE, data=data
-        )
-    return storage_pb2.BlobData(
-        digest=digest, size=size, compression=codec.Compression(stored.compression), data=payload
-    )
-
-
-def _open_reader(backend: BlobBackend, digest: str, raw: bool) -> Any:
-    stored, f = backend.open(digest)
-    if raw and stored.compression == codec.ZSTD:
-        return codec.zstd_reader(f)
-    return f
-
-
-def _skip(reader: Any, offset: int) -> None:
-    while offset > 0:
-        got = reader.read(min(offset, STREAM_CHUNK))
-        if not got:
-            break
-        offset -= len(got)
-
-
-def _read_stored(backend: BlobBackend, digest: str) -> tuple[int, bytes]:
-    """(compression, payload) of a blob as stored."""
-    stored, f = backend.open(digest)
-    with f:
-        return stored.compression, f.read()
-
-
-def _read_manifest(backend: BlobBackend, digest: str, size: int) -> common_pb2.Manifest:
-    compression, payload = _read_stored(backend, digest)
-    return mf.from_bytes(codec.decompress(digest, size, compression, payload))
