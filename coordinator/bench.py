@@ -7,9 +7,10 @@ its arrival on the agent, both on this host's clock.
 
 The headline burst submits through SubmitJobs, 25 jobs a call (a sweep); the same burst
 is then repeated with one SubmitJob call per job and reported next to it (`unbatched_*`).
-The batched burst runs `--repeat` times (default 3) on the same coordinator and the median
-burst is reported (all throughputs are listed): these machines are noisy, and one burst
-can run 25% slower than the next for no reason of ours.
+The whole run (a fresh coordinator and agents process, the single-job probe, the batched
+burst) happens `--repeat` times (default 3) and the median run is reported, with every
+run's throughput listed: these machines are noisy, and one run can be 25% slower than the
+next for no reason of ours. The one-call-per-job burst follows the last run's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -169,9 +171,21 @@ async def burst(
     return Burst(elapsed, latencies, cpu_share)
 
 
-async def bench(
-    agents: int, jobs: int, single: int, concurrency: int, submit_batch: int, repeat: int
-) -> dict[str, object]:
+@dataclass
+class Run:
+    """One fresh coordinator and agents process: the spec's setup, measured once."""
+
+    connect_s: float
+    single_latencies: list[float]
+    batched: Burst
+    unbatched: Burst | None
+    rss_mb: float
+    peak_rss_mb: float
+
+
+async def one_run(
+    agents: int, jobs: int, single: int, concurrency: int, submit_batch: int, unbatched: bool
+) -> Run:
     tmp = Path(tempfile.mkdtemp(prefix="c3-bench-"))
     ready_file, boot_file = tmp / "ready", tmp / "bootstrap.json"
     # C3_BENCH_PROFILE=FILE runs the coordinator under cProfile (written on shutdown).
@@ -212,31 +226,43 @@ async def bench(
         for _ in range(single):  # one job at a time on an idle pool
             await stub.SubmitJob(pb.SubmitJobRequest(spec=spec(project="bench")), metadata=md)
             single_lat.append(float((await out.readline()).split()[2]))
-        bursts = []
-        for _ in range(repeat):
-            bursts.append(await burst(stub, md, out, procs, jobs, submit_batch, concurrency))
-            if len(bursts) == 1:
-                rss, hwm = rss_mb(coord.pid)  # after the first 10,000 jobs, as before
-        batched = sorted(bursts, key=lambda b: b.elapsed)[len(bursts) // 2]
-        # The same burst size again, one SubmitJob call per job, for comparison.
-        unbatched = await burst(stub, md, out, procs, jobs, 1, UNBATCHED_CONCURRENCY)
+        batched = await burst(stub, md, out, procs, jobs, submit_batch, concurrency)
+        rss, hwm = rss_mb(coord.pid)
+        other = None
+        if unbatched:  # the same burst size again, one SubmitJob call per job
+            other = await burst(stub, md, out, procs, jobs, 1, UNBATCHED_CONCURRENCY)
     child.send_signal(signal.SIGTERM)
     coord.send_signal(signal.SIGTERM)
     await child.wait()
     await coord.wait()
-    result = {
+    shutil.rmtree(tmp, ignore_errors=True)
+    return Run(connect_s, single_lat, batched, other, rss, hwm)
+
+
+async def bench(
+    agents: int, jobs: int, single: int, concurrency: int, submit_batch: int, repeat: int
+) -> dict[str, object]:
+    runs = []
+    for index in range(repeat):
+        last = index == repeat - 1
+        runs.append(await one_run(agents, jobs, single, concurrency, submit_batch, last))
+    median = sorted(runs, key=lambda r: r.batched.elapsed)[len(runs) // 2]
+    batched, unbatched = median.batched, runs[-1].unbatched
+    assert unbatched is not None
+    single_lat = [lat for r in runs for lat in r.single_latencies]
+    return {
         "agents": agents,
         "jobs": jobs,
         "submit_batch": submit_batch,
-        "agents_connect_s": round(connect_s, 2),
+        "agents_connect_s": round(median.connect_s, 2),
         "jobs_per_s": round(jobs / batched.elapsed, 1),
-        "jobs_per_s_each_burst": [round(jobs / b.elapsed, 1) for b in bursts],
+        "jobs_per_s_each_run": [round(jobs / r.batched.elapsed, 1) for r in runs],
         "assign_p50_ms": round(statistics.median(batched.latencies), 2),
         "assign_p99_ms": round(percentile(batched.latencies, 0.99), 2),
         "single_assign_p50_ms": round(statistics.median(single_lat), 3),
         "single_assign_p99_ms": round(percentile(single_lat, 0.99), 3),
-        "coordinator_rss_mb": round(rss, 1),
-        "coordinator_peak_rss_mb": round(hwm, 1),
+        "coordinator_rss_mb": round(median.rss_mb, 1),
+        "coordinator_peak_rss_mb": round(median.peak_rss_mb, 1),
         "cpus": os.cpu_count() or 0,
         **{f"{name}_cpu_cores": round(share, 2) for name, share in batched.cpu_share.items()},
         "unbatched_jobs_per_s": round(jobs / unbatched.elapsed, 1),
@@ -246,7 +272,6 @@ async def bench(
         "reference_slurm_jobs_per_s": 500,
         "reference_nomad_placements_per_s": 1500,
     }
-    return result
 
 
 def main() -> None:
@@ -255,7 +280,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=10_000)
     p.add_argument("--single", type=int, default=200, help="jobs submitted one at a time")
     p.add_argument("--concurrency", type=int, default=8, help="submit calls in flight")
-    p.add_argument("--repeat", type=int, default=3, help="batched bursts; the median is reported")
+    p.add_argument("--repeat", type=int, default=3, help="fresh runs; the median is reported")
     p.add_argument(
         "--submit-batch", type=int, default=25, help="jobs per SubmitJobs call (1: SubmitJob)"
     )
