@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from c3 import config as project_config
 from c3.errors import from_rpc_error
+from c3.limits import MAX_JOBS_PER_SUBMIT
 from c3.v1 import common_pb2, daemon_pb2
 from c3ctl import render, session
 from c3ctl.aio import run
@@ -36,13 +37,11 @@ def job_summary(job: common_pb2.Job) -> dict[str, object]:
 
 
 SUCCESS = (common_pb2.JOB_STATE_COMPLETED, common_pb2.JOB_STATE_SYNCED)
-# One SubmitJobs call takes at most 1000 jobs; an array is submitted in one call.
-MAX_ARRAY = 1000
 
 
 def _check_array(array: int, follow: bool, watch_mode: bool) -> None:
-    if not 1 <= array <= MAX_ARRAY:
-        raise click.UsageError(f"--array {array}: give the number of jobs, 1 to {MAX_ARRAY}")
+    if not 1 <= array <= MAX_JOBS_PER_SUBMIT:
+        raise click.UsageError(f"--array {array}: give the number of jobs, 1 to {MAX_JOBS_PER_SUBMIT}")
     if follow:
         raise click.UsageError(
             "--array cannot be combined with -f: follow one job with `c3ctl logs -f JOB`, "
@@ -139,7 +138,7 @@ async def _deploy(
               help="Provider to run on (also C3_PROVIDER).")
 @click.option("--watch", "watch_mode", is_flag=True, help="Redeploy on every save (as `c3ctl watch`).")
 @click.option("--array", "array", type=int, default=None, metavar="N",
-              help=f"Push once and submit N jobs of this spec (1..{MAX_ARRAY}), a sweep: each job "
+              help=f"Push once and submit N jobs of this spec (1..{MAX_JOBS_PER_SUBMIT}), a sweep: each job "
               "gets C3_ARRAY_INDEX (0..N-1) and C3_ARRAY_SIZE (N); their ids print one per line.")
 def deploy(follow: bool, as_json: bool, provider: str, watch_mode: bool, array: int | None) -> None:
     """Push the project (nearest .c3 upward) and run it."""

@@ -14,6 +14,7 @@ from typing import TypeVar
 from c3 import config as project_config
 from c3 import workspace
 from c3.errors import ConfigError, InvalidArgument, NotFound
+from c3.limits import MAX_JOBS_PER_SUBMIT
 from c3.storage_client import StorageClient
 from c3.treepush import TreePush, TreePusher, server_identity
 from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2, storage_pb2
@@ -24,8 +25,6 @@ from c3d.history import History
 from c3d.projects import Projects
 
 T = TypeVar("T")
-# The most jobs one `deploy --array` submits: one SubmitJobs call takes at most 1000.
-MAX_ARRAY = 1000
 log = logging.getLogger(__name__)
 
 
@@ -146,9 +145,9 @@ def array_entries(
 
 
 def _check_array(request: daemon_pb2.DeployRequest) -> None:
-    if request.array > MAX_ARRAY:
+    if request.array > MAX_JOBS_PER_SUBMIT:
         raise InvalidArgument(
-            f"array {request.array} is too large: an array has at most {MAX_ARRAY} jobs"
+            f"array {request.array} is too large: an array has at most {MAX_JOBS_PER_SUBMIT} jobs"
         )
     if request.array and request.follow:
         raise InvalidArgument(

@@ -92,25 +92,26 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
                 agent.cached_env_hashes.update(hb.cached_env_hashes)
                 self._scheduler.caches_changed(agent)
             self._scheduler.reconcile(agent, hb.running_job_ids)
-        elif kind == "status":
-            self._jobs.apply_update(agent.id, message.status)
-        elif kind == "logs":
-            self._jobs.append_logs(agent.id, message.logs)
         elif kind == "reports":
-            self._handle_reports(agent, message.reports)
+            for item in message.reports.items:
+                try:
+                    self._report(agent, item.WhichOneof("kind"), item)
+                except C3Error as exc:
+                    # As for single messages: one bad report leaves the rest applied.
+                    log.warning("agent %s: %s", agent.id, exc)
+        else:
+            self._report(agent, kind, message)
+
+    def _report(
+        self,
+        agent: AgentState,
+        kind: str | None,
+        carrier: agent_pb2.AgentMessage | agent_pb2.AgentReport,
+    ) -> None:
+        """A status or log report, sent alone or inside AgentReports (same field names)."""
+        if kind == "status":
+            self._jobs.apply_update(agent.id, carrier.status)
+        elif kind == "logs":
+            self._jobs.append_logs(agent.id, carrier.logs)
         else:
             log.warning("agent %s sent an empty message", agent.id)
-
-    def _handle_reports(self, agent: AgentState, reports: agent_pb2.AgentReports) -> None:
-        for item in reports.items:
-            kind = item.WhichOneof("kind")
-            try:
-                if kind == "status":
-                    self._jobs.apply_update(agent.id, item.status)
-                elif kind == "logs":
-                    self._jobs.append_logs(agent.id, item.logs)
-                else:
-                    log.warning("agent %s sent an empty report", agent.id)
-            except C3Error as exc:
-                # Like a single message: one bad report leaves the rest of the batch applied.
-                log.warning("agent %s: %s", agent.id, exc)

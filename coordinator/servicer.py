@@ -9,6 +9,7 @@ from grpc import aio
 
 from c3.errors import InvalidArgument
 from c3.grpcutil import bearer_secret
+from c3.limits import MAX_JOBS_PER_SUBMIT
 from c3.tokens import ALL_OPERATIONS, TokenClaims, TokenSigner
 from c3.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from coordinator.accounts import Accounts, Caller
@@ -19,8 +20,6 @@ from coordinator.events import timestamp
 from coordinator.jobs import JobService
 from coordinator.scheduler import Scheduler
 from coordinator.validation import validate_spec
-
-MAX_JOBS_PER_SUBMIT = 1000
 
 pb = coordinator_pb2
 

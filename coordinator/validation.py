@@ -8,12 +8,11 @@ from pathlib import PurePosixPath
 
 from c3.dockerref import validate_image
 from c3.errors import InvalidArgument
+from c3.limits import MAX_JOBS_PER_SUBMIT
 from c3.v1 import common_pb2
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-# As many jobs as one SubmitJobs call takes: an array is submitted in one call.
-MAX_ARRAY_SIZE = 1000
 
 
 def _relative(field: str, value: str) -> None:
@@ -74,9 +73,9 @@ def _check_array(spec: common_pb2.JobSpec) -> None:
                 "array): set array_size to the number of jobs in the array, or leave both 0"
             )
         return
-    if spec.array_size > MAX_ARRAY_SIZE:
+    if spec.array_size > MAX_JOBS_PER_SUBMIT:
         raise InvalidArgument(
-            f"spec.array_size {spec.array_size} is over the limit of {MAX_ARRAY_SIZE} jobs "
+            f"spec.array_size {spec.array_size} is over the limit of {MAX_JOBS_PER_SUBMIT} jobs "
             "per array"
         )
     if spec.array_index >= spec.array_size:
