@@ -307,6 +307,7 @@ class JobExecutor:
             except C3Error as exc:
                 raise JobFailed(S.FAILURE_REASON_WORKSPACE_ERROR, exc.message) from exc
             except OSError as exc:  # the host could not spawn it: name what and why
+                log.warning("job %s: could not start the script", job.id, exc_info=True)
                 raise JobFailed(
                     S.FAILURE_REASON_INTERNAL,
                     f"the agent could not start the script: {exc.strerror or exc}"
