@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import stat
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,9 @@ from types import TracebackType
 
 import aiosqlite
 
+from c3.manifest import sha256_file
 from c3.sqlite import open_database
+from c3.storage_upload import batches
 from c3.v1 import common_pb2
 
 _SCHEMA = """
@@ -51,12 +52,6 @@ def _key(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
-def _hash_group(root: Path, group: list[tuple[str, os.stat_result]]) -> list[tuple[str, int, bool]]:
-    """(digest, size, stable) per file; `stable` is False when the file changed while it
-    was being hashed (the digest is then not remembered)."""
-    return [(h.digest, h.size, h.stable) for h in hash_files(root, group)]
-
-
 @dataclass(frozen=True, slots=True)
 class Hashed:
     """One file read and hashed: `data` holds its bytes when it was small enough to keep
@@ -66,31 +61,6 @@ class Hashed:
     size: int
     stable: bool
     data: bytes | None
-
-
-_buffers = threading.local()
-
-
-def _chunk_buffer() -> bytearray:
-    """This thread's read buffer: hashing a large file allocates nothing per MiB (fresh
-    memory for every chunk costs page faults)."""
-    buffer = getattr(_buffers, "chunk", None)
-    if buffer is None:
-        buffer = _buffers.chunk = bytearray(_CHUNK)
-    return buffer
-
-
-def sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:
-    """(hex digest, size) of a file, read in 1 MiB chunks into a reused buffer."""
-    buffer = _chunk_buffer()
-    view = memoryview(buffer)
-    sha = hashlib.sha256()
-    size = 0
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buffer):
-            sha.update(view[:n])
-            size += n
-    return sha.hexdigest(), size
 
 
 def _read_and_hash(
@@ -216,12 +186,12 @@ class HashIndex:
             hashed_at = time.time_ns()
             results = await self._hash_all(root, found.misses)
             rows = []
-            for (rel, st), (digest, size, stable) in zip(found.misses, results, strict=True):
-                digests[rel] = digest
+            for (rel, st), h in zip(found.misses, results, strict=True):
+                digests[rel] = h.digest
                 stats.files_hashed += 1
-                stats.bytes_hashed += size
-                if stable:
-                    rows.append((rel, st, digest))
+                stats.bytes_hashed += h.size
+                if h.stable:  # not changed while it was being hashed: worth remembering
+                    rows.append((rel, st, h.digest))
             await self.remember(found.root_key, rows, hashed_at)
         return entries_for(files, digests), stats
 
@@ -274,22 +244,13 @@ class HashIndex:
         ) as cur:
             return {r[0]: r[1:] for r in await cur.fetchall()}
 
-    async def _hash_all(
-        self, root: Path, misses: list[tuple[str, os.stat_result]]
-    ) -> list[tuple[str, int, bool]]:
-        groups: list[list[tuple[str, os.stat_result]]] = [[]]
-        group_bytes = 0
-        for item in misses:
-            if groups[-1] and group_bytes + item[1].st_size > _GROUP_BYTES:
-                groups.append([])
-                group_bytes = 0
-            groups[-1].append(item)
-            group_bytes += item[1].st_size
+    async def _hash_all(self, root: Path, misses: list[tuple[str, os.stat_result]]) -> list[Hashed]:
+        groups = batches(misses, _GROUP_BYTES, len(misses), lambda f: f[1].st_size)
         loop = asyncio.get_running_loop()
         parts = await asyncio.gather(
-            *(loop.run_in_executor(self._pool, _hash_group, root, g) for g in groups)
+            *(loop.run_in_executor(self._pool, hash_files, root, g) for g in groups)
         )
-        return [r for part in parts for r in part]
+        return [h for part in parts for h in part]
 
     # Digests known to be on a server (key: server address + org) ----------------------
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from c3 import manifest as mf
-from c3.errors import FailedPrecondition
-from c3.hashindex import HashIndex, HashStats, entries_for, hash_files
+from c3.errors import FailedPrecondition, PermissionDenied
+from c3.hashindex import Hashed, HashIndex, HashStats, entries_for, hash_files
 from c3.storage_client import SMALL_BLOB_MAX, LocalBlob, StorageClient
 from c3.storage_upload import batches, task_group
 from c3.v1 import common_pb2
@@ -139,6 +139,24 @@ def _groups(
     return large + batches(small, GROUP_BYTES, GROUP_FILES, lambda f: f[1].st_size)
 
 
+async def _read_group(
+    pipe: _Pipeline, group: list[tuple[str, os.stat_result]]
+) -> list[Hashed]:
+    """`hash_files` on the pool; a file deleted or unreadable since the scan is named in one
+    clear error (a user's to fix, not a bug)."""
+    try:
+        return await pipe.storage.run(hash_files, pipe.root, group, SMALL_BLOB_MAX)
+    except FileNotFoundError as exc:
+        raise FailedPrecondition(
+            f"{exc.filename}: deleted while it was being pushed; run the command again"
+        ) from None
+    except OSError as exc:
+        raise PermissionDenied(
+            f"cannot read {exc.filename or pipe.root}: {exc.strerror or exc}; fix its"
+            " permissions or leave it out with .c3ignore"
+        ) from None
+
+
 class TreePusher:
     def __init__(self, hashes: HashIndex) -> None:
         self.hashes = hashes
@@ -216,7 +234,7 @@ class TreePusher:
         the server lacks. A large file goes on as its own stream, so its slot is free for
         the next group."""
         async with slots:
-            hashed = await pipe.storage.run(hash_files, pipe.root, group, SMALL_BLOB_MAX)
+            hashed = await _read_group(pipe, group)
             rows = []
             for (rel, st), h in zip(group, hashed, strict=True):
                 if h.size != st.st_size:

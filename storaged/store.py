@@ -304,7 +304,7 @@ class BlobStore:
         )
         await self.put_blobs(org, [blob])
         await self.meta.mark_manifest(digest)
-        self._cache_manifest(digest, manifest)  # a Commit of it usually follows
+        _remember(self._manifests, digest, manifest)  # a Commit of it usually follows
         _remember(self._manifest_data, digest, (compression, len(data), payload))  # a job reads it
         entries = list(dict.fromkeys(e.digest for e in manifest.entries))
         present = await self.meta.referenced_by_org(org, entries)
@@ -325,7 +325,7 @@ class BlobStore:
             return cached
         compression, size, payload = await self._stored_manifest(digest)
         manifest = await self.run(decode_manifest, digest, size, compression, payload)
-        self._cache_manifest(digest, manifest)
+        _remember(self._manifests, digest, manifest)
         return manifest
 
     async def _stored_manifest(self, digest: str) -> tuple[int, int, bytes]:
@@ -343,9 +343,6 @@ class BlobStore:
         found = (compression, row.size, payload)
         _remember(self._manifest_data, digest, found)
         return found
-
-    def _cache_manifest(self, digest: str, manifest: common_pb2.Manifest) -> None:
-        _remember(self._manifests, digest, manifest)
 
 
 def _remember(cache: OrderedDict[str, T], digest: str, value: T) -> None:

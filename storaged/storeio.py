@@ -14,7 +14,7 @@ from storaged.backend import BlobBackend, PartialWriter
 
 # Largest stored payload sent inline by GetBlobs; bigger blobs go through GetBlobStream.
 MAX_INLINE_BYTES = 8 << 20
-STREAM_CHUNK = 1 << 20
+STREAM_CHUNK = codec.STREAM_CHUNK
 
 
 def encode_manifest(manifest: common_pb2.Manifest) -> tuple[str, bytes, int, bytes]:

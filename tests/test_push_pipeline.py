@@ -24,7 +24,7 @@ from test_storage_helpers import (  # noqa: F401 - fixtures
 
 from c3 import grpcutil
 from c3 import storage_codec as codec
-from c3.errors import DataLoss, FailedPrecondition
+from c3.errors import DataLoss, FailedPrecondition, PermissionDenied
 from c3.hashindex import HashIndex
 from c3.storage_client import StorageClient
 from c3.storage_upload import encode_put_blobs
@@ -124,6 +124,26 @@ async def test_a_file_that_changed_size_since_its_scan_is_named(
     (tmp_path / "src" / "grows.txt").write_bytes(b"much longer than before")
     async with HashIndex(tmp_path / "index.sqlite") as index:
         with pytest.raises(FailedPrecondition, match=r"grows\.txt changed while it was being"):
+            await TreePusher(index).push_files(tmp_path / "src", scanned, client, "server")
+
+
+
+async def test_a_file_deleted_since_its_scan_is_named(
+    client: StorageClient, tmp_path: Path
+) -> None:
+    scanned = _tree(tmp_path / "src", {"keep.txt": b"kept", "gone.txt": b"soon deleted"})
+    (tmp_path / "src" / "gone.txt").unlink()
+    async with HashIndex(tmp_path / "index.sqlite") as index:
+        with pytest.raises(FailedPrecondition, match=r"gone\.txt: deleted while it was being"):
+            await TreePusher(index).push_files(tmp_path / "src", scanned, client, "server")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+async def test_an_unreadable_file_is_named(client: StorageClient, tmp_path: Path) -> None:
+    scanned = _tree(tmp_path / "src", {"ok.txt": b"fine", "secret.txt": b"no access"})
+    (tmp_path / "src" / "secret.txt").chmod(0)
+    async with HashIndex(tmp_path / "index.sqlite") as index:
+        with pytest.raises(PermissionDenied, match=r"cannot read .*secret\.txt: .*permissions"):
             await TreePusher(index).push_files(tmp_path / "src", scanned, client, "server")
 
 
