@@ -88,8 +88,25 @@ def _read_text(path: str) -> str | None:
         return None  # like git: an unreadable ignore file is skipped
 
 
-def _excludes(pattern: Pattern | None) -> bool:
-    return pattern is not None and not pattern.negated
+def _rule_for(
+    tracked: TrackedIgnored, levels: tuple[Level, ...], rel: str, name: str, is_dir: bool,
+    hidden_by: str | None,
+) -> tuple[str | None, str | None]:
+    """The ignore-rule verdict on one path, shared by `walk` and `explain`: (the rule that
+    leaves it out, or None; the git rule of an ignored directory it is below or is, which
+    only tracked paths pass). `hidden_by` is that git rule for its parent."""
+    held = rel in (tracked.dirs if is_dir else tracked.files)
+    if hidden_by is not None and not held:
+        return hidden_by, hidden_by
+    pattern = decide(levels, rel, name, is_dir)
+    if pattern is None or pattern.negated:
+        return None, hidden_by
+    if not held:
+        return pattern.source, hidden_by
+    own = decide_tracked(levels, rel, name, is_dir)  # git tracks it: only .c3ignore counts
+    if own is not None and not own.negated:
+        return own.source, hidden_by
+    return None, hidden_by or pattern.source
 
 
 class IgnoreMatcher:
@@ -234,19 +251,9 @@ class IgnoreMatcher:
                 rule = "built-in: virtualenv"
             if rule is not None:
                 return rule
-            held = rel in (tracked.dirs if directory else tracked.files)
-            if hidden_by is not None and not held:
-                return hidden_by
-            pattern = decide(levels, rel, name, directory)
-            if _excludes(pattern):
-                assert pattern is not None
-                if not held:
-                    return pattern.source
-                own_rule = decide_tracked(levels, rel, name, directory)
-                if _excludes(own_rule):
-                    assert own_rule is not None
-                    return own_rule.source
-                hidden_by = hidden_by or pattern.source
+            rule, hidden_by = _rule_for(tracked, levels, rel, name, directory, hidden_by)
+            if rule is not None:
+                return rule
             if not last:
                 own = self.level(rel)
                 if own is not None:
@@ -308,12 +315,7 @@ class IgnoreMatcher:
                 below = hidden_by
                 rule = _builtin_rule(name, is_dir)
                 if rule is None:
-                    if hidden_by is not None and rel not in (tracked.dirs if is_dir else tracked.files):
-                        rule = hidden_by
-                    elif _excludes(pattern := decide(levels, rel, name, is_dir)):
-                        assert pattern is not None
-                        rule, git_rule = self._tracked_override(tracked, levels, rel, name, is_dir, pattern.source)
-                        below = hidden_by or git_rule
+                    rule, below = _rule_for(tracked, levels, rel, name, is_dir, hidden_by)
                 if rule is not None:
                     if report_ignored:
                         yield IgnoredPath(rel + "/" if is_dir else rel, rule)
@@ -326,20 +328,6 @@ class IgnoreMatcher:
                     yield WorkspaceFile(rel, shipped)
                 elif report_ignored:
                     yield IgnoredPath(rel, problem)
-
-    @staticmethod
-    def _tracked_override(
-        tracked: TrackedIgnored, levels: tuple[Level, ...], rel: str, name: str, is_dir: bool, rule: str
-    ) -> tuple[str | None, str | None]:
-        """For a path a git rule excludes: (the rule that still leaves it out, or None when
-        git tracks it or something below it; the git rule to remember when entering it)."""
-        if rel not in (tracked.dirs if is_dir else tracked.files):
-            return rule, None
-        c3_rule = decide_tracked(levels, rel, name, is_dir)
-        if _excludes(c3_rule):
-            assert c3_rule is not None
-            return c3_rule.source, None
-        return None, rule
 
     def _file(self, entry: os.DirEntry[str]) -> tuple[os.stat_result | None, str]:
         try:

@@ -121,9 +121,9 @@ class GitIndex:
 
     def locate(self) -> None:
         self.top = find_git_top(self.root)
-        index = None if self.top is None else git_index_file(self.root)
+        directory = None if self.top is None else git_dir(self.top)
         # Compared with watch-event paths, which are built from the same root.
-        self.index_file = None if index is None else str(index)
+        self.index_file = None if directory is None else str(directory / "index")
 
     def read(self) -> set[str]:
         """Ask git again (blocking); returns the paths that joined or left the set."""

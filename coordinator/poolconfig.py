@@ -80,8 +80,11 @@ def load_pool_config(path: Path, profiles: frozenset[str]) -> PoolConfig:
     providers = raw.get("providers") or {}
     if not isinstance(providers, dict):
         raise ConfigError(f"{where}: `providers` must be a mapping of name -> options")
+    raw_pools = raw.get("pools") or []
+    if not isinstance(raw_pools, list):
+        raise ConfigError(f"{where}: `pools` must be a list, e.g. [{{profile: cpu, cap: 2}}]")
     pools = []
-    for i, item in enumerate(raw.get("pools") or []):
+    for i, item in enumerate(raw_pools):
         at = f"{where}: pools[{i}]"
         if not isinstance(item, dict) or "profile" not in item:
             raise ConfigError(f"{at}: each pool needs at least `profile:`")
@@ -104,6 +107,9 @@ def load_pool_config(path: Path, profiles: frozenset[str]) -> PoolConfig:
             raise ConfigError(
                 f"{at}: unknown provider {policy.provider!r}; use {' or '.join(KNOWN_PROVIDERS)}"
             )
+        for key in ("idle_timeout_s", "register_timeout_s"):
+            if not 0 < getattr(policy, key) < float("inf"):
+                raise ConfigError(f"{at}.{key}: expected a number of seconds above 0")
         if policy.baseline < 0 or policy.cap < max(1, policy.baseline):
             raise ConfigError(f"{at}: need 0 <= baseline <= cap and cap >= 1")
         pools.append(policy)

@@ -219,13 +219,15 @@ class PoolManager:
             )
         except ProvisionError as exc:
             pool.in_flight -= 1
+            self._forget_early(pool)
             self._failed(pool, str(exc))
             return
         pool.in_flight -= 1
+        early = pool.registered_early.pop(launch_id, None)
+        self._forget_early(pool)
         if self._closed:
             await pool.provider.release(handle)
             return
-        early = pool.registered_early.pop(launch_id, None)
         if early is not None:  # it registered before provision() returned
             if early in pool.members:
                 pool.members[early] = handle
@@ -246,6 +248,13 @@ class PoolManager:
         started.watcher.add_done_callback(self._watchers.discard)
         pool.starting.append(started)
         self.kick()
+
+    @staticmethod
+    def _forget_early(pool: Pool) -> None:
+        # With no provision() left in flight, no start can claim an early registration
+        # (e.g. a late agent of a start that timed out): drop them, do not keep them.
+        if not pool.in_flight:
+            pool.registered_early.clear()
 
     async def _watch(self, pool: Pool, started: _Starting) -> None:
         def progress(phrase: str) -> None:

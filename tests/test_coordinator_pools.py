@@ -204,6 +204,25 @@ def test_pool_file_provider_options_are_checked(
         load_pool_config(pool_file, frozenset({"cpu"}))
 
 
+@pytest.mark.parametrize(
+    ("pools", "expected"),
+    [
+        ("pools: 3", r"`pools` must be a list"),
+        ("pools: [{profile: cpu, register_timeout_s: 0}]",
+         r"pools\[0\]\.register_timeout_s: expected a number of seconds above 0"),
+        ("pools: [{profile: cpu, idle_timeout_s: -1}]",
+         r"pools\[0\]\.idle_timeout_s: expected a number of seconds above 0"),
+    ],
+)  # fmt: skip
+def test_pool_file_bad_pool_values_are_one_clear_error(
+    tmp_path: Path, pools: str, expected: str
+) -> None:
+    pool_file = tmp_path / "pools.yaml"
+    pool_file.write_text(pools + "\n")
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(pool_file))}: {expected}"):
+        load_pool_config(pool_file, frozenset({"cpu"}))
+
+
 def test_pool_file_provider_options_are_read(tmp_path: Path) -> None:
     pool_file = tmp_path / "pools.yaml"
     pool_file.write_text(

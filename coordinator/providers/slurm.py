@@ -172,11 +172,12 @@ class SlurmProvider:
             else:
                 self._progress(job_id, f"Slurm job {job_id} {state}")
             return
-        self._ended.add(job_id)
         out = self.output_file(job_id)
         last = await asyncio.to_thread(last_line, out)
         watch = self._watches.get(job_id)
         if watch is not None and not watch.ended.done():
+            # The pool releases it next; a job released meanwhile must not stay listed here.
+            self._ended.add(job_id)
             watch.ended.set_exception(ProvisionError(
                 f"Slurm job {job_id} ended ({state or 'no longer known to Slurm'}) before its "
                 f"agent registered" + (f": {last}" if last else "") + f"; see {out}"
