@@ -16,6 +16,7 @@ from c3.grpcutil import bearer, channel
 from c3.v1 import agent_pb2, agent_pb2_grpc, common_pb2, coordinator_pb2_grpc
 from coordinator.app import Coordinator
 from coordinator.config import CoordinatorConfig
+from coordinator.lifecycle import FINISHED
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,9 @@ class SimAgent:
         self._stub = agent_pb2_grpc.AgentGatewayStub(self._channel)
         self._call: Any = None
         self._reader: asyncio.Task[None] | None = None
+        self._keepalive: asyncio.Task[None] | None = None
+        # Jobs assigned and not yet reported finished: what a kept-alive heartbeat lists.
+        self.holding: set[str] = set()
 
     async def retarget(self, address: str) -> None:
         """Talk to a coordinator at a new address (after a restart), same identity."""
@@ -115,6 +119,8 @@ class SimAgent:
                 message = await call.read()
                 if message is aio.EOF:
                     break
+                if message.HasField("assignment"):
+                    self.holding.add(message.assignment.job.id)
                 if message.HasField("resume_logs"):
                     await self.resumes.put(message.resume_logs)
                     continue
@@ -132,6 +138,17 @@ class SimAgent:
             agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(running_job_ids=running))
         )
 
+    def keep_alive(self, every_s: float) -> None:
+        """Heartbeat in the background as a live agent does, listing the jobs it holds, so
+        only the agents a test drops go silent; stops with drop() or close()."""
+
+        async def beat() -> None:
+            while self._call is not None:
+                await self.heartbeat(tuple(sorted(self.holding)))
+                await asyncio.sleep(every_s)
+
+        self._keepalive = asyncio.create_task(beat())
+
     async def next(self, timeout: float = 10.0) -> agent_pb2.CoordinatorMessage | None:
         return await asyncio.wait_for(self.inbox.get(), timeout)
 
@@ -142,6 +159,8 @@ class SimAgent:
 
     async def report(self, job_id: str, state: int, **fields: Any) -> None:
         update = agent_pb2.JobStatusUpdate(job_id=job_id, state=state, **fields)  # type: ignore[arg-type]
+        if state in FINISHED:
+            self.holding.discard(job_id)
         await self.send(agent_pb2.AgentMessage(status=update))
 
     async def resume(self, timeout: float = 10.0) -> agent_pb2.ResumeLogs:
@@ -161,6 +180,10 @@ class SimAgent:
 
     async def drop(self) -> None:
         """Vanish without a word (the host died): the coordinator must notice by silence."""
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            await asyncio.gather(self._keepalive, return_exceptions=True)
+            self._keepalive = None
         if self._call is not None:
             self._call.cancel()
         if self._reader is not None:

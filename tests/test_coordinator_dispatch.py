@@ -135,6 +135,7 @@ async def test_agent_lost_before_script_start_requeues(stack) -> None:  # type: 
     job = (await c.SubmitJob(pb.SubmitJobRequest(spec=spec()), metadata=md)).job
     await first.assignment()
     second = await new_agent(app, boot)  # joined after the job was submitted
+    second.keep_alive(0.1)  # only the first agent goes silent
     await first.drop()
     reassigned = await second.assignment(timeout=10)
     assert reassigned.job.id == job.id
