@@ -49,7 +49,9 @@ async def _follow_queue(as_json: bool, limit: int) -> None:
     """Server-pushed job changes: a live table on a terminal, one line per change otherwise."""
     jobs: dict[str, common_pb2.Job] = {}
     async with session.coordinator() as s:
-        call = s.stub.WatchJobs(coordinator_pb2.WatchJobsRequest(), metadata=s.metadata)
+        call = s.stub.WatchJobs(
+            coordinator_pb2.WatchJobsRequest(limit=limit), metadata=s.metadata
+        )
         live = None
         if not as_json and sys.stdout.isatty():
             from rich.live import Live

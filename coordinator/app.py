@@ -59,8 +59,7 @@ class Coordinator:
         agents = AgentRegistry(repo, accounts)
         await agents.load()
         events = EventLog(repo)
-        await events.load()
-        jobs = JobService(repo, events, config.log_cap_bytes)
+        jobs = JobService(repo, events, config.log_cap_bytes, config.keep_finished_s)
         def limit_of(org_id: str) -> tuple[int, str]:
             plan = accounts.org(org_id).plan
             return config.concurrency_limit(plan), plan
@@ -126,6 +125,7 @@ class Coordinator:
         if self.pools is not None:
             await self.pools.close()  # agents this coordinator started go with it
         self.scheduler.stop()
+        self.jobs.close()
         await self.server.stop(grace=1.0)
         if self.holds is not None:
             self.holds.stop()  # after the server: no submit is still pinning

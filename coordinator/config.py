@@ -42,6 +42,9 @@ class CoordinatorConfig:
     # (the agent should have stopped it); if the agent stays silent for as long again
     # after the cancel, the coordinator records TIMED_OUT itself.
     time_limit_grace_s: float = 30.0
+    # A finished job stays in memory this long after it finished or was last read; older
+    # jobs are read from the database when asked for (coordinator/residency.py).
+    keep_finished_s: float = 600.0
     # A superseding job waits this long for the agent of the job it replaces.
     supersede_hold_s: float = 2.0
     # Warm pools and providers (coordinator/pools.py); None: agents come only from outside.

@@ -33,10 +33,21 @@ class EventLog:
         # Events appended per commit future, marked durable together when it resolves.
         self._unconfirmed: dict[asyncio.Future[None], list[tuple[str, int]]] = {}
 
-    async def load(self) -> None:
-        seqs = await self._repo.last_seqs()
+    async def load(self, finished_since: float) -> None:
+        """The seqs of the jobs kept in memory (see JobService.load)."""
+        seqs = await self._repo.last_seqs(finished_since)
         self._allocated = dict(seqs)
         self._durable = dict(seqs)
+
+    def restore(self, job_id: str, last_seq: int) -> None:
+        """A job read back from the database: its next event follows `last_seq`."""
+        self._allocated.setdefault(job_id, last_seq)
+        self._durable.setdefault(job_id, last_seq)
+
+    def forget(self, job_id: str) -> None:
+        """The job left memory (finished long ago): its events are in the database."""
+        self._allocated.pop(job_id, None)
+        self._durable.pop(job_id, None)
 
     def last_seq(self, job_id: str) -> int:
         return self._allocated.get(job_id, 0)
@@ -85,6 +96,15 @@ class EventLog:
                 if not batch:
                     return
         while True:
+            if is_finished():
+                # Nothing but a later SYNCED follows; what is allocated is read from the
+                # database (the job may leave memory while a slow reader is still here).
+                await self._repo.db.barrier()
+                while batch := await self._repo.events_after(job_id, cursor):
+                    for event in batch:
+                        cursor = event.seq
+                        yield event
+                return
             wake = self._wakeups.get(job_id)
             if wake is None:
                 wake = self._wakeups[job_id] = asyncio.Event()
@@ -95,6 +115,4 @@ class EventLog:
                     yield event
                 if batch:
                     continue
-            if is_finished() and cursor >= self._allocated.get(job_id, 0):
-                return
             await wake.wait()

@@ -21,6 +21,7 @@ from coordinator.lifecycle import (
 )
 from coordinator.model import Job, Transition
 from coordinator.repo import Repository
+from coordinator.residency import ResidentJobs
 from coordinator.secrets_util import new_id
 
 if TYPE_CHECKING:
@@ -40,11 +41,16 @@ class MountPins(Protocol):
 
 
 class JobService:
-    def __init__(self, repo: Repository, events: EventLog, log_cap_bytes: int) -> None:
+    def __init__(
+        self, repo: Repository, events: EventLog, log_cap_bytes: int, keep_finished_s: float
+    ) -> None:
         self._repo = repo
         self.events = events
         self._log_cap = log_cap_bytes
-        self.jobs: dict[str, Job] = {}
+        self._keep_finished_s = keep_finished_s
+        self._resident = ResidentJobs(keep_finished_s, lambda job: events.forget(job.id))
+        # The jobs in memory: every unfinished one and the recently finished (residency.py).
+        self.jobs = self._resident.by_id
         self._watchers: dict[str, set[asyncio.Queue[Job]]] = {}
         self.scheduler: Scheduler  # wired by the app (the two call each other)
         # Called after every transition (billing meters RUNNING -> finished).
@@ -52,9 +58,20 @@ class JobService:
         self.pins: MountPins | None = None  # wired by JobHolds; None: mounts are not pinned
 
     async def load(self) -> list[Job]:
-        loaded = await self._repo.load_jobs()
-        self.jobs = {j.id: j for j in loaded}
+        now = time.time()
+        since = now - self._keep_finished_s
+        loaded = await self._repo.load_jobs(since)
+        await self.events.load(since)
+        stored = asyncio.get_running_loop().create_future()
+        stored.set_result(None)
+        for job in loaded:
+            self._resident.admit(job)
+        for job in sorted((j for j in loaded if j.state in FINISHED), key=lambda j: j.finished_at):
+            self._resident.finished(job, stored, ago_s=max(0.0, now - job.finished_at))
         return loaded
+
+    def close(self) -> None:
+        self._resident.close()
 
     # -- state changes -----------------------------------------------------------------
     def transition(
@@ -88,7 +105,9 @@ class JobService:
         t = Transition(target, now, note)
         job.transitions.append(t)
         self._repo.add_transition(job.id, len(job.transitions) - 1, t)
-        self.save(job)
+        saved = self.save(job)
+        if target in FINISHED:
+            self._resident.finished(job, saved)
         for hook in self.on_transition:
             hook(job, target)
         durable = self.events.append(
@@ -118,7 +137,7 @@ class JobService:
         prefer_agent_id: str = "",
         supersedes_job_id: str = "",
     ) -> Job:
-        superseded = self.get(org_id, supersedes_job_id) if supersedes_job_id else None
+        superseded = await self.find(org_id, supersedes_job_id) if supersedes_job_id else None
         job_id = f"j-{new_id(5)}"
         hold_agent_id = ""
         try:
@@ -186,7 +205,7 @@ class JobService:
             prefer_agent_id=prefer_agent_id,
             hold_agent_id=hold_agent_id,
         )
-        self.jobs[job.id] = job
+        self._resident.admit(job)
         job.transitions.append(Transition(State.PENDING, now, "submitted"))
         self._repo.add_transition(job.id, 0, job.transitions[0])
         self.save(job)
@@ -201,29 +220,48 @@ class JobService:
         self.scheduler.enqueue(job)
         return job, durable
 
-    def get(self, org_id: str, job_id: str) -> Job:
+    async def find(self, org_id: str, job_id: str) -> Job:
+        """The org's job, from memory or read back from the database (then kept in memory
+        for a while, as if it had just finished)."""
         job = self.jobs.get(job_id)
+        if job is None:
+            stored = await self._repo.load_job(job_id)
+            if stored is not None and stored.org_id == org_id:
+                last_seq = await self._repo.last_seq(job_id)
+                job = self.jobs.get(job_id)  # read back by another call meanwhile?
+                if job is None:
+                    job = stored
+                    self._resident.admit(job)
+                    self.events.restore(job.id, last_seq)
+                    done = asyncio.get_running_loop().create_future()
+                    done.set_result(None)
+                    self._resident.finished(job, done)
         # Another org's job answers exactly like a missing one: ids reveal nothing.
         if job is None or job.org_id != org_id:
             raise NotFound(f"no job {job_id!r} (c3ctl squeue lists your jobs)")
         return job
 
-    def list_jobs(
+    async def list_jobs(
         self, org_id: str, states: Iterable[int] = (), project: str = "", limit: int = 0
     ) -> list[Job]:
+        """The org's jobs, oldest first: the newest `limit` of them (0: all)."""
         wanted = {parse_enum(State, s, "states") for s in states}
+        # Unfinished jobs are all in memory; finished ones may be in the database only.
+        stored_states = (wanted & FINISHED) if wanted else FINISHED
+        want = limit + sum(1 for _ in self._resident.of_org(org_id)) if limit else 0
+        stored = await self._repo.jobs_newest_first(org_id, stored_states, project, want)
+        # From here on nothing awaits: memory and the database rows are combined as of now.
         found = [
             j
-            for j in self.jobs.values()
-            if j.org_id == org_id
-            and (not wanted or j.state in wanted)
-            and (not project or j.spec.project == project)
+            for j in self._resident.of_org(org_id)
+            if (not wanted or j.state in wanted) and (not project or j.spec.project == project)
         ]
-        found.sort(key=lambda j: j.created_at)
+        found += [j for j in stored if j.id not in self.jobs]
+        found.sort(key=lambda j: (j.created_at, j.id))  # the database's order, too
         return found[-limit:] if limit else found
 
     async def cancel(self, org_id: str, job_ids: list[str], reason: str = "") -> list[Job]:
-        jobs = [self.get(org_id, job_id) for job_id in job_ids]
+        jobs = [await self.find(org_id, job_id) for job_id in job_ids]
         for job in jobs:
             if job.state in FINISHED:
                 raise FailedPrecondition(f"job {job.id} is already {job.state.name}")
@@ -243,7 +281,7 @@ class JobService:
         return jobs
 
     async def mark_synced(self, org_id: str, job_id: str) -> Job:
-        job = self.get(org_id, job_id)
+        job = await self.find(org_id, job_id)
         if job.state == State.SYNCED:
             return job
         await self.transition(job, State.SYNCED, "artifacts pulled")

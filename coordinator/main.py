@@ -48,8 +48,13 @@ def parse_args(argv: list[str] | None) -> CoordinatorConfig:
                    help="credit of a new org, in minor currency units")  # fmt: skip
     p.add_argument("--time-limit-grace-s", type=float,
                    default=float(env("C3_TIME_LIMIT_GRACE_S", "30")))  # fmt: skip
+    p.add_argument("--keep-finished-s", type=float,
+                   default=env("C3_KEEP_FINISHED_S", "600"),
+                   help="seconds a finished job stays in memory; the database keeps it for good")  # fmt: skip
     p.add_argument("--log-level", default=env("C3_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
+    if args.keep_finished_s < 0:
+        p.error("--keep-finished-s must be 0 or more")
     limits = CoordinatorConfig.concurrency_limits
     if args.concurrency_limits:
         try:
@@ -85,6 +90,7 @@ def parse_args(argv: list[str] | None) -> CoordinatorConfig:
         bootstrap_plan=args.bootstrap_plan,
         concurrency_limits=limits,
         time_limit_grace_s=args.time_limit_grace_s,
+        keep_finished_s=args.keep_finished_s,
         starting_credit_minor=args.starting_credit_minor,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Collection, Sequence
+from typing import Any
 
 from c3.v1 import common_pb2
 from coordinator.db import Database
-from coordinator.lifecycle import Reason, State
+from coordinator.lifecycle import FINISHED, Reason, State
 from coordinator.model import AgentRecord, ApiKey, Job, Org, Startup, Transition
 
 _UPSERT_ORG = "INSERT OR REPLACE INTO orgs VALUES (?,?,?,?,?)"
@@ -27,8 +29,30 @@ _JOB_DATA_FIELDS = (
 )  # fmt: skip
 
 
+# The jobs kept in memory (see coordinator/residency.py): unfinished, or finished since ?.
+_RESIDENT = (
+    f"(j.state NOT IN ({','.join(str(int(s)) for s in sorted(FINISHED))}) "
+    "OR json_extract(j.data, '$.finished_at') >= ?)"
+)
+_LIST_PAGE = 256
+_IDS_PER_QUERY = 500
+
 # Made once: the job row is encoded thousands of times a second under load.
 _encode_json = json.JSONEncoder(check_circular=False, separators=(",", ":")).encode
+
+
+def _job_from_row(
+    row: Sequence[Any], transitions: list[Transition], spec: common_pb2.JobSpec | None = None
+) -> Job:
+    job_id, org_id, state, created_at, spec_bytes, data_text = row
+    data = json.loads(data_text)
+    startup = Startup(**data.pop("startup"))
+    data["failure_reason"] = Reason(data["failure_reason"])
+    data["created_at"] = created_at
+    return Job(
+        id=job_id, org_id=org_id, spec=spec or common_pb2.JobSpec.FromString(spec_bytes),
+        state=State(state), startup=startup, transitions=transitions, **data,
+    )  # fmt: skip
 
 
 def _job_row(job: Job) -> tuple[object, ...]:
@@ -103,26 +127,71 @@ class Repository:
     def add_transition(self, job_id: str, index: int, t: Transition) -> asyncio.Future[None]:
         return self.db.write(_INSERT_TRANSITION, (job_id, index, int(t.state), t.at, t.note))
 
-    async def load_jobs(self) -> list[Job]:
-        rows = await self.db.fetchall("SELECT * FROM jobs ORDER BY created_at")
-        trows = await self.db.fetchall("SELECT * FROM transitions ORDER BY job_id, idx")
+    async def load_jobs(self, finished_since: float) -> list[Job]:
+        """Every unfinished job, and the finished ones that finished at `finished_since` or
+        later (the rest stay in the database until someone asks for them)."""
+        rows = await self.db.fetchall(
+            f"SELECT * FROM jobs j WHERE {_RESIDENT} ORDER BY created_at", (finished_since,)
+        )
+        trows = await self.db.fetchall(
+            "SELECT t.* FROM transitions t JOIN jobs j ON j.id = t.job_id "
+            f"WHERE {_RESIDENT} ORDER BY t.job_id, t.idx",
+            (finished_since,),
+        )
         transitions: dict[str, list[Transition]] = {}
         for job_id, _idx, state, at, note in trows:
             transitions.setdefault(job_id, []).append(Transition(State(state), at, note))
-        jobs = []
-        for job_id, org_id, state, created_at, spec_bytes, data_text in rows:
-            data = json.loads(data_text)
-            startup = Startup(**data.pop("startup"))
-            data["failure_reason"] = Reason(data["failure_reason"])
-            data["created_at"] = created_at
-            spec = common_pb2.JobSpec.FromString(spec_bytes)
-            jobs.append(
-                Job(
-                    id=job_id, org_id=org_id, spec=spec, state=State(state), startup=startup,
-                    transitions=transitions.get(job_id, []), **data,
-                )
-            )  # fmt: skip
-        return jobs
+        return [_job_from_row(row, transitions.get(row[0], [])) for row in rows]
+
+    async def load_job(self, job_id: str) -> Job | None:
+        rows = await self.db.fetchall("SELECT * FROM jobs WHERE id=?", (job_id,))
+        if not rows:
+            return None
+        return _job_from_row(rows[0], (await self._transitions_of([job_id])).get(job_id, []))
+
+    async def jobs_newest_first(
+        self, org_id: str, states: Collection[State], project: str, want: int
+    ) -> list[Job]:
+        """An org's jobs in `states` (in `project` unless ""), newest first: at most `want`
+        of them, or all when `want` is 0. Read a page at a time, so a long history costs
+        what the answer needs."""
+        if not states:
+            return []
+        marks = ",".join("?" * len(states))
+        sql = (
+            f"SELECT * FROM jobs WHERE org_id=? AND state IN ({marks}) AND (created_at, id) < (?, ?) "
+            "ORDER BY created_at DESC, id DESC LIMIT ?"
+        )
+        found: list[tuple[Any, common_pb2.JobSpec]] = []
+        cursor: tuple[float, str] = (float("inf"), "")
+        while not want or len(found) < want:
+            rows = await self.db.fetchall(
+                sql, (org_id, *(int(s) for s in states), *cursor, _LIST_PAGE)
+            )
+            for row in rows:
+                spec = common_pb2.JobSpec.FromString(row[4])
+                if not project or spec.project == project:
+                    found.append((row, spec))
+            if len(rows) < _LIST_PAGE:
+                break
+            cursor = (rows[-1][3], rows[-1][0])
+        if want:
+            found = found[:want]
+        transitions = await self._transitions_of([row[0] for row, _ in found])
+        return [_job_from_row(row, transitions.get(row[0], []), spec) for row, spec in found]
+
+    async def _transitions_of(self, job_ids: Sequence[str]) -> dict[str, list[Transition]]:
+        transitions: dict[str, list[Transition]] = {}
+        for start in range(0, len(job_ids), _IDS_PER_QUERY):
+            chunk = job_ids[start : start + _IDS_PER_QUERY]
+            rows = await self.db.fetchall(
+                f"SELECT * FROM transitions WHERE job_id IN ({','.join('?' * len(chunk))}) "
+                "ORDER BY job_id, idx",
+                chunk,
+            )
+            for job_id, _idx, state, at, note in rows:
+                transitions.setdefault(job_id, []).append(Transition(State(state), at, note))
+        return transitions
 
     # -- events ------------------------------------------------------------------------
     def add_event(self, event: common_pb2.JobEvent) -> asyncio.Future[None]:
@@ -137,6 +206,15 @@ class Repository:
         )
         return [common_pb2.JobEvent.FromString(r[0]) for r in rows]
 
-    async def last_seqs(self) -> dict[str, int]:
-        rows = await self.db.fetchall("SELECT job_id, MAX(seq) FROM events GROUP BY job_id")
-        return {r[0]: int(r[1]) for r in rows}
+    async def last_seqs(self, finished_since: float) -> dict[str, int]:
+        """The last event seq of each job `load_jobs(finished_since)` loads."""
+        rows = await self.db.fetchall(
+            "SELECT j.id, (SELECT MAX(seq) FROM events e WHERE e.job_id = j.id) FROM jobs j "
+            f"WHERE {_RESIDENT}",
+            (finished_since,),
+        )
+        return {r[0]: int(r[1]) for r in rows if r[1] is not None}
+
+    async def last_seq(self, job_id: str) -> int:
+        rows = await self.db.fetchall("SELECT MAX(seq) FROM events WHERE job_id=?", (job_id,))
+        return int(rows[0][0] or 0) if rows else 0

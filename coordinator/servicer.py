@@ -98,13 +98,16 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         self, request: pb.GetJobRequest, context: aio.ServicerContext
     ) -> pb.GetJobResponse:
         caller = self._caller(context)
-        return pb.GetJobResponse(job=job_to_proto(self._jobs.get(caller.org.id, request.job_id)))
+        job = await self._jobs.find(caller.org.id, request.job_id)
+        return pb.GetJobResponse(job=job_to_proto(job))
 
     async def ListJobs(
         self, request: pb.ListJobsRequest, context: aio.ServicerContext
     ) -> pb.ListJobsResponse:
         caller = self._caller(context)
-        jobs = self._jobs.list_jobs(caller.org.id, request.states, request.project, request.limit)
+        jobs = await self._jobs.list_jobs(
+            caller.org.id, request.states, request.project, request.limit
+        )
         return pb.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs])
 
     async def CancelJob(
@@ -127,7 +130,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         self, request: pb.StreamJobEventsRequest, context: aio.ServicerContext
     ) -> AsyncIterator[common_pb2.JobEvent]:
         caller = self._caller(context)
-        job = self._jobs.get(caller.org.id, request.job_id)
+        job = await self._jobs.find(caller.org.id, request.job_id)
         async for event in self._jobs.events.subscribe(
             job.id, request.after_seq, lambda: self._jobs.is_finished(job), follow=request.follow
         ):
@@ -139,7 +142,10 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         caller = self._caller(context)
         queue = self._jobs.watch(caller.org.id)
         try:
-            for job in self._jobs.list_jobs(caller.org.id, project=request.project):
+            current = await self._jobs.list_jobs(
+                caller.org.id, project=request.project, limit=request.limit
+            )
+            for job in current:
                 yield job_to_proto(job)
             while True:
                 job = await queue.get()
