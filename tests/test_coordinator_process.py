@@ -10,8 +10,11 @@ import stat
 import sys
 from pathlib import Path
 
+import pytest
+
 from c3.grpcutil import bearer, channel, check_health
 from c3.v1 import coordinator_pb2 as pb
+from coordinator.main import parse_args
 from coordinator.testing import client, eventually
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,3 +81,18 @@ async def test_missing_data_dir_is_one_clear_line(tmp_path: Path) -> None:
     _, stderr = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     assert b"--data-dir is required" in stderr and b"Traceback" not in stderr
+
+
+def test_keep_finished_is_checked_and_read_from_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = ["--data-dir", str(tmp_path)]
+    for value, said in (("-1", "--keep-finished-s must be 0 or more"), ("soon", "invalid float")):
+        with pytest.raises(SystemExit) as exited:
+            parse_args([*base, "--keep-finished-s", value])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err
+    monkeypatch.setenv("C3_KEEP_FINISHED_S", "42.5")
+    assert parse_args(base).keep_finished_s == 42.5
+    assert parse_args([*base, "--keep-finished-s", "0"]).keep_finished_s == 0
