@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
+import operator
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
     from coordinator.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
+
+# How listings order jobs; the database pages in the same order.
+_LISTING_ORDER = operator.attrgetter("created_at", "id")
 
 
 class MountPins(Protocol):
@@ -248,16 +253,27 @@ class JobService:
         wanted = {parse_enum(State, s, "states") for s in states}
         # Unfinished jobs are all in memory; finished ones may be in the database only.
         stored_states = (wanted & FINISHED) if wanted else FINISHED
-        want = limit + sum(1 for _ in self._resident.of_org(org_id)) if limit else 0
-        stored = await self._repo.jobs_newest_first(org_id, stored_states, project, want)
-        # From here on nothing awaits: memory and the database rows are combined as of now.
-        found = [
-            j
-            for j in self._resident.of_org(org_id)
-            if (not wanted or j.state in wanted) and (not project or j.spec.project == project)
-        ]
-        found += [j for j in stored if j.id not in self.jobs]
-        found.sort(key=lambda j: (j.created_at, j.id))  # the database's order, too
+        def in_memory() -> list[Job]:
+            # Newest first (memory holds them about in creation order): the heap then
+            # rarely changes.
+            matching = [
+                j
+                for j in reversed(self._resident.of_org(org_id))
+                if (not wanted or j.state in wanted) and (not project or j.spec.project == project)
+            ]
+            return heapq.nlargest(limit, matching, key=_LISTING_ORDER) if limit else matching
+
+        with self._resident.held():
+            found, admitted = in_memory(), self._resident.admitted
+            # Anything older than the limit-th newest job in memory cannot make the list.
+            floor = {"floor": _LISTING_ORDER(found[-1])} if limit and len(found) == limit else {}
+            stored = await self._repo.jobs_newest_first(
+                org_id, stored_states, project, limit, skip=self.jobs, **floor
+            )
+            if self._resident.admitted != admitted:
+                found = in_memory()  # a job read back meanwhile: its memory copy wins
+            found += [j for j in stored if j.id not in self.jobs]
+        found.sort(key=_LISTING_ORDER)
         return found[-limit:] if limit else found
 
     async def cancel(self, org_id: str, job_ids: list[str], reason: str = "") -> list[Job]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Container, Sequence
 from typing import Any
 
 from c3.v1 import common_pb2
@@ -34,8 +34,9 @@ _RESIDENT = (
     f"(j.state NOT IN ({','.join(str(int(s)) for s in sorted(FINISHED))}) "
     "OR json_extract(j.data, '$.finished_at') >= ?)"
 )
-_LIST_PAGE = 256
+_LIST_PAGE = 1000
 _IDS_PER_QUERY = 500
+_MIN_ROWS_PER_QUERY = 32
 
 # Made once: the job row is encoded thousands of times a second under load.
 _encode_json = json.JSONEncoder(check_circular=False, separators=(",", ":")).encode
@@ -150,35 +151,58 @@ class Repository:
         return _job_from_row(rows[0], (await self._transitions_of([job_id])).get(job_id, []))
 
     async def jobs_newest_first(
-        self, org_id: str, states: Collection[State], project: str, want: int
+        self,
+        org_id: str,
+        states: Collection[State],
+        project: str,
+        want: int,
+        skip: Container[str] = (),
+        floor: tuple[float, str] = (float("-inf"), ""),
     ) -> list[Job]:
-        """An org's jobs in `states` (in `project` unless ""), newest first: at most `want`
-        of them, or all when `want` is 0. Read a page at a time, so a long history costs
-        what the answer needs."""
+        """An org's jobs in `states` (in `project` unless ""), newest first, from `floor`
+        (created_at, id) on and leaving out the ids in `skip`: at most `want` of them, or
+        all when `want` is 0. Ids are read a page at a time and whole rows only as needed,
+        so a long history costs little more than the answer."""
         if not states:
             return []
         marks = ",".join("?" * len(states))
-        sql = (
-            f"SELECT * FROM jobs WHERE org_id=? AND state IN ({marks}) AND (created_at, id) < (?, ?) "
+        page_sql = (
+            f"SELECT id, created_at FROM jobs WHERE org_id=? AND state IN ({marks}) "
+            "AND (created_at, id) < (?, ?) AND (created_at, id) >= (?, ?) "
             "ORDER BY created_at DESC, id DESC LIMIT ?"
         )
-        found: list[tuple[Any, common_pb2.JobSpec]] = []
+        found: list[Job] = []
         cursor: tuple[float, str] = (float("inf"), "")
         while not want or len(found) < want:
-            rows = await self.db.fetchall(
-                sql, (org_id, *(int(s) for s in states), *cursor, _LIST_PAGE)
+            page = await self.db.fetchall(
+                page_sql, (org_id, *(int(s) for s in states), *cursor, *floor, _LIST_PAGE)
             )
-            for row in rows:
-                spec = common_pb2.JobSpec.FromString(row[4])
-                if not project or spec.project == project:
-                    found.append((row, spec))
-            if len(rows) < _LIST_PAGE:
+            kept = [job_id for job_id, _ in page if job_id not in skip]
+            while kept and (not want or len(found) < want):
+                size = max(_MIN_ROWS_PER_QUERY, want - len(found)) if want else _IDS_PER_QUERY
+                chunk, kept = kept[: min(size, _IDS_PER_QUERY)], kept[min(size, _IDS_PER_QUERY) :]
+                rows = {
+                    row[0]: row
+                    for row in await self.db.fetchall(
+                        f"SELECT * FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                    )
+                }
+                for job_id in chunk:
+                    row = rows.get(job_id)
+                    if row is None:
+                        continue
+                    spec = common_pb2.JobSpec.FromString(row[4])
+                    if not project or spec.project == project:
+                        found.append(_job_from_row(row, [], spec))
+            if len(page) < _LIST_PAGE:
                 break
-            cursor = (rows[-1][3], rows[-1][0])
+            cursor = (page[-1][1], page[-1][0])
         if want:
             found = found[:want]
-        transitions = await self._transitions_of([row[0] for row, _ in found])
-        return [_job_from_row(row, transitions.get(row[0], []), spec) for row, spec in found]
+        transitions = await self._transitions_of([job.id for job in found])
+        for job in found:
+            job.transitions = transitions.get(job.id, [])
+        return found
 
     async def _transitions_of(self, job_ids: Sequence[str]) -> dict[str, list[Transition]]:
         transitions: dict[str, list[Transition]] = {}

@@ -5,6 +5,7 @@ the live jobs, and WatchJobs starts with the newest `limit` jobs only."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,9 @@ from c3.grpcutil import bearer, channel
 from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb
 from coordinator.app import Coordinator
+from coordinator.lifecycle import State
+from coordinator.model import Job
+from coordinator.residency import ResidentJobs
 from coordinator.testing import (
     Bootstrap,
     SimAgent,
@@ -249,3 +253,40 @@ async def test_watch_jobs_starts_with_the_newest_limit(make_stack) -> None:  # t
     newer = (await st.submit()).id
     assert (await watch.read()).id == newer  # next comes a change, not older history
     watch.cancel()
+
+
+def _job(job_id: str) -> Job:
+    return Job(id=job_id, org_id="org", spec=spec(), state=State.COMPLETED, created_at=1.0)
+
+
+async def test_a_job_leaves_memory_only_once_stored_and_not_during_a_listing() -> None:
+    loop = asyncio.get_running_loop()
+    evicted: list[str] = []
+    resident = ResidentJobs(0.0, lambda job: evicted.append(job.id))
+    stored, listed = _job("j-stored"), _job("j-listed")
+    for job in (stored, listed):
+        resident.admit(job)
+
+    async def after_due_timers() -> None:
+        # Timers fire in deadline order: once this one has, every earlier sweep has run.
+        passed = asyncio.Event()
+        loop.call_at(loop.time() + 0.01, passed.set)
+        await passed.wait()
+
+    saved: asyncio.Future[None] = loop.create_future()
+    resident.finished(stored, saved)
+    await after_due_timers()
+    assert evicted == [] and "j-stored" in resident.by_id  # its row is not written yet
+    saved.set_result(None)
+    await after_due_timers()
+    assert evicted == ["j-stored"] and "j-stored" not in resident.by_id
+
+    done: asyncio.Future[None] = loop.create_future()
+    done.set_result(None)
+    with resident.held():
+        resident.finished(listed, done)
+        await after_due_timers()
+        assert "j-listed" in resident.by_id  # a listing is combining memory and database
+    assert evicted == ["j-stored", "j-listed"]
+    assert list(resident.of_org("org")) == []
+    resident.close()
