@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -33,9 +33,9 @@ class EventLog:
         # Events appended per commit future, marked durable together when it resolves.
         self._unconfirmed: dict[asyncio.Future[None], list[tuple[str, int]]] = {}
 
-    async def load(self, finished_since: float) -> None:
+    async def load(self, job_ids: Sequence[str]) -> None:
         """The seqs of the jobs kept in memory (see JobService.load)."""
-        seqs = await self._repo.last_seqs(finished_since)
+        seqs = await self._repo.last_seqs(job_ids)
         self._allocated = dict(seqs)
         self._durable = dict(seqs)
 

@@ -66,7 +66,7 @@ class JobService:
         now = time.time()
         since = now - self._keep_finished_s
         loaded = await self._repo.load_jobs(since)
-        await self.events.load(since)
+        await self.events.load([job.id for job in loaded])
         stored = asyncio.get_running_loop().create_future()
         stored.set_result(None)
         for job in loaded:

@@ -134,14 +134,7 @@ class Repository:
         rows = await self.db.fetchall(
             f"SELECT * FROM jobs j WHERE {_RESIDENT} ORDER BY created_at", (finished_since,)
         )
-        trows = await self.db.fetchall(
-            "SELECT t.* FROM transitions t JOIN jobs j ON j.id = t.job_id "
-            f"WHERE {_RESIDENT} ORDER BY t.job_id, t.idx",
-            (finished_since,),
-        )
-        transitions: dict[str, list[Transition]] = {}
-        for job_id, _idx, state, at, note in trows:
-            transitions.setdefault(job_id, []).append(Transition(State(state), at, note))
+        transitions = await self._transitions_of([row[0] for row in rows])
         return [_job_from_row(row, transitions.get(row[0], [])) for row in rows]
 
     async def load_job(self, job_id: str) -> Job | None:
@@ -230,14 +223,18 @@ class Repository:
         )
         return [common_pb2.JobEvent.FromString(r[0]) for r in rows]
 
-    async def last_seqs(self, finished_since: float) -> dict[str, int]:
-        """The last event seq of each job `load_jobs(finished_since)` loads."""
-        rows = await self.db.fetchall(
-            "SELECT j.id, (SELECT MAX(seq) FROM events e WHERE e.job_id = j.id) FROM jobs j "
-            f"WHERE {_RESIDENT}",
-            (finished_since,),
-        )
-        return {r[0]: int(r[1]) for r in rows if r[1] is not None}
+    async def last_seqs(self, job_ids: Sequence[str]) -> dict[str, int]:
+        """The last event seq of each of these jobs that has events."""
+        seqs: dict[str, int] = {}
+        for start in range(0, len(job_ids), _IDS_PER_QUERY):
+            chunk = job_ids[start : start + _IDS_PER_QUERY]
+            rows = await self.db.fetchall(
+                "SELECT job_id, MAX(seq) FROM events "
+                f"WHERE job_id IN ({','.join('?' * len(chunk))}) GROUP BY job_id",
+                chunk,
+            )
+            seqs.update((r[0], int(r[1])) for r in rows)
+        return seqs
 
     async def last_seq(self, job_id: str) -> int:
         rows = await self.db.fetchall("SELECT MAX(seq) FROM events WHERE job_id=?", (job_id,))
