@@ -14,6 +14,7 @@ from grpc import aio
 
 from c3.grpcutil import bearer, channel
 from c3.v1 import agent_pb2, agent_pb2_grpc, common_pb2, coordinator_pb2_grpc
+from c3.v1 import coordinator_pb2 as pb
 from coordinator.app import Coordinator
 from coordinator.config import CoordinatorConfig
 from coordinator.lifecycle import FINISHED
@@ -218,3 +219,54 @@ def spec(**fields: Any) -> common_pb2.JobSpec:
     }
     base.update(fields)
     return common_pb2.JobSpec(**base)
+
+
+class Stack:
+    """A real coordinator with a client channel and the bootstrap org's key, and the
+    steps tests take against it."""
+
+    def __init__(self, app: Coordinator, boot: Bootstrap, ch: aio.Channel) -> None:
+        self.app, self.boot, self.ch = app, boot, ch
+        self.c = client(ch)
+        self.md = bearer(boot.api_key)
+        self.closed = False
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            await self.ch.close()
+            await self.app.stop()
+
+    async def agent(self, **kw: Any) -> SimAgent:
+        agent = SimAgent(self.app.address, self.boot.agent_secret, **kw)
+        await agent.register()
+        await agent.connect()
+        await eventually(
+            lambda: agent.agent_id in {a.id for a in self.app.scheduler.idle_agents()},
+            what="idle agent",
+        )
+        return agent
+
+    async def submit(self, md: Any = None, **kw: Any) -> common_pb2.Job:
+        request = pb.SubmitJobRequest(spec=spec(**kw.pop("spec", {})), **kw)
+        return (await self.c.SubmitJob(request, metadata=md or self.md)).job
+
+    async def get(self, job_id: str, md: Any = None) -> common_pb2.Job:
+        return (await self.c.GetJob(pb.GetJobRequest(job_id=job_id), metadata=md or self.md)).job
+
+    def state(self, job_id: str) -> int:
+        return int(self.app.jobs.jobs[job_id].state)
+
+    def resident(self, job_id: str) -> bool:
+        """Whether the coordinator holds the job in memory (coordinator/residency.py)."""
+        return job_id in self.app.jobs.jobs
+
+    async def ids(self, **request: Any) -> list[str]:
+        reply = await self.c.ListJobs(pb.ListJobsRequest(**request), metadata=self.md)
+        return [j.id for j in reply.jobs]
+
+    async def events(self, job_id: str) -> list[common_pb2.JobEvent]:
+        stream = self.c.StreamJobEvents(
+            pb.StreamJobEventsRequest(job_id=job_id, follow=True), metadata=self.md
+        )
+        return [e async for e in stream]

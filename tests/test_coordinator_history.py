@@ -6,8 +6,6 @@ the live jobs, and WatchJobs starts with the newest `limit` jobs only."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,97 +13,21 @@ import grpc
 import pytest
 from grpc import aio
 
-from c3.grpcutil import bearer, channel
+from c3.grpcutil import bearer
 from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.app import Coordinator
 from coordinator.lifecycle import State
 from coordinator.model import Job
 from coordinator.residency import ResidentJobs
-from coordinator.testing import (
-    Bootstrap,
-    SimAgent,
-    client,
-    config_for_test,
-    eventually,
-    spec,
-    start_coordinator,
-)
+from coordinator.testing import SimAgent, Stack, eventually, spec
 
 S = common_pb2
-
-
-@dataclass
-class Stack:
-    app: Coordinator
-    boot: Bootstrap
-    ch: aio.Channel
-    closed: bool = False
-
-    async def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            await self.ch.close()
-            await self.app.stop()
-
-    @property
-    def md(self) -> tuple[tuple[str, str], ...]:
-        return bearer(self.boot.api_key)
-
-    @property
-    def c(self) -> Any:
-        return client(self.ch)
-
-    def resident(self, job_id: str) -> bool:
-        return job_id in self.app.jobs.jobs
-
-    async def agent(self) -> SimAgent:
-        agent = SimAgent(self.app.address, self.boot.agent_secret)
-        await agent.register()
-        await agent.connect()
-        await eventually(
-            lambda: agent.agent_id in {a.id for a in self.app.scheduler.idle_agents()},
-            what="idle agent",
-        )
-        return agent
-
-    async def submit(self, project: str = "demo") -> common_pb2.Job:
-        request = pb.SubmitJobRequest(spec=spec(project=project))
-        return (await self.c.SubmitJob(request, metadata=self.md)).job
-
-    async def get(self, job_id: str, md: Any = None) -> common_pb2.Job:
-        return (await self.c.GetJob(pb.GetJobRequest(job_id=job_id), metadata=md or self.md)).job
-
-    async def ids(self, **request: Any) -> list[str]:
-        reply = await self.c.ListJobs(pb.ListJobsRequest(**request), metadata=self.md)
-        return [j.id for j in reply.jobs]
-
-    async def events(self, job_id: str) -> list[common_pb2.JobEvent]:
-        stream = self.c.StreamJobEvents(
-            pb.StreamJobEventsRequest(job_id=job_id, follow=True), metadata=self.md
-        )
-        return [e async for e in stream]
-
-
-@pytest.fixture
-async def make_stack(tmp_path: Path) -> AsyncIterator[Any]:
-    made: list[Stack] = []
-
-    async def make(**overrides: Any) -> Stack:
-        app, boot = await start_coordinator(config_for_test(tmp_path, **overrides))
-        stack = Stack(app, boot, channel(app.address))
-        made.append(stack)
-        return stack
-
-    yield make
-    for stack in made:
-        await stack.close()
 
 
 async def run_job(
     st: Stack, agent: SimAgent, final: int, lines: int = 2, width: int = 0, **kw: Any
 ) -> str:
-    job = await st.submit(**kw)
+    job = await st.submit(spec=kw)
     assert (await agent.assignment()).job.id == job.id
     await agent.report(job.id, S.JOB_STATE_RUNNING)
     await agent.log(job.id, *[f"{job.id} line {i} ".ljust(width, "x") for i in range(lines)])

@@ -4,71 +4,17 @@ reconciliation, per-org limits and fairness, time limits the coordinator enforce
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-from grpc import aio
-
-from c3.grpcutil import bearer, channel
+from c3.grpcutil import bearer
 from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.app import Coordinator
 from coordinator.testing import (
-    Bootstrap,
     SimAgent,
-    client,
-    config_for_test,
     eventually,
-    spec,
-    start_coordinator,
 )
 
 S = common_pb2
-
-
-class Stack:
-    def __init__(self, app: Coordinator, boot: Bootstrap, ch: aio.Channel) -> None:
-        self.app, self.boot, self.ch = app, boot, ch
-        self.c = client(ch)
-        self.md = bearer(boot.api_key)
-
-    async def agent(self, **kw: Any) -> SimAgent:
-        agent = SimAgent(self.app.address, self.boot.agent_secret, **kw)
-        await agent.register()
-        await agent.connect()
-        await eventually(
-            lambda: agent.agent_id in {a.id for a in self.app.scheduler.idle_agents()},
-            what="idle agent",
-        )
-        return agent
-
-    async def submit(self, md: Any = None, **kw: Any) -> common_pb2.Job:
-        request = pb.SubmitJobRequest(spec=spec(**kw.pop("spec", {})), **kw)
-        return (await self.c.SubmitJob(request, metadata=md or self.md)).job
-
-    async def get(self, job_id: str, md: Any = None) -> common_pb2.Job:
-        return (await self.c.GetJob(pb.GetJobRequest(job_id=job_id), metadata=md or self.md)).job
-
-    def state(self, job_id: str) -> int:
-        return int(self.app.jobs.jobs[job_id].state)
-
-
-@pytest.fixture
-async def make_stack(tmp_path: Path) -> AsyncIterator[Any]:
-    made: list[Stack] = []
-
-    async def make(**overrides: Any) -> Stack:
-        app, boot = await start_coordinator(config_for_test(tmp_path, **overrides))
-        stack = Stack(app, boot, channel(app.address))
-        made.append(stack)
-        return stack
-
-    yield make
-    for stack in made:
-        await stack.ch.close()
-        await stack.app.stop()
 
 
 async def run_to(agent: SimAgent, job_id: str, state: int, **fields: Any) -> None:
