@@ -67,12 +67,10 @@ class JobService:
         since = now - self._keep_finished_s
         loaded = await self._repo.load_jobs(since)
         await self.events.load([job.id for job in loaded])
-        stored = asyncio.get_running_loop().create_future()
-        stored.set_result(None)
         for job in loaded:
             self._resident.admit(job)
         for job in sorted((j for j in loaded if j.state in FINISHED), key=lambda j: j.finished_at):
-            self._resident.finished(job, stored, ago_s=max(0.0, now - job.finished_at))
+            self._resident.finished(job, ago_s=max(0.0, now - job.finished_at))
         return loaded
 
     def close(self) -> None:
@@ -238,9 +236,8 @@ class JobService:
                     job = stored
                     self._resident.admit(job)
                     self.events.restore(job.id, last_seq)
-                    done = asyncio.get_running_loop().create_future()
-                    done.set_result(None)
-                    self._resident.finished(job, done)
+                    if job.state in FINISHED:  # (an unfinished job is never stored only)
+                        self._resident.finished(job)
         # Another org's job answers exactly like a missing one: ids reveal nothing.
         if job is None or job.org_id != org_id:
             raise NotFound(f"no job {job_id!r} (c3ctl squeue lists your jobs)")

@@ -42,9 +42,15 @@ class ResidentJobs:
         """The org's jobs in memory, in the order they entered it."""
         return self._by_org.get(org_id, {}).values()
 
-    def finished(self, job: Job, saved: asyncio.Future[None], ago_s: float = 0.0) -> None:
-        """`job` is finished (or was read again): keep it `keep_s` from now (less `ago_s`)."""
+    def finished(
+        self, job: Job, saved: asyncio.Future[None] | None = None, ago_s: float = 0.0
+    ) -> None:
+        """`job` is finished (or was read again): keep it `keep_s` from now (less `ago_s`).
+        `saved` resolves once its final row is written; None: it is in the database."""
         loop = asyncio.get_running_loop()
+        if saved is None:
+            saved = loop.create_future()
+            saved.set_result(None)
         self._finished.pop(job.id, None)
         self._finished[job.id] = (loop.time() - ago_s, saved)
         if self._timer is None and self._waiting_on is None:
