@@ -23,6 +23,12 @@ from c3ctl.cmd_deploy import job_summary
 from c3ctl.daemon_client import DaemonConnection
 
 ARTIFACTS_DIR = "c3-artifacts"
+# squeue --state choices: the job states as users see them (lowercase, no prefix).
+STATE_NAMES = [
+    name.removeprefix("JOB_STATE_").lower()
+    for name in common_pb2.JobState.keys()
+    if name != "JOB_STATE_UNSPECIFIED"
+]
 
 
 def _job_json(job: common_pb2.Job) -> dict[str, object]:
@@ -45,12 +51,15 @@ def _job_json(job: common_pb2.Job) -> dict[str, object]:
     return data
 
 
-async def _follow_queue(as_json: bool, limit: int) -> None:
+async def _follow_queue(as_json: bool, limit: int, states: set[int], project: str) -> None:
     """Server-pushed job changes: a live table on a terminal, one line per change otherwise."""
     jobs: dict[str, common_pb2.Job] = {}
     async with session.coordinator() as s:
         call = s.stub.WatchJobs(
-            coordinator_pb2.WatchJobsRequest(limit=limit), metadata=s.metadata
+            coordinator_pb2.WatchJobsRequest(
+                limit=limit, project=project, states=sorted(states)  # type: ignore[arg-type]
+            ),
+            metadata=s.metadata,
         )
         live = None
         if not as_json and sys.stdout.isatty():
@@ -60,6 +69,8 @@ async def _follow_queue(as_json: bool, limit: int) -> None:
             live.start()
         try:
             async for job in call:
+                if states and job.state not in states and job.id not in jobs:
+                    continue  # a job already shown stays, to show where it went
                 previous = jobs.get(job.id)
                 jobs[job.id] = job
                 if as_json:
@@ -84,24 +95,35 @@ async def _follow_queue(as_json: bool, limit: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON (one object per change with --follow).")
 @click.option("-n", "--limit", default=50, show_default=True, help="How many jobs to list.")
 @click.option("--follow", is_flag=True, help="Keep the list current as jobs change (server-pushed).")
-def squeue(as_json: bool, limit: int, follow: bool) -> None:
+@click.option("--state", "state_names", multiple=True, type=click.Choice(STATE_NAMES, case_sensitive=False),
+              help="Only jobs in this state (repeat for several).")
+@click.option("--project", default="", help="Only jobs of this project.")
+def squeue(as_json: bool, limit: int, follow: bool, state_names: tuple[str, ...], project: str) -> None:
     """List your jobs with status, GPU profile and runtime."""
+    if limit < 0:
+        raise click.UsageError(f"--limit {limit}: give 0 (every job) or more")
+    states = {int(common_pb2.JobState.Value("JOB_STATE_" + name.upper())) for name in state_names}
     if follow:
         try:
-            run(_follow_queue(as_json, limit))
+            run(_follow_queue(as_json, limit, states, project))
         except KeyboardInterrupt:
             raise SystemExit(130) from None
         return
 
     async def go() -> list[common_pb2.Job]:
         async with session.coordinator() as s:
-            reply = await s.call("ListJobs", coordinator_pb2.ListJobsRequest(limit=limit))
+            request = coordinator_pb2.ListJobsRequest(
+                limit=limit, states=sorted(states), project=project  # type: ignore[arg-type]
+            )
+            reply = await s.call("ListJobs", request)
             assert isinstance(reply, coordinator_pb2.ListJobsResponse)
             return list(reply.jobs)
 
     jobs = run(go())
     if as_json:
         click.echo(json.dumps({"jobs": [_job_json(j) for j in jobs]}))
+    elif not jobs and (states or project):
+        render.err.print("no jobs match")
     elif not jobs:
         render.err.print("no jobs yet: run `c3ctl deploy -f` in a project")
     else:

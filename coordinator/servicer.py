@@ -143,7 +143,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         queue = self._jobs.watch(caller.org.id)
         try:
             current = await self._jobs.list_jobs(
-                caller.org.id, project=request.project, limit=request.limit
+                caller.org.id, request.states, request.project, request.limit
             )
             for job in current:
                 yield job_to_proto(job)

@@ -172,9 +172,20 @@ async def test_watch_jobs_starts_with_the_newest_limit(make_stack) -> None:  # t
     initial = [await watch.read(), await watch.read()]
     assert [j.id for j in initial] == first[3:]
     assert initial[0].state == S.JOB_STATE_CANCELED and initial[1].state == S.JOB_STATE_PENDING
+    pending = st.c.WatchJobs(
+        pb.WatchJobsRequest(limit=10, states=[S.JOB_STATE_PENDING]), metadata=st.md
+    )
+    assert (await pending.read()).id == first[4]  # the only pending one, then changes
     newer = (await st.submit()).id
     assert (await watch.read()).id == newer  # next comes a change, not older history
+    assert (await pending.read()).id == newer
+    await st.c.CancelJob(pb.CancelJobRequest(job_ids=[newer]), metadata=st.md)
+    # Changes of every job follow, whatever the state (a message change may come first).
+    while (moved_on := await asyncio.wait_for(pending.read(), 10)).state == S.JOB_STATE_PENDING:
+        assert moved_on.id == newer
+    assert moved_on.id == newer and moved_on.state == S.JOB_STATE_CANCELED
     watch.cancel()
+    pending.cancel()
 
 
 def _job(job_id: str) -> Job:

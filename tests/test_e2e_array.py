@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from stacktools import c3ctl, running_stack
+from stacktools import LineReader, c3ctl, running_stack
 
 from c3.errors import InvalidArgument
 from c3.grpcutil import bearer
@@ -64,6 +66,66 @@ def test_array_of_three_runs_each_member_with_its_index(stack_env: dict[str, str
     table = c3ctl(stack_env, "squeue")
     rows = {line.split()[0]: line for line in table.stdout.splitlines() if line.startswith("j-")}
     assert [rows[j].split()[2] for j in job_ids] == ["lr[0/3]", "lr[1/3]", "lr[2/3]"]
+
+    # squeue narrows by project and state; -n takes the newest of what matches.
+    def ids(*args: str) -> list[str]:
+        listed = c3ctl(stack_env, "squeue", "--json", *args)
+        assert listed.returncode == 0, listed.stderr
+        return [j["id"] for j in json.loads(listed.stdout)["jobs"]]
+
+    assert ids("--project", "sweep") == job_ids
+    assert ids("--project", "sweep", "--state", "completed", "--state", "failed", "-n", "2") == job_ids[1:]
+    assert ids("--project", "sweep", "--state", "running") == []
+    none = c3ctl(stack_env, "squeue", "--project", "no-such-project")
+    assert none.returncode == 0 and "no jobs match" in none.stderr
+
+
+def test_squeue_follow_pushes_changes_of_matching_jobs(stack_env: dict[str, str], tmp_path: Path) -> None:
+    """`squeue --follow` is server-pushed: each change arrives as it happens, filtered by
+    project and state; a job once shown keeps being shown as it moves on."""
+    watched, other = tmp_path / "watched", tmp_path / "other"
+    for project in (watched, other):
+        project.mkdir()
+        (project / ".c3").write_text(f"project: {project.name}\nscript: run.sh\n")
+        (project / "run.sh").write_text("echo done\n")
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "c3ctl.main", "squeue", "--follow", "--json",
+         "--project", "watched", "--state", "running", "--state", "completed"],
+        env=stack_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        reader = LineReader(follower)
+        ignored = c3ctl(stack_env, "deploy", "--json", cwd=other)
+        shown = c3ctl(stack_env, "deploy", "--json", cwd=watched)
+        assert ignored.returncode == 0 and shown.returncode == 0, ignored.stderr + shown.stderr
+        job_id = json.loads(shown.stdout)["id"]
+        reader.wait_for('"status": "COMPLETED"')
+        pulled = c3ctl(stack_env, "pull", job_id, cwd=watched)  # COMPLETED -> SYNCED
+        assert pulled.returncode == 0, pulled.stderr
+        reader.wait_for('"status": "SYNCED"')
+    finally:
+        follower.terminate()
+        follower.wait(timeout=30)
+    changes = [json.loads(line) for stream, line in reader.seen if stream == "out"]
+    assert {c["id"] for c in changes} == {job_id}  # nothing of the other project
+    statuses = [c["status"] for c in changes]
+    # PENDING and SCHEDULING never matched; once shown, the job is followed to SYNCED.
+    assert statuses[-2:] == ["COMPLETED", "SYNCED"] and "PENDING" not in statuses
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--state", "bogus"), "Invalid value for '--state'"),
+        (("-n", "-1"), "--limit -1: give 0 (every job) or more"),
+    ],
+)
+def test_bad_squeue_filters_are_usage_errors(
+    stack_env: dict[str, str], args: tuple[str, ...], says: str
+) -> None:
+    result = c3ctl(stack_env, "squeue", *args)
+    assert result.returncode == 2
+    assert says in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -309,18 +309,26 @@ class WatchJobsRequest(_message.Message):
 
     PROJECT_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
     project: _builtins.str
     limit: _builtins.int
     """The newest this many jobs are sent first (0: all), then every change."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.JobState.ValueType]:
+        """Narrows the jobs sent first (empty: all states). Changes follow for every job of the
+        project, so a client can keep showing a job that moves on to another state.
+        """
+
     def __init__(
         self,
         *,
         project: _builtins.str = ...,
         limit: _builtins.int = ...,
+        states: _abc.Iterable[_common_pb2.JobState.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "project", b"project"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "project", b"project", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
