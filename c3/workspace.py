@@ -1,8 +1,9 @@
 """Which files c3 ships: what git would see (tracked plus untracked-not-ignored).
 
-The tree is walked with os.scandir. `.gitignore` files (at every level), the repository's
-`.git/info/exclude` and `.gitignore` files of enclosing directories up to the repository top
-(when the project sits inside a git repository) apply exactly as in git; see
+The tree is walked with os.scandir. `.gitignore` files (at every level), and when the
+project sits inside a git repository its `.git/info/exclude`, the user's own ignore file
+(`core.excludesFile`, by default `~/.config/git/ignore`) and the `.gitignore` files of
+enclosing directories up to the repository top, apply exactly as in git; see
 `c3.workspace_ignore` for the matching. `.c3ignore` files use the same syntax and are read
 after `.gitignore` of the same directory, so they can add exclusions and also re-include
 (`!pattern`) what git ignores. An excluded directory is never entered, so nothing below it
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from c3.errors import NotFound, PermissionDenied
-from c3.workspace_git import GitIndex, TrackedIgnored
+from c3.workspace_git import GitIndex, TrackedIgnored, global_excludes_file
 from c3.workspace_ignore import Level, Pattern, decide, decide_tracked, parse_file
 
 IGNORE_FILES = (".gitignore", ".c3ignore")
@@ -134,6 +135,10 @@ class IgnoreMatcher:
         levels: list[Level] = []
         below = self.root.relative_to(top).as_posix()
         lead = "" if below == "." else below + "/"
+        # Lowest precedence first, as in git: the user's own file, info/exclude, .gitignore.
+        user_file = global_excludes_file(top)
+        if user_file is not None and (text := _read_text(str(user_file))) is not None:
+            levels.append(Level(lead, 0, parse_file(text, str(user_file))))
         exclude = top / ".git" / "info" / "exclude"
         if (top / ".git").is_dir() and (text := _read_text(str(exclude))) is not None:
             levels.append(Level(lead, 0, parse_file(text, str(exclude.relative_to(top)))))

@@ -79,6 +79,32 @@ def git_index_file(root: Path) -> Path | None:
     return None if directory is None else directory / "index"
 
 
+def _git_env() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if key not in _LOCATION_VARS}
+
+
+def global_excludes_file(top: Path) -> Path | None:
+    """The user's own ignore file that git applies in the repository at `top`:
+    `core.excludesFile` when configured, else `$XDG_CONFIG_HOME/git/ignore` (by default
+    `~/.config/git/ignore`); None when there is none. Blocking: one `git config`."""
+    configured = ""
+    try:
+        done = subprocess.run(
+            ["git", "config", "--path", "--get", "core.excludesFile"], cwd=top, env=_git_env(),
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=GIT_TIMEOUT_S, check=False,
+        )  # fmt: skip
+        if done.returncode == 0:
+            configured = os.fsdecode(done.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass  # no git: its default place still holds the user's rules
+    if configured:
+        path = top / os.path.expanduser(configured)  # an absolute path replaces `top`
+    else:
+        config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+        path = Path(config_home) / "git" / "ignore"
+    return path if path.is_file() else None
+
+
 def read_tracked_ignored(top: Path, below: str) -> frozenset[str]:
     """Files under `below` (the project root relative to `top`, "" for the top itself) that
     git's index tracks although an ignore rule matches them, relative to the project root.
@@ -88,10 +114,9 @@ def read_tracked_ignored(top: Path, below: str) -> frozenset[str]:
                "--exclude-standard"]
     if lead:
         command += ["--", lead]
-    env = {key: value for key, value in os.environ.items() if key not in _LOCATION_VARS}
     try:
         done = subprocess.run(
-            command, cwd=top, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+            command, cwd=top, env=_git_env(), stdin=subprocess.DEVNULL, capture_output=True,
             timeout=GIT_TIMEOUT_S, check=False,
         )
     except (OSError, subprocess.SubprocessError):

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from gittools import git
 
 from c3 import workspace
 from c3.errors import PermissionDenied
@@ -164,11 +164,6 @@ async def test_watch_limit_falls_back_to_polling_with_a_warning(tmp_path: Path, 
     assert project.polling and factory.polling_started
     assert any("falling back to polling" in w and "max_user_watches" in w for w in projects.warnings)
     await projects.close()
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
-                   env={**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"})
 
 
 async def eventually(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 10) -> None:

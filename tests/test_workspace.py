@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from gittools import git, git_files, git_init
 
 from c3.errors import NotFound
 from c3.workspace import IgnoreMatcher, is_editor_temp, scan, scan_with_ignored
@@ -52,19 +52,6 @@ DIRS = ["", "a", "a/data", "a/b", "a/b/data", "a/b/sub1", "a/b/q", "build", "src
 NAMES = ["x.txt", "y.log", "important.log", "m.o", "keep.o", "Temporary.md", "temp.md", "foo bar",
          "#hash", "!bang", "z.tmp", "q.pyc", "mod.py", "README", "local-only", "secret1", "secretok",
          "trailing", "a b [c].txt", "z.txt", "nx.md", "ax.md", "keepme", "data", "cache"]
-
-
-def git_files(root: Path) -> list[str]:
-    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
-           "HOME": str(root), "XDG_CONFIG_HOME": str(root / ".nohome")}
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                         cwd=root, env=env, check=True, capture_output=True).stdout
-    return sorted(p for p in out.decode("utf-8", "surrogateescape").split("\0") if p)
-
-
-def git_init(root: Path) -> None:
-    subprocess.run(["git", "init", "-q", str(root)], check=True,
-                   env={**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"})
 
 
 def make_tree(root: Path, seed: int) -> None:
@@ -280,11 +267,6 @@ def test_missing_root_is_one_clear_error(tmp_path: Path) -> None:
 
 # -- files git tracks although an ignore rule matches them (`git add -f`) ------------------
 
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
-                   env={**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"})
-
-
 TRACKED_IGNORED = ["config/local.json", "build/keep.bin", "build/deep/kept.txt",
                    "data files/my config.json", "données/naïve.json", "odd\nname.json", "app.log"]
 UNTRACKED_IGNORED = ["config/other.json", "build/junk.bin", "build/deep/junk.txt",
@@ -393,3 +375,41 @@ def test_without_git_the_ignore_rules_alone_decide(tmp_path: Path, monkeypatch: 
     monkeypatch.undo()
     (repo / ".git" / "index").write_bytes(b"not an index")  # git refuses to read it
     assert [f.path for f in scan(repo)] == [".gitignore"]
+
+
+def test_the_users_own_git_ignore_file_applies_inside_a_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """~/.config/git/ignore (or core.excludesFile) leaves files out as git does, e.g. a
+    `.env` the user never wants anywhere; `.c3ignore` can still bring one back."""
+    config = tmp_path / "config"
+    (config / "git").mkdir(parents=True)
+    user_file = config / "git" / "ignore"
+    user_file.write_text(".env\n*.log\n")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    repo = tmp_path / "repo"
+    git_init(repo)
+    for name in ["run.sh", ".env", "src/.env", "train.log", "keep.log"]:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(name)
+    (repo / ".c3ignore").write_text("!keep.log\n")
+    files, ignored = scan_with_ignored(repo)
+    assert [f.path for f in files] == [".c3ignore", "keep.log", "run.sh"]
+    assert {i.path: i.rule for i in ignored}[".env"] == f"{user_file}:1: .env"
+    as_git = git_files(repo, env=dict(os.environ))
+    assert set(as_git) - {"keep.log"} == {".c3ignore", "run.sh"}  # git leaves out the same
+
+    # A configured core.excludesFile takes the default file's place.
+    mine = tmp_path / "mine.ignore"
+    mine.write_text("train.log\n")
+    git(repo, "config", "core.excludesFile", str(mine))
+    assert [f.path for f in scan(repo)] == [".c3ignore", ".env", "keep.log", "run.sh", "src/.env"]
+    assert set(git_files(repo, env=dict(os.environ))) == {".c3ignore", ".env", "keep.log", "run.sh", "src/.env"}
+
+    # Outside a repository git applies no user file, and neither does c3.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / ".env").write_text("x")
+    assert [f.path for f in scan(plain)] == [".env"]
