@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from c3.errors import NotFound, PermissionDenied
-from c3.workspace_git import GitIndex, TrackedIgnored, global_excludes_file
+from c3.workspace_git import GitIndex, TrackedIgnored, git_common_dir, global_excludes_file
 from c3.workspace_ignore import Level, Pattern, decide, decide_tracked, parse_file
 
 IGNORE_FILES = (".gitignore", ".c3ignore")
@@ -139,9 +139,11 @@ class IgnoreMatcher:
         user_file = global_excludes_file(top)
         if user_file is not None and (text := _read_text(str(user_file))) is not None:
             levels.append(Level(lead, 0, parse_file(text, str(user_file))))
-        exclude = top / ".git" / "info" / "exclude"
-        if (top / ".git").is_dir() and (text := _read_text(str(exclude))) is not None:
-            levels.append(Level(lead, 0, parse_file(text, str(exclude.relative_to(top)))))
+        common = git_common_dir(top)
+        exclude = None if common is None else common / "info" / "exclude"
+        if exclude is not None and (text := _read_text(str(exclude))) is not None:
+            source = os.path.relpath(exclude, top) if exclude.is_relative_to(top) else str(exclude)
+            levels.append(Level(lead, 0, parse_file(text, source)))
         directory = top
         for part in ([] if lead == "" else below.split("/")):
             text = _read_text(str(directory / ".gitignore"))

@@ -71,6 +71,20 @@ def git_dir(top: Path) -> Path | None:
     return Path(os.path.normpath(top / text[len("gitdir:"):].strip()))
 
 
+def git_common_dir(top: Path) -> Path | None:
+    """Where the repository of the work tree at `top` keeps what its work trees share
+    (`info/exclude` among it): `.git` itself, or for a linked work tree (`git worktree
+    add`) the directory its `commondir` file names."""
+    directory = git_dir(top)
+    if directory is None:
+        return None
+    try:
+        common = (directory / "commondir").read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        return directory
+    return Path(os.path.normpath(directory / common.strip()))
+
+
 def git_index_file(root: Path) -> Path | None:
     """Git's index file for a project at `root` (a file git replaces on `git add`/`rm`),
     or None outside a repository."""

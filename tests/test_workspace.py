@@ -413,3 +413,21 @@ def test_the_users_own_git_ignore_file_applies_inside_a_repository(
     plain.mkdir()
     (plain / ".env").write_text("x")
     assert [f.path for f in scan(plain)] == [".env"]
+
+
+def test_a_linked_worktree_uses_the_repositorys_info_exclude(tmp_path: Path) -> None:
+    main = tmp_path / "main"
+    git_init(main)
+    (main / "run.sh").write_text("echo\n")
+    git(main, "add", "run.sh")
+    git(main, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    (main / ".git" / "info").mkdir(exist_ok=True)
+    (main / ".git" / "info" / "exclude").write_text("secret.txt\n")
+    git(main, "worktree", "add", "-q", str(tmp_path / "wt"))
+    tree = tmp_path / "wt"
+    (tree / "secret.txt").write_text("x")
+    (tree / "notes.txt").write_text("x")
+    files, ignored = scan_with_ignored(tree)
+    assert [f.path for f in files] == git_files(tree) == ["notes.txt", "run.sh"]
+    exclude = main / ".git" / "info" / "exclude"
+    assert {i.path: i.rule for i in ignored}["secret.txt"] == f"{exclude}:1: secret.txt"
