@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from c3 import manifest as mf
 from c3 import storage_codec as codec
 from c3.errors import DataLoss
-from c3.v1 import common_pb2
+from c3.v1 import common_pb2, storage_pb2
 
 if TYPE_CHECKING:
     from c3.blobcache import BlobCache
@@ -26,6 +26,8 @@ SMALL_BLOB_MAX = 1 << 20
 BATCH_BYTES = 4 << 20
 STREAMS = 2
 BATCHES = 4
+# Blobs of a GetBlobs reply verified and written per thread trip.
+SETTLE_GROUP = 64
 
 
 def _plan(dest: Path, manifest: common_pb2.Manifest) -> dict[str, Targets]:
@@ -63,6 +65,16 @@ def _write_bytes(data: bytes, targets: Targets) -> None:
             _install(tmp, target, executable)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def _decompress_all(blobs: list[storage_pb2.BlobData]) -> list[bytes]:
+    """Each blob's content, checked against its digest."""
+    return [codec.decompress(b.digest, b.size, b.compression, b.data) for b in blobs]
+
+
+def _write_blobs(placed: list[tuple[storage_pb2.BlobData, Targets]]) -> None:
+    for blob, targets in placed:
+        _write_bytes(codec.decompress(blob.digest, blob.size, blob.compression, blob.data), targets)
 
 
 def _place_file(tmp: Path, targets: Targets) -> None:
@@ -120,18 +132,30 @@ async def download_tree(
 
     batch_slots, stream_slots = asyncio.Semaphore(BATCHES), asyncio.Semaphore(STREAMS)
 
+    async def settle(blobs: list[storage_pb2.BlobData]) -> None:
+        if cache is None:  # verified and written in one thread trip for the group
+            await client.run(_write_blobs, [(blob, plan[blob.digest]) for blob in blobs])
+        else:
+            datas = await client.run(_decompress_all, blobs)
+            for blob, data in zip(blobs, datas, strict=True):
+                await store(blob.digest, data)
+        for blob in blobs:
+            advance(blob.size, len(blob.data))
+
     async def fetch_batch(digests: list[str]) -> None:
         async with batch_slots:
             wanted = set(digests)
+            arrived: list[storage_pb2.BlobData] = []
             async for blob in client.get_blobs(digests):
                 if blob.digest not in wanted or blob.size != sizes[blob.digest]:
                     raise DataLoss(f"server sent unexpected blob {blob.digest[:12]}")
                 wanted.discard(blob.digest)
-                data = await client.run(
-                    codec.decompress, blob.digest, blob.size, blob.compression, blob.data
-                )
-                await store(blob.digest, data)
-                advance(blob.size, len(blob.data))
+                arrived.append(blob)
+                if len(arrived) >= SETTLE_GROUP:
+                    await settle(arrived)
+                    arrived = []
+            if arrived:
+                await settle(arrived)
             if wanted:
                 # A reply that leaves blobs out must not end as a tree with files missing.
                 raise DataLoss(

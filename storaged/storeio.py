@@ -74,6 +74,14 @@ def read_inline(
     )
 
 
+def read_inline_many(
+    backend: BlobBackend, wanted: Sequence[tuple[int, str]], accept_zstd: bool
+) -> list[storage_pb2.BlobData]:
+    """`read_inline` for (size, digest) pairs in one thread trip (GetBlobs of many small
+    files would otherwise pay a trip per blob)."""
+    return [read_inline(backend, size, digest, accept_zstd) for size, digest in wanted]
+
+
 def open_reader(backend: BlobBackend, digest: str, raw: bool) -> Any:
     stored, f = backend.open(digest)
     if raw and stored.compression == codec.ZSTD:
