@@ -29,7 +29,7 @@ from agent.runner import DEFAULT_GRACE_SECONDS, Ending, RunResult, ScriptRun
 from agent.sandbox import JobLayout, LaunchSpec, ReadOnlyMount
 from agent.storagepool import StoragePool
 from agent.warmtree import WarmTrees
-from agent.workspace import DatasetCache, FetchStats, cache_fetched, fetch_workspace
+from agent.workspace import DatasetCache, FetchStats, Foreground, cache_fetched, fetch_workspace
 from c3.blobcache import BlobCache
 from c3.errors import C3Error
 from c3.storage_client import StorageClient
@@ -106,6 +106,7 @@ class JobExecutor:
         self._active: dict[str, _Active] = {}
         self._projects: set[str] = set()
         self.warm = WarmTrees(data_dir / "warm")
+        self.foreground = Foreground()  # job startups; background caching yields to them
         self._background: set[asyncio.Task[Any]] = set()
         # Lines sent that the coordinator may not have committed (resent on ResumeLogs).
         self.journal = LogJournal()
@@ -275,7 +276,8 @@ class JobExecutor:
                 0.0, (time.time_ns() - assignment.assigned_at.ToNanoseconds()) / 1e6)
         async with self._storage.client(assignment.storage_address,
                                         assignment.storage_token) as client:
-            mounts = await self._fetch(active, client, layout, logs)
+            with self.foreground.busy():
+                mounts = await self._fetch(active, client, layout, logs)
             startup.workspace_fetch_ms = _ms(time.monotonic() - received)
             self._projects.add(spec.project)
             t_env = time.monotonic()
@@ -318,7 +320,8 @@ class JobExecutor:
             active.run = run
             if active.fetched.fetched:
                 active.caching = asyncio.create_task(
-                    cache_fetched(active.fetched, lambda: active.tree, self.blobs))
+                    cache_fetched(active.fetched, lambda: active.tree, self.blobs,
+                                  self.foreground))
             self._status(job.id, S.JOB_STATE_RUNNING, startup=startup,
                          message=f"running on {self.host.hostname} ({self.host.profile})")
             if active.stop_state:  # a cancel raced the spawn
