@@ -67,14 +67,18 @@ def _write_bytes(data: bytes, targets: Targets) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def _content(blob: storage_pb2.BlobData) -> bytes:
+    """The blob's content, checked against its digest."""
+    return codec.decompress(blob.digest, blob.size, blob.compression, blob.data)
+
+
 def _decompress_all(blobs: list[storage_pb2.BlobData]) -> list[bytes]:
-    """Each blob's content, checked against its digest."""
-    return [codec.decompress(b.digest, b.size, b.compression, b.data) for b in blobs]
+    return [_content(blob) for blob in blobs]
 
 
 def _write_blobs(placed: list[tuple[storage_pb2.BlobData, Targets]]) -> None:
     for blob, targets in placed:
-        _write_bytes(codec.decompress(blob.digest, blob.size, blob.compression, blob.data), targets)
+        _write_bytes(_content(blob), targets)
 
 
 def _place_file(tmp: Path, targets: Targets) -> None:

@@ -250,6 +250,7 @@ class JobService:
         wanted = {parse_enum(State, s, "states") for s in states}
         # Unfinished jobs are all in memory; finished ones may be in the database only.
         stored_states = (wanted & FINISHED) if wanted else FINISHED
+
         def in_memory() -> list[Job]:
             # Newest first (memory holds them about in creation order): the heap then
             # rarely changes.
