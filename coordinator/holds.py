@@ -95,11 +95,11 @@ class JobHolds:
         self._jobs.pins = self
         cutoff = time.time() - self._ttl_s  # older holds have lapsed on their own
         for job in list(self._jobs.jobs.values()):
-            if not _mounts(job):
-                continue
-            if job.state not in FINISHED:
+            if _mounts(job) and job.state not in FINISHED:
                 self._take(job)
-            elif job.finished_at >= cutoff:
+        # Releases that may have failed before the restart, also of jobs no longer in memory.
+        for job in await self._jobs.finished_since(cutoff):
+            if _mounts(job):
                 self._release(job)
         self._schedule_renewal()
 

@@ -30,9 +30,9 @@ _JOB_DATA_FIELDS = (
 
 
 # The jobs kept in memory (see coordinator/residency.py): unfinished, or finished since ?.
+_FINISHED_STATES = ",".join(str(int(s)) for s in sorted(FINISHED))
 _RESIDENT = (
-    f"(j.state NOT IN ({','.join(str(int(s)) for s in sorted(FINISHED))}) "
-    "OR json_extract(j.data, '$.finished_at') >= ?)"
+    f"(j.state NOT IN ({_FINISHED_STATES}) OR json_extract(j.data, '$.finished_at') >= ?)"
 )
 _LIST_PAGE = 1000
 _IDS_PER_QUERY = 500
@@ -136,6 +136,15 @@ class Repository:
         )
         transitions = await self._transitions_of([row[0] for row in rows])
         return [_job_from_row(row, transitions.get(row[0], [])) for row in rows]
+
+    async def jobs_finished_since(self, since: float) -> list[Job]:
+        """Jobs that finished at `since` or later (without their transitions)."""
+        rows = await self.db.fetchall(
+            f"SELECT * FROM jobs WHERE state IN ({_FINISHED_STATES}) "
+            "AND json_extract(data, '$.finished_at') >= ?",
+            (since,),
+        )
+        return [_job_from_row(row, []) for row in rows]
 
     async def load_job(self, job_id: str) -> Job | None:
         rows = await self.db.fetchall("SELECT * FROM jobs WHERE id=?", (job_id,))

@@ -219,3 +219,47 @@ async def test_a_sweep_with_one_unmountable_entry_creates_no_job_and_pins_nothin
 
         await _until("the first entry's hold is released", v1_unpinned)
         assert await user.remove("/datasets/corpus", recursive=True) == 1
+
+
+async def test_a_release_lost_while_storage_was_down_is_redone_at_restart(tmp_path: Path) -> None:
+    """The job ended while storaged was unreachable, so its hold stayed. The restarted
+    coordinator releases it, even though the finished job is no longer kept in memory."""
+    coord_dir = tmp_path / "coord"
+    signer = TokenSigner.load_or_create(coord_dir / "signing-key.pem")
+    verifier = TokenVerifier.from_pem(signer.public_key_pem())
+
+    def storaged_config(listen: str) -> StoragedConfig:
+        return StoragedConfig(data_dir=tmp_path / "store", listen=listen, gc_interval_seconds=0)
+
+    srv = await StoragedServer.start(storaged_config("127.0.0.1:0"), verifier)
+    address = srv.address
+    config = config_for_test(coord_dir, storage_address=address, keep_finished_s=0)
+    app, boot = await start_coordinator(config)
+    token = signer.sign(TokenClaims(org_id=boot.org_id, operations=ALL_OPERATIONS))
+    async with StorageClient(address, token) as user:
+        digest = await _upload(user, tmp_path / "d", "corpus", {"x.bin": text_bytes(2000, seed=5)})
+    mount = common_pb2.DatasetMount(
+        ref="/datasets/corpus", mount="/data/corpus", resolved_path="/datasets/corpus",
+        version=1, manifest_digest=digest,
+    )  # fmt: skip
+    md = bearer(boot.api_key)
+    async with channel(app.address) as ch:
+        stub = coordinator_client(ch)
+        job = (await stub.SubmitJob(pb.SubmitJobRequest(spec=spec(datasets=[mount])), metadata=md)).job
+        await srv.stop(0)
+        await stub.CancelJob(pb.CancelJobRequest(job_ids=[job.id]), metadata=md)
+    await app.stop()
+
+    srv = await StoragedServer.start(storaged_config(address), verifier)
+    try:
+        assert await srv.store.meta.live_holds(boot.org_id, "/datasets/corpus", 1)  # still held
+        app, _ = await start_coordinator(config)
+        assert job.id not in app.jobs.jobs  # finished, so not loaded into memory
+
+        async def released() -> bool:
+            return not await srv.store.meta.live_holds(boot.org_id, "/datasets/corpus", 1)
+
+        await _until("the restarted coordinator releases the hold", released)
+        await app.stop()
+    finally:
+        await srv.stop(0)
