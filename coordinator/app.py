@@ -76,7 +76,7 @@ class Coordinator:
             accounts, jobs, db, catalog, signer, config.storage_address, storage_creds
         )
         await billing.load()
-        holds = JobHolds(jobs, signer, config.storage_address, storage_creds)
+        holds = JobHolds(jobs, repo, signer, config.storage_address, storage_creds)
         await holds.load()
         await db.barrier()
         coordinator = CoordinatorServicer(

@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS transitions (
 CREATE TABLE IF NOT EXISTS events (
   job_id TEXT NOT NULL, seq INTEGER NOT NULL, payload BLOB NOT NULL,
   PRIMARY KEY (job_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending_releases (
+  job_id TEXT PRIMARY KEY, org_id TEXT NOT NULL) WITHOUT ROWID;
 """
 
 _Write = tuple[str, Sequence[Any]]

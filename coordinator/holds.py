@@ -12,9 +12,10 @@ unreachable refuses it with Unavailable (no job runs on data that can vanish). J
 without mounts make no call.
 
 Afterwards everything is fire-and-forget tasks with retry and backoff, logged and never
-failing the job: release at a final state, re-taking holds for jobs found at startup,
-and renewing the TTL while the job lives, so a coordinator that dies does not pin data
-forever.
+failing the job: release at a final state (recorded with the job's final state and kept
+until storaged confirms it, so a restart redoes a release that was lost), re-taking holds
+for unfinished jobs at startup, and renewing the TTL while the job lives, so a
+coordinator that dies does not pin data forever.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from c3.v1 import common_pb2, storage_pb2, storage_pb2_grpc
 from coordinator.jobs import JobService
 from coordinator.lifecycle import FINISHED, State
 from coordinator.model import Job
+from coordinator.repo import Repository
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +77,14 @@ class JobHolds:
     def __init__(
         self,
         jobs: JobService,
+        repo: Repository,
         signer: TokenSigner,
         storage_address: str,
         storage_credentials: grpc.ChannelCredentials | None = None,
         ttl_s: int = HOLD_TTL_S,
     ) -> None:
         self._jobs = jobs
+        self._repo = repo
         self._signer = signer
         self._address = storage_address
         self._credentials = storage_credentials
@@ -93,21 +97,22 @@ class JobHolds:
         """Subscribe to submits and transitions; reconcile with the jobs loaded at startup."""
         self._jobs.on_transition.append(self._on_transition)
         self._jobs.pins = self
-        cutoff = time.time() - self._ttl_s  # older holds have lapsed on their own
         for job in list(self._jobs.jobs.values()):
             if _mounts(job) and job.state not in FINISHED:
                 self._take(job)
-        # Releases that may have failed before the restart, also of jobs no longer in memory.
-        for job in await self._jobs.finished_since(cutoff):
-            if _mounts(job):
-                self._release(job)
+        # Releases not done before the restart (storaged was down, or the process died).
+        for job_id, org_id in await self._repo.pending_releases():
+            self._release(job_id, org_id)
         self._schedule_renewal()
 
     def _on_transition(self, job: Job, target: State) -> None:
         if target in FINISHED:
             if job.id in self._held:
                 self._held.discard(job.id)
-                self._release(job)
+                # Recorded in the commit that finishes the job: a restart redoes it until
+                # storaged has confirmed it.
+                self._repo.put_pending_release(job.id, job.org_id)
+                self._release(job.id, job.org_id)
         elif job.id not in self._held and _mounts(job):
             self._take(job)
 
@@ -183,9 +188,16 @@ class JobHolds:
 
         self._spawn(f"hold mounts of {job.id}", take)
 
-    def _release(self, job: Job) -> None:
-        holder = holder_of(job.id)
-        self._spawn(f"release mounts of {job.id}", lambda: self._release_now(job.org_id, holder))
+    def _release(self, job_id: str, org_id: str) -> None:
+        async def release() -> None:
+            try:
+                await self._release_now(org_id, holder_of(job_id))
+            except _PERMANENT:
+                self._repo.drop_pending_release(job_id)  # nothing left that it could release
+                raise
+            self._repo.drop_pending_release(job_id)
+
+        self._spawn(f"release mounts of {job_id}", release)
 
     async def _release_now(self, org_id: str, holder: str) -> None:
         request = storage_pb2.ReleaseRequest(holder=holder)

@@ -76,11 +76,6 @@ class JobService:
     def close(self) -> None:
         self._resident.close()
 
-    async def finished_since(self, since: float) -> list[Job]:
-        """Jobs that finished at `since` or later, whether in memory or not."""
-        stored = await self._repo.jobs_finished_since(since)
-        return [self.jobs.get(job.id, job) for job in stored]
-
     # -- state changes -----------------------------------------------------------------
     def transition(
         self,

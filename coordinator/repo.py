@@ -19,6 +19,7 @@ _UPSERT_AGENT = "INSERT OR REPLACE INTO agents VALUES (?,?,?,?,?,?)"
 _UPSERT_JOB = "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?)"
 _INSERT_TRANSITION = "INSERT OR REPLACE INTO transitions VALUES (?,?,?,?,?)"
 _INSERT_EVENT = "INSERT INTO events VALUES (?,?,?)"
+_INSERT_PENDING_RELEASE = "INSERT OR REPLACE INTO pending_releases VALUES (?,?)"
 
 # Job fields kept in the JSON `data` column (everything but id/org/state/spec/transitions).
 _JOB_DATA_FIELDS = (
@@ -30,9 +31,9 @@ _JOB_DATA_FIELDS = (
 
 
 # The jobs kept in memory (see coordinator/residency.py): unfinished, or finished since ?.
-_FINISHED_STATES = ",".join(str(int(s)) for s in sorted(FINISHED))
 _RESIDENT = (
-    f"(j.state NOT IN ({_FINISHED_STATES}) OR json_extract(j.data, '$.finished_at') >= ?)"
+    f"(j.state NOT IN ({','.join(str(int(s)) for s in sorted(FINISHED))}) "
+    "OR json_extract(j.data, '$.finished_at') >= ?)"
 )
 _LIST_PAGE = 1000
 _IDS_PER_QUERY = 500
@@ -137,15 +138,6 @@ class Repository:
         transitions = await self._transitions_of([row[0] for row in rows])
         return [_job_from_row(row, transitions.get(row[0], [])) for row in rows]
 
-    async def jobs_finished_since(self, since: float) -> list[Job]:
-        """Jobs that finished at `since` or later (without their transitions)."""
-        rows = await self.db.fetchall(
-            f"SELECT * FROM jobs WHERE state IN ({_FINISHED_STATES}) "
-            "AND json_extract(data, '$.finished_at') >= ?",
-            (since,),
-        )
-        return [_job_from_row(row, []) for row in rows]
-
     async def load_job(self, job_id: str) -> Job | None:
         rows = await self.db.fetchall("SELECT * FROM jobs WHERE id=?", (job_id,))
         if not rows:
@@ -218,6 +210,17 @@ class Repository:
             for job_id, _idx, state, at, note in rows:
                 transitions.setdefault(job_id, []).append(Transition(State(state), at, note))
         return transitions
+
+    # -- storage holds a finished job still has to release (coordinator/holds.py) --------
+    def put_pending_release(self, job_id: str, org_id: str) -> asyncio.Future[None]:
+        return self.db.write(_INSERT_PENDING_RELEASE, (job_id, org_id))
+
+    def drop_pending_release(self, job_id: str) -> asyncio.Future[None]:
+        return self.db.write("DELETE FROM pending_releases WHERE job_id=?", (job_id,))
+
+    async def pending_releases(self) -> list[tuple[str, str]]:
+        rows = await self.db.fetchall("SELECT job_id, org_id FROM pending_releases")
+        return [(r[0], r[1]) for r in rows]
 
     # -- events ------------------------------------------------------------------------
     def add_event(self, event: common_pb2.JobEvent) -> asyncio.Future[None]:

@@ -30,6 +30,7 @@ from c3.storage_client import HOLD_OPERATION, StorageClient
 from c3.tokens import ALL_OPERATIONS, TokenClaims, TokenSigner, TokenVerifier
 from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb
+from coordinator.repo import Repository
 from coordinator.testing import client as coordinator_client
 from coordinator.testing import config_for_test, spec, start_coordinator
 from storaged.server import StoragedConfig, StoragedServer
@@ -222,8 +223,9 @@ async def test_a_sweep_with_one_unmountable_entry_creates_no_job_and_pins_nothin
 
 
 async def test_a_release_lost_while_storage_was_down_is_redone_at_restart(tmp_path: Path) -> None:
-    """The job ended while storaged was unreachable, so its hold stayed. The restarted
-    coordinator releases it, even though the finished job is no longer kept in memory."""
+    """The job ended while storaged was unreachable, so its hold stayed. The release is
+    recorded with the job's end; the restarted coordinator redoes it, even though the
+    finished job is no longer kept in memory, and then forgets it."""
     coord_dir = tmp_path / "coord"
     signer = TokenSigner.load_or_create(coord_dir / "signing-key.pem")
     verifier = TokenVerifier.from_pem(signer.public_key_pem())
@@ -248,6 +250,7 @@ async def test_a_release_lost_while_storage_was_down_is_redone_at_restart(tmp_pa
         job = (await stub.SubmitJob(pb.SubmitJobRequest(spec=spec(datasets=[mount])), metadata=md)).job
         await srv.stop(0)
         await stub.CancelJob(pb.CancelJobRequest(job_ids=[job.id]), metadata=md)
+    assert await Repository(app.db).pending_releases() == [(job.id, boot.org_id)]
     await app.stop()
 
     srv = await StoragedServer.start(storaged_config(address), verifier)
@@ -260,6 +263,11 @@ async def test_a_release_lost_while_storage_was_down_is_redone_at_restart(tmp_pa
             return not await srv.store.meta.live_holds(boot.org_id, "/datasets/corpus", 1)
 
         await _until("the restarted coordinator releases the hold", released)
+
+        async def recorded_done() -> bool:
+            return not await Repository(app.db).pending_releases()
+
+        await _until("the release is recorded as done", recorded_done)
         await app.stop()
     finally:
         await srv.stop(0)
