@@ -2,8 +2,9 @@
 
 Every unfinished job is resident. A finished job stays resident for `keep_s` after it
 finished (or after it was last read back from the database), then only the database holds
-it. Memory and restart time follow the live work, not the number of jobs ever run. An
-array of 1,000 jobs a day would otherwise grow the process by about 5 MB a day, forever.
+it. Memory and restart time follow the live work, not the number of jobs ever run: kept
+forever, each finished job costs about 2 KB and a share of every restart
+(scripts/bench/history: 50,000 jobs, 174 MB and 2.5 s to restart, against 64 MB and 0.3 s).
 """
 
 from __future__ import annotations
