@@ -18,6 +18,7 @@ from test_storage_helpers import (  # noqa: F401 - fixtures
     make_token,
     random_bytes,
     server,
+    settled_tree,
     signer,
     text_bytes,
 )
@@ -32,17 +33,6 @@ from c3.tokens import TokenSigner, TokenVerifier
 from c3.treepush import TreePusher
 from c3.v1 import storage_pb2
 from storaged.server import StoragedConfig, StoragedServer
-
-OLD_NS = 1_600_000_000 * 10**9  # settled files: the index trusts their stat
-
-
-def _tree(root: Path, files: dict[str, bytes]) -> list[tuple[str, os.stat_result]]:
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        os.utime(path, ns=(OLD_NS, OLD_NS))
-    return [(rel, os.stat(root / rel)) for rel in sorted(files)]
 
 
 def _mixed_files() -> dict[str, bytes]:
@@ -63,7 +53,7 @@ async def test_cold_push_sends_each_new_blob_once_and_round_trips(
     client: StorageClient, tmp_path: Path
 ) -> None:
     files = _mixed_files()
-    scanned = _tree(tmp_path / "src", files)
+    scanned = settled_tree(tmp_path / "src", files)
     seen: list[tuple[int, int]] = []
     async with HashIndex(tmp_path / "index.sqlite") as index:
         pusher = TreePusher(index)
@@ -96,7 +86,7 @@ async def test_files_the_index_knows_are_sent_to_a_store_that_lacks_them(
     client: StorageClient, tmp_path: Path, signer: TokenSigner, make_token: MakeToken
 ) -> None:
     files = {"a.txt": text_bytes(50_000), "b.bin": random_bytes(70_000)}
-    scanned = _tree(tmp_path / "src", files)
+    scanned = settled_tree(tmp_path / "src", files)
     async with HashIndex(tmp_path / "index.sqlite") as index:
         await TreePusher(index).push_files(tmp_path / "src", scanned, client, "first")
         config = StoragedConfig(
@@ -120,7 +110,7 @@ async def test_files_the_index_knows_are_sent_to_a_store_that_lacks_them(
 async def test_a_file_that_changed_size_since_its_scan_is_named(
     client: StorageClient, tmp_path: Path
 ) -> None:
-    scanned = _tree(tmp_path / "src", {"keep.txt": b"kept", "grows.txt": b"short"})
+    scanned = settled_tree(tmp_path / "src", {"keep.txt": b"kept", "grows.txt": b"short"})
     (tmp_path / "src" / "grows.txt").write_bytes(b"much longer than before")
     async with HashIndex(tmp_path / "index.sqlite") as index:
         with pytest.raises(FailedPrecondition, match=r"grows\.txt changed while it was being"):
@@ -131,7 +121,7 @@ async def test_a_file_that_changed_size_since_its_scan_is_named(
 async def test_a_file_deleted_since_its_scan_is_named(
     client: StorageClient, tmp_path: Path
 ) -> None:
-    scanned = _tree(tmp_path / "src", {"keep.txt": b"kept", "gone.txt": b"soon deleted"})
+    scanned = settled_tree(tmp_path / "src", {"keep.txt": b"kept", "gone.txt": b"soon deleted"})
     (tmp_path / "src" / "gone.txt").unlink()
     async with HashIndex(tmp_path / "index.sqlite") as index:
         with pytest.raises(FailedPrecondition, match=r"gone\.txt: deleted while it was being"):
@@ -140,7 +130,7 @@ async def test_a_file_deleted_since_its_scan_is_named(
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 async def test_an_unreadable_file_is_named(client: StorageClient, tmp_path: Path) -> None:
-    scanned = _tree(tmp_path / "src", {"ok.txt": b"fine", "secret.txt": b"no access"})
+    scanned = settled_tree(tmp_path / "src", {"ok.txt": b"fine", "secret.txt": b"no access"})
     (tmp_path / "src" / "secret.txt").chmod(0)
     async with HashIndex(tmp_path / "index.sqlite") as index:
         with pytest.raises(PermissionDenied, match=r"cannot read .*secret\.txt: .*permissions"):

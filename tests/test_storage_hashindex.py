@@ -6,30 +6,17 @@ import hashlib
 import os
 from pathlib import Path
 
+from test_storage_helpers import OLD_NS, settled_tree, stat_tree
+
 from c3.hashindex import HashIndex
-
-OLD_NS = 1_600_000_000 * 10**9  # files last edited long ago (not "racy")
-
-
-def _tree(root: Path, files: dict[str, bytes]) -> list[tuple[str, os.stat_result]]:
-    for rel, data in files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-        os.utime(p, ns=(OLD_NS, OLD_NS))
-    return _scan(root, files)
-
-
-def _scan(root: Path, files: dict[str, bytes]) -> list[tuple[str, os.stat_result]]:
-    return [(rel, os.stat(root / rel)) for rel in files]
 
 
 async def test_unchanged_files_are_not_rehashed(tmp_path: Path) -> None:
     root = tmp_path / "proj"
     files = {"a.py": b"print(1)\n", "pkg/b.py": b"x = 2\n", "run.sh": b"#!/bin/sh\n"}
-    scanned = _tree(root, files)
+    scanned = settled_tree(root, files)
     os.chmod(root / "run.sh", 0o755)
-    scanned = _scan(root, files)
+    scanned = stat_tree(root, files)
     async with HashIndex(tmp_path / "index.sqlite") as index:
         entries, stats = await index.digests(root, scanned)
         assert (stats.files_scanned, stats.files_hashed) == (3, 3)
@@ -38,13 +25,13 @@ async def test_unchanged_files_are_not_rehashed(tmp_path: Path) -> None:
         assert [e.executable for e in entries] == [False, False, True]
         # Survives a restart: a fresh HashIndex on the same file hashes nothing.
     async with HashIndex(tmp_path / "index.sqlite") as index:
-        again, stats = await index.digests(root, _scan(root, files))
+        again, stats = await index.digests(root, stat_tree(root, files))
         assert (stats.files_scanned, stats.files_hashed) == (3, 0)
         assert again == entries
         # Editing one file rehashes exactly that one.
         (root / "a.py").write_bytes(b"print(2)\n")
         os.utime(root / "a.py", ns=(OLD_NS + 10**9, OLD_NS + 10**9))
-        changed, stats = await index.digests(root, _scan(root, files))
+        changed, stats = await index.digests(root, stat_tree(root, files))
         assert stats.files_hashed == 1
         assert changed[0].digest == hashlib.sha256(b"print(2)\n").hexdigest()
 

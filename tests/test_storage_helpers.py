@@ -14,6 +14,8 @@ from c3.tokens import ALL_OPERATIONS, TokenClaims, TokenSigner, TokenVerifier
 from storaged.server import StoragedConfig, StoragedServer
 
 MakeToken = Callable[..., str]
+# Long ago: the stat index trusts such files (not "racily clean") and does not rehash them.
+OLD_NS = 1_600_000_000 * 10**9
 
 
 @pytest.fixture
@@ -72,3 +74,15 @@ def text_bytes(n: int, seed: int = 0) -> bytes:
 
 def random_bytes(n: int) -> bytes:
     return os.urandom(n)
+
+
+def settled_tree(root: Path, files: dict[str, bytes]) -> list[tuple[str, os.stat_result]]:
+    """Write `files` under `root`, last modified long ago; (path, stat) in sorted order."""
+    for rel, data in files.items():
+        write_file(root / rel, data)
+        os.utime(root / rel, ns=(OLD_NS, OLD_NS))
+    return stat_tree(root, files)
+
+
+def stat_tree(root: Path, files: dict[str, bytes]) -> list[tuple[str, os.stat_result]]:
+    return [(rel, os.stat(root / rel)) for rel in sorted(files)]
