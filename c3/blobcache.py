@@ -87,7 +87,7 @@ class BlobCache:
         return self._tmp / uuid.uuid4().hex
 
     async def add_bytes(self, digest: str, data: bytes) -> Path:
-        return await asyncio.to_thread(self._add_bytes, digest, data)
+        return await asyncio.to_thread(self.add_bytes_now, digest, data)
 
     async def add_file(
         self, src: Path, digest: str, *, move: bool = False, verified: bool = False
@@ -96,8 +96,10 @@ class BlobCache:
         rehashing a file the caller has just checked."""
         return await asyncio.to_thread(self._add_file, src, digest, move, verified)
 
-    def _add_bytes(self, digest: str, data: bytes) -> Path:
-        if hashlib.sha256(data).hexdigest() != digest:
+    def add_bytes_now(self, digest: str, data: bytes, verified: bool = False) -> Path:
+        """`add_bytes`, blocking (for callers already off the event loop); `verified` skips
+        rehashing content the caller has just checked."""
+        if not verified and hashlib.sha256(data).hexdigest() != digest:
             raise DataLoss(f"refusing to cache blob {digest[:12]}: content does not match")
         tmp = self.tmp_path()
         try:

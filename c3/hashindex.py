@@ -23,7 +23,7 @@ from types import TracebackType
 
 import aiosqlite
 
-from c3.manifest import sha256_file
+from c3.manifest import HASH_CHUNK, sha256_file
 from c3.sqlite import open_database
 from c3.storage_upload import batches
 from c3.v1 import common_pb2
@@ -38,7 +38,6 @@ CREATE TABLE IF NOT EXISTS present(
 """
 # Files are hashed in groups of about this many bytes per thread-pool task.
 _GROUP_BYTES = 8 << 20
-_CHUNK = 1 << 20
 
 
 @dataclass
@@ -81,7 +80,7 @@ def _read_and_hash(
         sha = hashlib.sha256(first)
         size = len(first)
         parts: list[bytes] | None = [first] if size <= keep_max else None
-        while got := os.read(fd, _CHUNK):
+        while got := os.read(fd, HASH_CHUNK):
             sha.update(got)
             size += len(got)
             if parts is not None:

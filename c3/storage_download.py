@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from c3 import manifest as mf
 from c3 import storage_codec as codec
 from c3.errors import DataLoss
+from c3.storage_upload import batches
 from c3.v1 import common_pb2, storage_pb2
 
 if TYPE_CHECKING:
@@ -72,13 +73,17 @@ def _content(blob: storage_pb2.BlobData) -> bytes:
     return codec.decompress(blob.digest, blob.size, blob.compression, blob.data)
 
 
-def _decompress_all(blobs: list[storage_pb2.BlobData]) -> list[bytes]:
-    return [_content(blob) for blob in blobs]
-
-
 def _write_blobs(placed: list[tuple[storage_pb2.BlobData, Targets]]) -> None:
     for blob, targets in placed:
         _write_bytes(_content(blob), targets)
+
+
+def _cache_and_link_blobs(
+    cache: BlobCache, placed: list[tuple[storage_pb2.BlobData, Targets]], writable: bool
+) -> None:
+    for blob, targets in placed:
+        cache.add_bytes_now(blob.digest, _content(blob), verified=True)
+        _link_all(cache, blob.digest, targets, writable)
 
 
 def _place_file(tmp: Path, targets: Targets) -> None:
@@ -127,22 +132,15 @@ async def download_tree(
         if progress is not None:
             progress(done, total)
 
-    async def store(digest: str, data: bytes) -> None:
-        if cache is not None:
-            await cache.add_bytes(digest, data)
-            await client.run(_link_all, cache, digest, plan[digest], writable)
-        else:
-            await client.run(_write_bytes, data, plan[digest])
-
     batch_slots, stream_slots = asyncio.Semaphore(BATCHES), asyncio.Semaphore(STREAMS)
 
     async def settle(blobs: list[storage_pb2.BlobData]) -> None:
-        if cache is None:  # verified and written in one thread trip for the group
-            await client.run(_write_blobs, [(blob, plan[blob.digest]) for blob in blobs])
+        # Verified and written (or cached and linked) in one thread trip for the group.
+        placed = [(blob, plan[blob.digest]) for blob in blobs]
+        if cache is None:
+            await client.run(_write_blobs, placed)
         else:
-            datas = await client.run(_decompress_all, blobs)
-            for blob, data in zip(blobs, datas, strict=True):
-                await store(blob.digest, data)
+            await client.run(_cache_and_link_blobs, cache, placed, writable)
         for blob in blobs:
             advance(blob.size, len(blob.data))
 
@@ -189,16 +187,7 @@ async def download_tree(
     small = [d for d in plan if sizes[d] <= SMALL_BLOB_MAX]
     large = [d for d in plan if sizes[d] > SMALL_BLOB_MAX]
     jobs = [fetch_stream(d) for d in large]
-    group: list[str] = []
-    group_bytes = 0
-    for digest in small:
-        if group and group_bytes + sizes[digest] > BATCH_BYTES:
-            jobs.append(fetch_batch(group))
-            group, group_bytes = [], 0
-        group.append(digest)
-        group_bytes += sizes[digest]
-    if group:
-        jobs.append(fetch_batch(group))
+    jobs += [fetch_batch(group) for group in batches(small, BATCH_BYTES, len(small), sizes.__getitem__)]
     from c3.storage_client import run_all
 
     await run_all(jobs)

@@ -79,16 +79,14 @@ def _changed(label: str, digest: str, size: int) -> FailedPrecondition:
     )
 
 
-def _read(path: Path, size: int = -1) -> bytes:
-    """The file's bytes; with `size`, at most size + 1 of them (enough to see it grew).
+def _read(path: Path, size: int) -> bytes:
+    """At most size + 1 of the file's bytes (enough to see it grew).
     Plain os.open/os.read: no buffered file object per small file (a third of the cost)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError as exc:
         raise NotFound(f"{path} disappeared since it was hashed; run the command again") from exc
     try:
-        if size < 0:
-            size = os.fstat(fd).st_size
         chunks = []
         want = size + 1
         while want > 0:

@@ -150,10 +150,14 @@ async def _read_group(
         raise FailedPrecondition(
             f"{exc.filename}: deleted while it was being pushed; run the command again"
         ) from None
-    except OSError as exc:
+    except PermissionError as exc:
         raise PermissionDenied(
             f"cannot read {exc.filename or pipe.root}: {exc.strerror or exc}; fix its"
             " permissions or leave it out with .c3ignore"
+        ) from None
+    except OSError as exc:  # e.g. replaced by a directory mid-push, or an I/O error
+        raise FailedPrecondition(
+            f"cannot read {exc.filename or pipe.root}: {exc.strerror or exc}"
         ) from None
 
 

@@ -125,10 +125,26 @@ class IgnoreMatcher:
         self._levels: dict[str, Level | None] = {}
         self._venv: dict[str, bool] = {}
         self._git = GitIndex(self.root)
-        self._base = self._base_levels()
+        # Rules from outside the tree, read on first use. Finding the user's git ignore file
+        # runs `git config`, which only callers allowed to block do (walks, fresh explains);
+        # the constructor and notify_changed, which run on c3d's event loop, only forget.
+        self._base_read: tuple[Level, ...] | None = None
+        self._user_file: Path | None = None
+        self._user_file_asked = False
+
+    def _rules_outside(self, may_run_git: bool) -> tuple[Level, ...]:
+        if may_run_git and not self._user_file_asked:
+            top = self._git.top
+            self._user_file = None if top is None else global_excludes_file(top)
+            self._user_file_asked = True
+            self._base_read = None
+        if self._base_read is None:
+            self._base_read = self._base_levels()
+        return self._base_read
 
     def _base_levels(self) -> tuple[Level, ...]:
-        """Rules from outside the tree walk: info/exclude and enclosing .gitignore files."""
+        """Rules from outside the tree walk: the user's git ignore file, info/exclude and
+        enclosing .gitignore files."""
         top = self._git.top
         if top is None:
             return ()
@@ -136,7 +152,7 @@ class IgnoreMatcher:
         below = self.root.relative_to(top).as_posix()
         lead = "" if below == "." else below + "/"
         # Lowest precedence first, as in git: the user's own file, info/exclude, .gitignore.
-        user_file = global_excludes_file(top)
+        user_file = self._user_file
         if user_file is not None and (text := _read_text(str(user_file))) is not None:
             levels.append(Level(lead, 0, parse_file(text, str(user_file))))
         common = git_common_dir(top)
@@ -161,7 +177,7 @@ class IgnoreMatcher:
         self._levels.clear()
         self._venv.clear()
         self._git.locate()
-        self._base = self._base_levels()
+        self._base_read, self._user_file_asked = None, False
         self._git.read()
 
     def read_git_index(self) -> set[str]:
@@ -184,7 +200,7 @@ class IgnoreMatcher:
         if rel_path in (".git/info/exclude", ".git"):
             # A repository appeared or went away, or its exclude file changed.
             self._git.locate()
-            self._base = self._base_levels()
+            self._base_read, self._user_file_asked = None, False
             self._git.stale = True
             return True
         parent = rel_path.rsplit("/", 1)[0] if "/" in rel_path else ""
@@ -244,7 +260,7 @@ class IgnoreMatcher:
         event loop)."""
         tracked = self._git.now(fresh)
         parts = rel_path.strip("/").split("/")
-        levels = self._base
+        levels = self._rules_outside(may_run_git=fresh)
         root_level = self.level("")
         if root_level is not None:
             levels = (*levels, root_level)
@@ -296,7 +312,7 @@ class IgnoreMatcher:
         tracked = self._git.tracked
         # (directory, its path, the rules above it, the git rule of an ignored directory
         # it is below: there only tracked files ship).
-        stack: list[tuple[str, str, tuple[Level, ...], str | None]] = [(str(self.root), "", self._base, None)]
+        stack: list[tuple[str, str, tuple[Level, ...], str | None]] = [(str(self.root), "", self._rules_outside(may_run_git=True), None)]
         while stack:
             abs_dir, rel_dir, levels, hidden_by = stack.pop()
             try:

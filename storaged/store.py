@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from c3 import manifest as mf
 from c3 import storage_codec as codec
 from c3.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from c3.storage_upload import batches
 from c3.v1 import common_pb2, storage_pb2
 from storaged.backend import BlobBackend
 from storaged.meta import BlobRow, Metadata
@@ -263,16 +264,14 @@ class BlobStore:
         unique = list(dict.fromkeys(digests))
         await self._require_visible(org, unique)
         rows = await self.meta.blob_rows(unique)
-        group: list[tuple[int, str]] = []
-        group_bytes = 0
-        for index, d in enumerate(unique):
-            group.append((rows[d].size, d))
-            group_bytes += rows[d].stored_size
-            if index + 1 < len(unique) and len(group) < READ_GROUP and group_bytes < READ_GROUP_BYTES:
-                continue
+        wanted = [(rows[d].size, d) for d in unique]
+
+        def stored_size(item: tuple[int, str]) -> int:
+            return rows[item[1]].stored_size
+
+        for group in batches(wanted, READ_GROUP_BYTES, READ_GROUP, stored_size):
             for blob in await self.run(read_inline_many, self.backend, group, accept_zstd):
                 yield blob
-            group, group_bytes = [], 0
 
     async def get_stream(
         self, org: str, digest: str, accept_zstd: bool, offset: int

@@ -431,3 +431,24 @@ def test_a_linked_worktree_uses_the_repositorys_info_exclude(tmp_path: Path) -> 
     assert [f.path for f in files] == git_files(tree) == ["notes.txt", "run.sh"]
     exclude = main / ".git" / "info" / "exclude"
     assert {i.path: i.rule for i in ignored}["secret.txt"] == f"{exclude}:1: secret.txt"
+
+
+def test_the_event_loop_paths_never_run_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """c3d builds its matcher, reports changes and asks `fresh=False` on its event loop:
+    none of that may run git (a subprocess); walks, which run in a thread, may."""
+    git_init(tmp_path)
+    (tmp_path / "run.sh").write_text("echo\n")
+    (tmp_path / "notes.log").write_text("x")
+    (tmp_path / ".gitignore").write_text("*.log\n")
+    import subprocess as sp
+
+    def no_git(*args: object, **kwargs: object) -> object:
+        raise AssertionError(f"git ran on a loop path: {args}")
+
+    monkeypatch.setattr(sp, "run", no_git)
+    matcher = IgnoreMatcher(tmp_path)
+    assert matcher.notify_changed(".git")
+    assert matcher.is_ignored("notes.log", False, fresh=False)
+    assert not matcher.is_ignored("run.sh", False, fresh=False)
+    monkeypatch.undo()
+    assert [f.path for f in scan(tmp_path)] == [".gitignore", "run.sh"]
