@@ -33,7 +33,7 @@ from pathlib import Path
 
 from c3.errors import NotFound, PermissionDenied
 from c3.workspace_git import GitIndex, TrackedIgnored, git_common_dir, global_excludes_file
-from c3.workspace_ignore import Level, Pattern, decide, decide_tracked, parse_file
+from c3.workspace_ignore import Level, Pattern, decide, parse_file
 
 IGNORE_FILES = (".gitignore", ".c3ignore")
 BUILTIN_DIRS = frozenset({
@@ -104,7 +104,7 @@ def _rule_for(
         return None, hidden_by
     if not held:
         return pattern.source, hidden_by
-    own = decide_tracked(levels, rel, name, is_dir)  # git tracks it: only .c3ignore counts
+    own = decide(levels, rel, name, is_dir, tracked=True)  # git tracks it: only .c3ignore counts
     if own is not None and not own.negated:
         return own.source, hidden_by
     return None, hidden_by or pattern.source

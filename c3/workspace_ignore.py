@@ -179,27 +179,21 @@ def parse_file(text: str, source_name: str, *, c3ignore: bool = False) -> tuple[
     return tuple(patterns)
 
 
-def decide(levels: tuple[Level, ...], rel: str, name: str, is_dir: bool) -> Pattern | None:
+def decide(
+    levels: tuple[Level, ...], rel: str, name: str, is_dir: bool, *, tracked: bool = False
+) -> Pattern | None:
     """The pattern that decides `rel` (deepest ignore file first, last match within a file
-    wins), or None when nothing matches. The path is ignored if that pattern isn't negated."""
-    for level in reversed(levels):
-        sub = level.lead + rel[level.strip:]
-        for pattern in reversed(level.patterns):
-            if pattern.dir_only and not is_dir:
-                continue
-            if pattern.regex.fullmatch(name if pattern.basename_only else sub):
-                return pattern
-    return None
+    wins), or None when nothing matches. The path is ignored if that pattern isn't negated.
 
-
-def decide_tracked(levels: tuple[Level, ...], rel: str, name: str, is_dir: bool) -> Pattern | None:
-    """`decide` for a path git tracks: git's exclusions do not apply to it, only .c3ignore
+    `tracked`: git tracks the path, so git's exclusions do not apply to it, only .c3ignore
     exclusions (and any negation) do. A path shipped untracked is therefore shipped tracked
     too: tracking a file can only add it."""
     for level in reversed(levels):
         sub = level.lead + rel[level.strip:]
         for pattern in reversed(level.patterns):
-            if (pattern.dir_only and not is_dir) or not (pattern.negated or pattern.c3ignore):
+            if pattern.dir_only and not is_dir:
+                continue
+            if tracked and not (pattern.negated or pattern.c3ignore):
                 continue
             if pattern.regex.fullmatch(name if pattern.basename_only else sub):
                 return pattern

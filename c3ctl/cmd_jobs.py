@@ -24,11 +24,7 @@ from c3ctl.daemon_client import DaemonConnection
 
 ARTIFACTS_DIR = "c3-artifacts"
 # squeue --state choices: the job states as users see them (lowercase, no prefix).
-STATE_NAMES = [
-    name.removeprefix("JOB_STATE_").lower()
-    for name in common_pb2.JobState.keys()
-    if name != "JOB_STATE_UNSPECIFIED"
-]
+STATES = {render.state_name(v).lower(): int(v) for v in common_pb2.JobState.values() if v}
 
 
 def _job_json(job: common_pb2.Job) -> dict[str, object]:
@@ -95,14 +91,14 @@ async def _follow_queue(as_json: bool, limit: int, states: set[int], project: st
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON (one object per change with --follow).")
 @click.option("-n", "--limit", default=50, show_default=True, help="How many jobs to list.")
 @click.option("--follow", is_flag=True, help="Keep the list current as jobs change (server-pushed).")
-@click.option("--state", "state_names", multiple=True, type=click.Choice(STATE_NAMES, case_sensitive=False),
+@click.option("--state", "state_names", multiple=True, type=click.Choice(list(STATES), case_sensitive=False),
               help="Only jobs in this state (repeat for several).")
 @click.option("--project", default="", help="Only jobs of this project.")
 def squeue(as_json: bool, limit: int, follow: bool, state_names: tuple[str, ...], project: str) -> None:
     """List your jobs with status, GPU profile and runtime."""
     if limit < 0:
         raise click.UsageError(f"--limit {limit}: give 0 (every job) or more")
-    states = {int(common_pb2.JobState.Value("JOB_STATE_" + name.upper())) for name in state_names}
+    states = {STATES[name.lower()] for name in state_names}
     if follow:
         try:
             run(_follow_queue(as_json, limit, states, project))

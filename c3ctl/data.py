@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -35,7 +35,6 @@ from c3.v1 import storage_pb2
 from c3ctl import render, session
 from c3ctl.aio import run
 
-T = TypeVar("T")
 STORE_ROOTS = ("datasets", "jobs", "projects")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 # A transfer shows a progress bar once it has taken this long (never for quick ones).

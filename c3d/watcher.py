@@ -33,9 +33,11 @@ class Watcher(Protocol):
 
 
 class RustWatcher:
-    """Recursive watcher of one directory tree (and of `also`, directories outside it whose
-    changes matter too, such as the repository's git directory). Nothing is filtered here:
-    `.git/index` and every other path reach `on_change`, which decides what matters."""
+    """Recursive watcher of one directory tree, plus `also`: directories outside it whose
+    own entries matter (the repository's git directory, for its `index`), watched without
+    their subdirectories (a git directory's objects/ would cost hundreds of watches and a
+    flood of events on every fetch). Nothing is filtered here: every path reaches
+    `on_change`, which decides what matters."""
 
     def __init__(
         self, root: Path, *, force_polling: bool = False, poll_delay_ms: int = 300,
@@ -46,23 +48,30 @@ class RustWatcher:
         self.force_polling = force_polling
         self.poll_delay_ms = poll_delay_ms
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._notify: RustNotify | None = None
+        self._threads: list[threading.Thread] = []
+        self._notifiers: list[RustNotify] = []
 
     def start(self, loop: asyncio.AbstractEventLoop, on_change: ChangeCallback) -> None:
-        self._notify = RustNotify(
-            [str(self.root), *map(str, self.also)], False, self.force_polling, self.poll_delay_ms, True, True
-        )
-        self._thread = threading.Thread(
-            target=self._run, args=(loop, on_change), name=f"watch:{self.root}", daemon=True
-        )
-        self._thread.start()
+        watches = [([self.root], True)] + ([(self.also, False)] if self.also else [])
+        for paths, recursive in watches:
+            notify = RustNotify(
+                [str(p) for p in paths], False, self.force_polling, self.poll_delay_ms,
+                recursive, True,
+            )  # fmt: skip
+            self._notifiers.append(notify)
+            thread = threading.Thread(
+                target=self._run, args=(notify, loop, on_change), name=f"watch:{self.root}",
+                daemon=True,
+            )  # fmt: skip
+            self._threads.append(thread)
+            thread.start()
 
-    def _run(self, loop: asyncio.AbstractEventLoop, on_change: ChangeCallback) -> None:
-        assert self._notify is not None
+    def _run(
+        self, notify: RustNotify, loop: asyncio.AbstractEventLoop, on_change: ChangeCallback
+    ) -> None:
         while not self._stop.is_set():
             try:
-                result = self._notify.watch(DEBOUNCE_MS, STEP_MS, 0, self._stop)
+                result = notify.watch(DEBOUNCE_MS, STEP_MS, 0, self._stop)
             except Exception:  # the notifier died (tree removed, too many watches)
                 log.exception("watcher for %s stopped", self.root)
                 loop.call_soon_threadsafe(on_change, {str(self.root)})
@@ -76,11 +85,11 @@ class RustWatcher:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-        if self._notify is not None:
-            self._notify.close()
-            self._notify = None
+        for thread in self._threads:
+            thread.join(timeout=2)
+        for notify in self._notifiers:
+            notify.close()
+        self._threads, self._notifiers = [], []
 
 
 def inotify_watch_limit() -> int | None:
