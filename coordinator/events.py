@@ -86,19 +86,11 @@ class EventLog:
         """Every event with seq > after_seq exactly once, then (when following) live ones
         until the job is finished. Without follow the stream ends with what is stored."""
         cursor = after_seq
-        if not follow:
-            await self._repo.db.barrier()  # what was appended before the call is included
-            while True:
-                batch = await self._repo.events_after(job_id, cursor)
-                for event in batch:
-                    cursor = event.seq
-                    yield event
-                if not batch:
-                    return
         while True:
-            if is_finished():
-                # Nothing but a later SYNCED follows; what is allocated is read from the
-                # database (the job may leave memory while a slow reader is still here).
+            if not follow or is_finished():
+                # Everything to send is stored (a finished job gets nothing but a later
+                # SYNCED, and may leave memory while a slow reader is still here): read it
+                # from the database, including what was appended before this point.
                 await self._repo.db.barrier()
                 while batch := await self._repo.events_after(job_id, cursor):
                     for event in batch:

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 # How listings order jobs; the database pages in the same order.
 _LISTING_ORDER = operator.attrgetter("created_at", "id")
+_NO_FLOOR = (float("-inf"), "")
 
 
 class MountPins(Protocol):
@@ -230,7 +231,7 @@ class JobService:
         if job is None:
             stored = await self._repo.load_job(job_id)
             if stored is not None and stored.org_id == org_id:
-                last_seq = await self._repo.last_seq(job_id)
+                last_seq = (await self._repo.last_seqs([job_id])).get(job_id, 0)
                 job = self.jobs.get(job_id)  # read back by another call meanwhile?
                 if job is None:
                     job = stored
@@ -251,26 +252,20 @@ class JobService:
         # Unfinished jobs are all in memory; finished ones may be in the database only.
         stored_states = (wanted & FINISHED) if wanted else FINISHED
 
-        def in_memory() -> list[Job]:
-            # Newest first (memory holds them about in creation order): the heap then
-            # rarely changes.
-            matching = [
-                j
-                for j in reversed(self._resident.of_org(org_id))
-                if (not wanted or j.state in wanted) and (not project or j.spec.project == project)
-            ]
-            return heapq.nlargest(limit, matching, key=_LISTING_ORDER) if limit else matching
-
-        with self._resident.held():
-            found, admitted = in_memory(), self._resident.admitted
-            # Anything older than the limit-th newest job in memory cannot make the list.
-            floor = {"floor": _LISTING_ORDER(found[-1])} if limit and len(found) == limit else {}
-            stored = await self._repo.jobs_newest_first(
-                org_id, stored_states, project, limit, skip=self.jobs, **floor
-            )
-            if self._resident.admitted != admitted:
-                found = in_memory()  # a job read back meanwhile: its memory copy wins
-            found += [j for j in stored if j.id not in self.jobs]
+        # A snapshot of memory: a job that leaves it during the database read is skipped
+        # there and taken from here; one read back meanwhile comes from the database.
+        resident = list(self._resident.of_org(org_id))
+        matching = [
+            j
+            for j in reversed(resident)  # newest first (about creation order): the heap rarely changes
+            if (not wanted or j.state in wanted) and (not project or j.spec.project == project)
+        ]
+        found = heapq.nlargest(limit, matching, key=_LISTING_ORDER) if limit else matching
+        # Anything older than the limit-th newest job in memory cannot make the list.
+        floor = _LISTING_ORDER(found[-1]) if limit and len(found) == limit else _NO_FLOOR
+        found += await self._repo.jobs_newest_first(
+            org_id, stored_states, project, limit, skip={j.id for j in resident}, floor=floor
+        )
         found.sort(key=_LISTING_ORDER)
         return found[-limit:] if limit else found
 

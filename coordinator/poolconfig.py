@@ -142,7 +142,7 @@ def _provider_options(name: str, raw: Any, at: str) -> ProviderOptions:
     if not isinstance(partition, str):
         raise ConfigError(f"{at}.partition: expected a partition name")
     interval = raw.get("status_interval_s", DEFAULT_STATUS_INTERVAL_S)
-    if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or not 0 < interval < float("inf"):
         raise ConfigError(f"{at}.status_interval_s: expected a number of seconds above 0")
     return ProviderOptions(
         agent_args=args("agent_args"), partition=partition,

@@ -247,7 +247,3 @@ class Repository:
             )
             seqs.update((r[0], int(r[1])) for r in rows)
         return seqs
-
-    async def last_seq(self, job_id: str) -> int:
-        rows = await self.db.fetchall("SELECT MAX(seq) FROM events WHERE job_id=?", (job_id,))
-        return int(rows[0][0] or 0) if rows else 0

@@ -10,8 +10,7 @@ forever, each finished job costs about 2 KB and a share of every restart
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable, Iterator, Reversible
+from collections.abc import Callable, Reversible
 
 from coordinator.model import Job
 
@@ -28,14 +27,8 @@ class ResidentJobs:
         self._timer: asyncio.TimerHandle | None = None
         self._waiting_on: asyncio.Future[None] | None = None
         self._closed = False
-        # Reads that combine memory with the database hold evictions off (see `held`).
-        self._holds = 0
-        # Jobs admitted so far: a read that awaited can tell whether memory gained any.
-        self.admitted = 0
-        self._sweep_deferred = False
 
     def admit(self, job: Job) -> None:
-        self.admitted += 1
         self.by_id[job.id] = job
         self._by_org.setdefault(job.org_id, {})[job.id] = job
 
@@ -61,25 +54,9 @@ class ResidentJobs:
         oldest_at, _ = next(iter(self._finished.values()))
         self._timer = loop.call_at(oldest_at + self._keep_s, self._sweep)
 
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        """No job leaves memory inside: a read that skips resident jobs in the database and
-        takes them from memory afterwards cannot miss one that left in between."""
-        self._holds += 1
-        try:
-            yield
-        finally:
-            self._holds -= 1
-            if not self._holds and self._sweep_deferred:
-                self._sweep_deferred = False
-                self._sweep()
-
     def _sweep(self, _: object = None) -> None:
         self._timer = self._waiting_on = None
         if self._closed:
-            return
-        if self._holds:
-            self._sweep_deferred = True
             return
         loop = asyncio.get_running_loop()
         cutoff = loop.time() - self._keep_s
