@@ -23,15 +23,19 @@ async def test_caching_pauses_while_a_job_starts_and_then_catches_up(tmp_path: P
     cache = BlobCache(tmp_path / "blobs", 1 << 20)
     foreground = Foreground()
     stats = FetchStats(files=2, bytes_fetched=0, fetched=tuple(entries))
+    looked_up: list[str] = []  # where() is asked right before each copy starts
+
+    def where() -> Path:
+        looked_up.append("tree")
+        return tree
 
     with foreground.busy():
-        caching = asyncio.create_task(cache_fetched(stats, lambda: tree, cache, foreground))
+        caching = asyncio.create_task(cache_fetched(stats, where, cache, foreground))
         for _ in range(20):  # every chance to run: it must not start while a job starts
             await asyncio.sleep(0)
-        assert not caching.done()
-        assert not any(cache.has(e.digest) for e in entries)
+        assert looked_up == [] and not caching.done()
     await asyncio.wait_for(caching, 10)  # the startup is over: it catches up
-    assert all(cache.has(e.digest) for e in entries)
+    assert all(cache.has(e.digest) for e in entries) and len(looked_up) == 2
 
     # Nested startups: it waits for the last one.
     with foreground.busy():

@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from c3.errors import PermissionDenied
 from c3.hashindex import HashIndex
 from c3d.hotindex import ProjectIndex
 from c3d.projects import Projects
+from coordinator.testing import eventually
 
 
 @pytest.fixture
@@ -166,14 +166,6 @@ async def test_watch_limit_falls_back_to_polling_with_a_warning(tmp_path: Path, 
     await projects.close()
 
 
-async def eventually(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.02)
-
-
 @pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
 @pytest.mark.parametrize("below", ["", "exps/one"])
 async def test_git_add_force_and_rm_cached_move_a_file_in_and_out(
@@ -218,7 +210,7 @@ async def test_git_add_force_and_rm_cached_move_a_file_in_and_out(
 
         git(repo, "add", "--", f"{lead}run.sh")  # an index change that moves nothing
         git(repo, "add", "-f", "--", f"{lead}config/local.json")
-        await eventually(heard_of_local_json, "listeners told of config/local.json joining")
+        await eventually(heard_of_local_json, what="listeners told of config/local.json joining")
         assert set().union(*heard) == {"config/local.json"}
         tree, stats = await project.index.manifest()
         assert stats.files_hashed == 1 and "config/other.json" not in [e.path for e in tree.entries]
@@ -226,12 +218,12 @@ async def test_git_add_force_and_rm_cached_move_a_file_in_and_out(
 
         heard.clear()
         git(repo, "rm", "-q", "--cached", "--", f"{lead}config/local.json")
-        await eventually(heard_of_local_json, "listeners told of config/local.json leaving")
+        await eventually(heard_of_local_json, what="listeners told of config/local.json leaving")
 
         async def left_out() -> bool:
             return not await ships_local_json()
 
-        await eventually(left_out, "config/local.json left out after git rm --cached")
+        await eventually(left_out, what="config/local.json left out after git rm --cached")
         assert as_tuples((await project.index.manifest())[0]) == await full_manifest(root, hashes)
         assert walks == 0  # followed without rescanning the tree
     finally:

@@ -6,8 +6,6 @@ Real storaged and a real coordinator in-process, sharing the coordinator's signi
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb
 from coordinator.repo import Repository
 from coordinator.testing import client as coordinator_client
-from coordinator.testing import config_for_test, spec, start_coordinator
+from coordinator.testing import config_for_test, eventually, spec, start_coordinator
 from storaged.server import StoragedConfig, StoragedServer
 
 
@@ -46,14 +44,6 @@ async def _upload(c: StorageClient, root: Path, name: str, files: dict[str, byte
     digest = await c.put_manifest(manifest)
     await c.commit(f"/datasets/{name}", digest)
     return digest
-
-
-async def _until(what: str, check, deadline_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + deadline_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_hold_refuses_rm_and_pins_blobs_until_release(
@@ -135,7 +125,7 @@ async def test_rm_of_a_dataset_a_pending_job_mounts_is_refused_until_it_ends(
         async def released() -> bool:
             return not await held()
 
-        await _until("the hold is released", released)
+        await eventually(released, what="the hold is released")
         assert await user.remove("/datasets/corpus", recursive=True) == 1
 
 
@@ -218,7 +208,7 @@ async def test_a_sweep_with_one_unmountable_entry_creates_no_job_and_pins_nothin
         async def v1_unpinned() -> bool:  # the first entry's pin was given back
             return not await srv.store.meta.live_holds(boot.org_id, "/datasets/corpus", 1)
 
-        await _until("the first entry's hold is released", v1_unpinned)
+        await eventually(v1_unpinned, what="the first entry's hold is released")
         assert await user.remove("/datasets/corpus", recursive=True) == 1
 
 
@@ -262,12 +252,12 @@ async def test_a_release_lost_while_storage_was_down_is_redone_at_restart(tmp_pa
         async def released() -> bool:
             return not await srv.store.meta.live_holds(boot.org_id, "/datasets/corpus", 1)
 
-        await _until("the restarted coordinator releases the hold", released)
+        await eventually(released, what="the restarted coordinator releases the hold")
 
         async def recorded_done() -> bool:
             return not await Repository(app.db).pending_releases()
 
-        await _until("the release is recorded as done", recorded_done)
+        await eventually(recorded_done, what="the release is recorded as done")
         await app.stop()
     finally:
         await srv.stop(0)
