@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from c3.grpcutil import bearer, channel
+from c3.limits import MAX_JOBS_PER_SUBMIT
 from c3.v1 import agent_pb2, agent_pb2_grpc, common_pb2, coordinator_pb2_grpc
 from c3.v1 import coordinator_pb2 as pb
 from coordinator.testing import client, spec
@@ -183,59 +184,81 @@ class Run:
     peak_rss_mb: float
 
 
+async def start_coordinator_process(
+    data: Path, *args: str, wrap: list[str] | None = None
+) -> tuple[asyncio.subprocess.Process, str, float]:
+    """A `c3-coordinator` on a free port with its data under `data`; (process, address,
+    seconds until it served). Raises SystemExit if it exits or takes over a minute."""
+    ready_file = data / "ready"
+    ready_file.unlink(missing_ok=True)
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *(wrap or []), "-m", "coordinator.main", "--listen", "127.0.0.1:0",
+        "--data-dir", str(data / "data"), "--ready-file", str(ready_file),
+        "--bootstrap-file", str(data / "bootstrap.json"), "--log-level", "WARNING",
+        "--concurrency-limits", "free=0", *args,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not ready_file.exists():
+        if proc.returncode is not None or time.monotonic() > deadline:
+            if proc.returncode is None:
+                proc.kill()
+            raise SystemExit("coordinator did not start")
+        await asyncio.sleep(0.01)
+    return proc, ready_file.read_text(), time.perf_counter() - started
+
+
+async def stop_processes(*procs: asyncio.subprocess.Process) -> None:
+    for proc in procs:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        await proc.wait()
+
+
 async def one_run(
     agents: int, jobs: int, single: int, concurrency: int, submit_batch: int, unbatched: bool
 ) -> Run:
     tmp = Path(tempfile.mkdtemp(prefix="c3-bench-"))
-    ready_file, boot_file = tmp / "ready", tmp / "bootstrap.json"
     # C3_BENCH_PROFILE=FILE runs the coordinator under cProfile (written on shutdown).
     profile = os.environ.get("C3_BENCH_PROFILE")
-    wrap = ["-m", "cProfile", "-o", profile] if profile else []
-    coord = await asyncio.create_subprocess_exec(
-        sys.executable, *wrap, "-m", "coordinator.main", "--listen", "127.0.0.1:0",
-        "--data-dir", str(tmp / "data"), "--ready-file", str(ready_file),
-        "--bootstrap-file", str(boot_file), "--heartbeat-ms", str(HEARTBEAT_MS),
-        "--log-level", "WARNING", "--concurrency-limits", "free=0",
-        "--starting-credit-minor", str(10**12),
+    coord, address, _ = await start_coordinator_process(
+        tmp, "--heartbeat-ms", str(HEARTBEAT_MS), "--starting-credit-minor", str(10**12),
+        wrap=["-m", "cProfile", "-o", profile] if profile else None,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not ready_file.exists():
-        if coord.returncode is not None or time.monotonic() > deadline:
-            raise SystemExit("coordinator did not start")
-        await asyncio.sleep(0.05)
-    address = ready_file.read_text()
-    boot = json.loads(boot_file.read_text())
-    # C3_BENCH_PROFILE_AGENTS=FILE profiles the agents process the same way.
-    agents_profile = os.environ.get("C3_BENCH_PROFILE_AGENTS")
-    agents_wrap = ["-m", "cProfile", "-o", agents_profile] if agents_profile else []
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, *agents_wrap, "-m", "coordinator.bench", "--agents-child", address, boot["agent_secret"],
-        str(agents), stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert child.stdout is not None
-    out = child.stdout
-    t_connect = time.perf_counter()
-    while (await out.readline()).strip() != b"READY":
-        pass
-    connect_s = time.perf_counter() - t_connect
-    md = bearer(boot["api_key"])
-    procs = {"coordinator": coord.pid, "agents": child.pid, "submitter": os.getpid()}
-    async with channel(address) as ch:
-        stub = client(ch)
-        single_lat = []
-        for _ in range(single):  # one job at a time on an idle pool
-            await stub.SubmitJob(pb.SubmitJobRequest(spec=spec(project="bench")), metadata=md)
-            single_lat.append(float((await out.readline()).split()[2]))
-        batched = await burst(stub, md, out, procs, jobs, submit_batch, concurrency)
-        rss, hwm = rss_mb(coord.pid)
-        other = None
-        if unbatched:  # the same burst size again, one SubmitJob call per job
-            other = await burst(stub, md, out, procs, jobs, 1, UNBATCHED_CONCURRENCY)
-    child.send_signal(signal.SIGTERM)
-    coord.send_signal(signal.SIGTERM)
-    await child.wait()
-    await coord.wait()
-    shutil.rmtree(tmp, ignore_errors=True)
+    running = [coord]
+    try:
+        boot = json.loads((tmp / "bootstrap.json").read_text())
+        # C3_BENCH_PROFILE_AGENTS=FILE profiles the agents process the same way.
+        agents_profile = os.environ.get("C3_BENCH_PROFILE_AGENTS")
+        agents_wrap = ["-m", "cProfile", "-o", agents_profile] if agents_profile else []
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, *agents_wrap, "-m", "coordinator.bench", "--agents-child", address,
+            boot["agent_secret"], str(agents), stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        running.insert(0, child)
+        assert child.stdout is not None
+        out = child.stdout
+        t_connect = time.perf_counter()
+        while (await out.readline()).strip() != b"READY":
+            pass
+        connect_s = time.perf_counter() - t_connect
+        md = bearer(boot["api_key"])
+        procs = {"coordinator": coord.pid, "agents": child.pid, "submitter": os.getpid()}
+        async with channel(address) as ch:
+            stub = client(ch)
+            single_lat = []
+            for _ in range(single):  # one job at a time on an idle pool
+                await stub.SubmitJob(pb.SubmitJobRequest(spec=spec(project="bench")), metadata=md)
+                single_lat.append(float((await out.readline()).split()[2]))
+            batched = await burst(stub, md, out, procs, jobs, submit_batch, concurrency)
+            rss, hwm = rss_mb(coord.pid)
+            other = None
+            if unbatched:  # the same burst size again, one SubmitJob call per job
+                other = await burst(stub, md, out, procs, jobs, 1, UNBATCHED_CONCURRENCY)
+    finally:
+        await stop_processes(*running)
+        shutil.rmtree(tmp, ignore_errors=True)
     return Run(connect_s, single_lat, batched, other, rss, hwm)
 
 
@@ -288,6 +311,11 @@ def main() -> None:
         "--agents-child", nargs=3, metavar=("ADDRESS", "SECRET", "COUNT"), help=argparse.SUPPRESS
     )
     args = p.parse_args()
+    for name in ("agents", "jobs", "single", "concurrency", "repeat"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name}: give 1 or more")
+    if not 1 <= args.submit_batch <= MAX_JOBS_PER_SUBMIT:
+        p.error(f"--submit-batch: give 1 to {MAX_JOBS_PER_SUBMIT} (jobs per SubmitJobs call)")
     if args.agents_child:
         address, secret, count = args.agents_child
         try:

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from c3.grpcutil import bearer, channel
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.bench import rss_mb
+from coordinator.bench import rss_mb, start_coordinator_process, stop_processes
 from coordinator.testing import client, spec
 
 BATCH = 1000
@@ -31,25 +30,7 @@ PROBES = 30
 
 
 async def start(data: Path, keep_s: float) -> tuple[asyncio.subprocess.Process, str, float]:
-    ready = data / "ready"
-    ready.unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "coordinator.main", "--listen", "127.0.0.1:0",
-        "--data-dir", str(data / "db"), "--ready-file", str(ready),
-        "--bootstrap-file", str(data / "bootstrap.json"), "--log-level", "WARNING",
-        "--concurrency-limits", "free=0", "--keep-finished-s", str(keep_s),
-    )  # fmt: skip
-    while not ready.exists():
-        if proc.returncode is not None:
-            raise SystemExit("coordinator did not start")
-        await asyncio.sleep(0.01)
-    return proc, ready.read_text(), time.perf_counter() - t0
-
-
-async def stop(proc: asyncio.subprocess.Process) -> None:
-    proc.send_signal(signal.SIGTERM)
-    await proc.wait()
+    return await start_coordinator_process(data, "--keep-finished-s", str(keep_s))
 
 
 async def probe(stub: object, md: tuple[tuple[str, str], ...], old_ids: list[str]) -> dict[str, float]:
@@ -68,30 +49,31 @@ async def probe(stub: object, md: tuple[tuple[str, str], ...], old_ids: list[str
 async def one(jobs: int, keep_s: float) -> dict[str, float]:
     data = Path(tempfile.mkdtemp(prefix="c3-history-"))
     proc, address, _ = await start(data, keep_s)
-    boot = json.loads((data / "bootstrap.json").read_text())
-    md = bearer(boot["api_key"])
-    ids: list[str] = []
-    t0 = time.perf_counter()
-    async with channel(address) as ch:
-        stub = client(ch)
-        for start_at in range(0, jobs, BATCH):
-            count = min(BATCH, jobs - start_at)
-            entries = [pb.SubmitJobRequest(spec=spec(project="history")) for _ in range(count)]
-            reply = await stub.SubmitJobs(pb.SubmitJobsRequest(jobs=entries), metadata=md)
-            batch = [j.id for j in reply.jobs]
-            await stub.CancelJob(pb.CancelJobRequest(job_ids=batch), metadata=md)
-            ids += batch
-        fill_s = time.perf_counter() - t0
-        old = ids[: len(ids) // 2]
-        figures = await probe(stub, md, old)
-    rss, _ = rss_mb(proc.pid)
-    await stop(proc)
-    proc, address, restart_s = await start(data, keep_s)
-    async with channel(address) as ch:
-        reply = await client(ch).ListJobs(pb.ListJobsRequest(limit=1), metadata=md)
-        assert reply.jobs[0].id == ids[-1], "the restarted coordinator lists the newest job"
-    await stop(proc)
-    shutil.rmtree(data, ignore_errors=True)
+    try:
+        boot = json.loads((data / "bootstrap.json").read_text())
+        md = bearer(boot["api_key"])
+        ids: list[str] = []
+        t0 = time.perf_counter()
+        async with channel(address) as ch:
+            stub = client(ch)
+            for start_at in range(0, jobs, BATCH):
+                count = min(BATCH, jobs - start_at)
+                entries = [pb.SubmitJobRequest(spec=spec(project="history")) for _ in range(count)]
+                reply = await stub.SubmitJobs(pb.SubmitJobsRequest(jobs=entries), metadata=md)
+                batch = [j.id for j in reply.jobs]
+                await stub.CancelJob(pb.CancelJobRequest(job_ids=batch), metadata=md)
+                ids += batch
+            fill_s = time.perf_counter() - t0
+            figures = await probe(stub, md, ids[: len(ids) // 2])
+        rss, _ = rss_mb(proc.pid)
+        await stop_processes(proc)
+        proc, address, restart_s = await start(data, keep_s)
+        async with channel(address) as ch:
+            reply = await client(ch).ListJobs(pb.ListJobsRequest(limit=1), metadata=md)
+            assert reply.jobs[0].id == ids[-1], "the restarted coordinator lists the newest job"
+    finally:
+        await stop_processes(proc)
+        shutil.rmtree(data, ignore_errors=True)
     return {"rss_mb": rss, "restart_s": restart_s, "fill_s": fill_s, **figures}
 
 
