@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import grpc
 from grpc import aio
 
 from c3.grpcutil import bearer, channel
+from c3.manifest import build, sha256_file
+from c3.storage_client import LocalBlob, StorageClient
 from c3.v1 import agent_pb2, agent_pb2_grpc, common_pb2, coordinator_pb2_grpc
 from c3.v1 import coordinator_pb2 as pb
 from coordinator.app import Coordinator
@@ -270,3 +273,22 @@ class Stack:
             pb.StreamJobEventsRequest(job_id=job_id, follow=True), metadata=self.md
         )
         return [e async for e in stream]
+
+
+async def push_tree(ch: aio.Channel, api_key: str, root: Path) -> str:
+    """Upload the files under `root` (paths relative to it, executable bits kept) with a
+    storage token from the coordinator on `ch`; returns the manifest digest."""
+    reply = await client(ch).IssueStorageToken(
+        pb.IssueStorageTokenRequest(), metadata=bearer(api_key)
+    )
+    entries, blobs = [], []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest, size = sha256_file(path)
+        blobs.append(LocalBlob(path, digest, size))
+        entries.append(common_pb2.ManifestEntry(
+            path=path.relative_to(root).as_posix(), digest=digest, size=size,
+            executable=os.access(path, os.X_OK),
+        ))  # fmt: skip
+    async with StorageClient(reply.storage_address, reply.token) as storage:
+        await storage.push_files(blobs)
+        return await storage.put_manifest(build(entries))

@@ -23,12 +23,11 @@ pytest.importorskip("c3.storage_download")
 from grpc import aio
 
 from c3.grpcutil import bearer, channel
-from c3.manifest import build, sha256_file
-from c3.storage_client import LocalBlob, StorageClient
+from c3.storage_client import StorageClient
 from c3.tokens import TokenSigner, TokenVerifier
 from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.testing import client, config_for_test, eventually, start_coordinator
+from coordinator.testing import client, config_for_test, eventually, push_tree, start_coordinator
 from storaged.server import StoragedConfig, StoragedServer
 
 S = common_pb2
@@ -74,17 +73,7 @@ class Stack:
 
 
 async def push_workspace(stack: Stack, root: Path) -> str:
-    reply = await client(stack.channel).IssueStorageToken(
-        pb.IssueStorageTokenRequest(), metadata=bearer(stack.api_key))
-    entries, blobs = [], []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest, size = sha256_file(path)
-        blobs.append(LocalBlob(path, digest, size))
-        entries.append(S.ManifestEntry(path=path.relative_to(root).as_posix(), digest=digest,
-                                       size=size, executable=os.access(path, os.X_OK)))
-    async with StorageClient(reply.storage_address, reply.token) as storage:
-        await storage.push_files(blobs)
-        return await storage.put_manifest(build(entries))
+    return await push_tree(stack.channel, stack.api_key, root)
 
 
 @contextlib.asynccontextmanager

@@ -12,19 +12,23 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from grpc import aio
 
 from c3.errors import ConfigError
 from c3.grpcutil import bearer, channel
-from c3.manifest import build, sha256_file
-from c3.storage_client import LocalBlob, StorageClient
 from c3.tokens import TokenSigner, TokenVerifier
 from c3.v1 import agent_pb2, common_pb2
 from c3.v1 import coordinator_pb2 as pb
 from coordinator.agents import AgentState
 from coordinator.app import Coordinator
 from coordinator.poolconfig import ProviderOptions, load_pool_config
-from coordinator.testing import client, config_for_test, eventually, spec, start_coordinator
+from coordinator.testing import (
+    client,
+    config_for_test,
+    eventually,
+    push_tree,
+    spec,
+    start_coordinator,
+)
 from storaged.server import StoragedConfig, StoragedServer
 
 S = common_pb2
@@ -55,19 +59,6 @@ async def pool_stack(tmp_path: Path, pools: str) -> AsyncIterator[tuple[Coordina
         await storaged.stop()
 
 
-async def push_workspace(ch: aio.Channel, key: str, root: Path) -> str:
-    """Upload the files of `root` to storaged; returns the workspace manifest digest."""
-    reply = await client(ch).IssueStorageToken(pb.IssueStorageTokenRequest(), metadata=bearer(key))
-    entries, blobs = [], []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest, size = sha256_file(path)
-        blobs.append(LocalBlob(path, digest, size))
-        entries.append(S.ManifestEntry(path=path.name, digest=digest, size=size))
-    async with StorageClient(reply.storage_address, reply.token) as storage:
-        await storage.push_files(blobs)
-        return await storage.put_manifest(build(entries))
-
-
 POOL = """
 pools:
   - {profile: cpu, provider: local, baseline: 1, cap: 2, idle_timeout_s: 1}
@@ -95,7 +86,7 @@ async def test_local_pool_baseline_burst_and_shrink(tmp_path: Path) -> None:
         md = bearer(key)
         async with channel(app.address) as ch:
             c = client(ch)
-            digest = await push_workspace(ch, key, ws)
+            digest = await push_tree(ch, key, ws)
             pinned = (await c.SubmitJob(
                 pb.SubmitJobRequest(spec=spec(gpu="cpu", provider="slurm")), metadata=md)).job
             assert (await c.GetJob(pb.GetJobRequest(job_id=pinned.id), metadata=md)).job.message \

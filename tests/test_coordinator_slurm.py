@@ -15,14 +15,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from test_coordinator_pools import pool_stack, push_workspace
+from test_coordinator_pools import pool_stack
 
 from c3.grpcutil import bearer, channel
 from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb
 from c3.v1.coordinator_pb2_grpc import CoordinatorStub
 from coordinator.app import Coordinator
-from coordinator.testing import client, eventually, spec
+from coordinator.testing import client, eventually, push_tree, spec
 
 S = common_pb2
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ async def test_slurm_cold_provision_run_and_release(stack, tmp_path: Path) -> No
     (ws / "run.sh").write_text("echo hello from slurm\n")
     md = bearer(key)
     async with channel(app.address) as ch:
-        digest = await push_workspace(ch, key, ws)
+        digest = await push_tree(ch, key, ws)
         c = client(ch)
         job = (await c.SubmitJob(pb.SubmitJobRequest(
             spec=spec(gpu="cpu", provider="slurm", workspace_manifest_digest=digest)),
