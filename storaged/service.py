@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
-from c3.errors import PermissionDenied, Unauthenticated
+from c3.errors import PermissionDenied
 from c3.grpcutil import STORAGE_TOKEN, metadata_value
 from c3.storage_client import HOLD_OPERATION
 from c3.tokens import DELETE, READ, WRITE, TokenClaims, TokenVerifier
@@ -37,33 +36,9 @@ def _require_path(claims: TokenClaims, operation: str, path: str) -> None:
     raise PermissionDenied(f"token does not allow {operation} on {ns.display}")
 
 
-class VerifiedTokens:
-    """Tokens whose signature was checked already: a push makes hundreds of calls with one
-    token, and each Ed25519 check costs a fifth of a millisecond. Expiry is still checked
-    on every use; the oldest entries make room for new ones."""
-
-    MAX_ENTRIES = 1024
-
-    def __init__(self, verifier: TokenVerifier) -> None:
-        self._verifier = verifier
-        self._claims: dict[str, TokenClaims] = {}
-
-    def verify(self, token: str) -> TokenClaims:
-        claims = self._claims.get(token)
-        if claims is None:
-            claims = self._verifier.verify(token)
-            if len(self._claims) >= self.MAX_ENTRIES:
-                del self._claims[next(iter(self._claims))]
-            self._claims[token] = claims
-        elif claims.expires_at and claims.expires_at < time.time():
-            del self._claims[token]
-            raise Unauthenticated("storage token expired")
-        return claims
-
-
 class StorageService(storage_pb2_grpc.StorageServicer):
     def __init__(self, verifier: TokenVerifier, store: BlobStore, catalog: Catalog) -> None:
-        self.verifier = VerifiedTokens(verifier)
+        self.verifier = verifier
         self.store = store
         self.catalog = catalog
         self.scope = BlobScope(store)

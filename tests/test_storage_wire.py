@@ -14,7 +14,6 @@ from c3.errors import InvalidArgument, Unauthenticated
 from c3.storage_upload import encode_chunk, encode_put_blobs
 from c3.tokens import ALL_OPERATIONS, TokenClaims, TokenSigner, TokenVerifier
 from c3.v1 import storage_pb2
-from storaged import service
 from storaged.wire import parse_chunk
 
 SIZES = [0, 1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 1 << 40]
@@ -94,17 +93,19 @@ def test_malformed_chunks_are_refused(message: bytes) -> None:
         parse_chunk(message)
 
 
-def test_a_cached_token_still_expires(tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_remembered_token_still_expires(tmp_path: os.PathLike[str]) -> None:
     signer = TokenSigner.load_or_create(tmp_path / "k.pem")  # type: ignore[operator]
-    tokens = service.VerifiedTokens(TokenVerifier.from_pem(signer.public_key_pem()))
+    tokens = TokenVerifier.from_pem(signer.public_key_pem())
     token = signer.sign(
         TokenClaims(org_id="o", operations=ALL_OPERATIONS, expires_at=time.time() + 60)
     )
     assert tokens.verify(token).org_id == "o"
-    assert tokens.verify(token).org_id == "o"  # from the cache
+    assert tokens.verify(token).org_id == "o"  # remembered: no second signature check
     later = time.time() + 120
-    monkeypatch.setattr(service.time, "time", lambda: later)
     with pytest.raises(Unauthenticated, match="expired"):
-        tokens.verify(token)
+        tokens.verify(token, now=later)
     with pytest.raises(Unauthenticated, match="expired"):
-        tokens.verify(token)  # and not cached again
+        tokens.verify(token, now=later)  # and every time after
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    with pytest.raises(Unauthenticated, match="invalid"):
+        tokens.verify(forged)  # a different string is checked in full
