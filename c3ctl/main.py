@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 job or user error, 2 usage, 3 a service could not be reached
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -87,12 +88,18 @@ def main(argv: list[str] | None = None) -> None:
         error = from_rpc_error(exc)
         render.err.print(f"[red]error:[/] {escape(_unreachable_hint(error))}")
         sys.exit(error.exit_code)
+    except BrokenPipeError:
+        # Whoever read the output went away (`c3ctl squeue | head`): nothing to report.
+        # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except OSError as exc:
         # A local file c3ctl cannot read or write: the user's to fix, not a bug.
-        where = f"{exc.filename}: " if exc.filename else ""
-        render.err.print(
-            f"[red]error:[/] {escape(f'{where}{exc.strerror or exc}; check the path and its permissions')}"
-        )
+        if exc.filename:
+            message = f"{exc.filename}: {exc.strerror or exc}; check the path and its permissions"
+        else:
+            message = str(exc.strerror or exc)
+        render.err.print(f"[red]error:[/] {escape(message)}")
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
