@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -53,8 +53,18 @@ RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 # A submit waits on its holds: a few quick tries, each call bounded, then it is refused.
 SUBMIT_RETRY_DELAYS_S = (0.1, 0.3, 0.6)
 SUBMIT_CALL_TIMEOUT_S = 2.0
+# Hold calls a submit keeps in flight on its one channel.
+HOLD_CALLS_IN_FLIGHT = 32
 # Errors that another try cannot fix.
 _PERMANENT = (NotFound, InvalidArgument, PermissionDenied)
+
+
+class _HoldFailed(Exception):
+    """One Hold call of a submit failed: which entry and mount, and storaged's answer."""
+
+    def __init__(self, index: int, path: str, version: int, error: C3Error) -> None:
+        super().__init__(str(error))
+        self.index, self.path, self.version, self.error = index, path, version, error
 
 
 def holder_of(job_id: str) -> str:
@@ -117,49 +127,81 @@ class JobHolds:
             self._take(job)
 
     # -- submit: awaited ----------------------------------------------------------------------
-    async def pin(self, org_id: str, job_id: str, spec: common_pb2.JobSpec) -> None:
-        """Hold every mount of the job about to be `job_id`; see the module docstring."""
-        mounts = _spec_mounts(spec)
-        if not mounts:
+    async def pin(
+        self,
+        org_id: str,
+        entries: Sequence[tuple[str, common_pb2.JobSpec]],
+        *,
+        name_entries: bool = False,
+    ) -> None:
+        """Hold every mount of the jobs about to be these ids (job id, spec), over one
+        channel with the calls in flight together (an array of 1,000 jobs is one batch);
+        see the module docstring. A refusal leaves nothing pinned and, with `name_entries`,
+        names its entry (`jobs[3]: …`)."""
+        wanted = [
+            (index, job_id, path, version)
+            for index, (job_id, spec) in enumerate(entries)
+            for path, version in _spec_mounts(spec)
+        ]
+        if not wanted:
             return
-        self._held.add(job_id)  # the PENDING transition must not take them a second time
-        current = mounts[0]
+        job_ids = list(dict.fromkeys(job_id for _, job_id, _, _ in wanted))
+        self._held.update(job_ids)  # the PENDING transitions must not take them again
+        slots = asyncio.Semaphore(HOLD_CALLS_IN_FLIGHT)
 
         async def hold_all(stub: storage_pb2_grpc.StorageStub, md: Any) -> None:
-            nonlocal current
-            for path, version in mounts:
-                current = (path, version)
+            async def hold(index: int, job_id: str, path: str, version: int) -> None:
                 request = storage_pb2.HoldRequest(
                     path=path, version=version, holder=holder_of(job_id), ttl_seconds=self._ttl_s
                 )
-                await stub.Hold(request, metadata=md, timeout=SUBMIT_CALL_TIMEOUT_S)
+                async with slots:
+                    try:
+                        await stub.Hold(request, metadata=md, timeout=SUBMIT_CALL_TIMEOUT_S)
+                    except grpc.RpcError as exc:
+                        raise _HoldFailed(index, path, version, from_rpc_error(exc)) from None
 
-        for delay in (*SUBMIT_RETRY_DELAYS_S, None):
-            try:
-                await self._call(org_id, hold_all)
-                return
-            except NotFound:
-                self.unpin(org_id, job_id)
-                path, version = current
-                raise FailedPrecondition(
-                    f"{path} v{version} no longer exists; deploy again to mount the latest"
-                ) from None
-            except (InvalidArgument, PermissionDenied) as exc:
-                self.unpin(org_id, job_id)
-                raise Unavailable(
-                    f"storage refused to pin the job's datasets ({_one_line(exc)});"
-                    " the job was not submitted"
-                ) from None
-            except (C3Error, OSError) as exc:
+            outcomes = await asyncio.gather(*(hold(*item) for item in wanted), return_exceptions=True)
+            failed = [o for o in outcomes if isinstance(o, BaseException)]
+            held_back = [f for f in failed if isinstance(f, _HoldFailed)]
+            if held_back:
+                raise min(held_back, key=lambda f: f.index)  # the first entry refused
+            if failed:
+                raise failed[0]
+
+        try:
+            for delay in (*SUBMIT_RETRY_DELAYS_S, None):
+                try:
+                    await self._call(org_id, hold_all)
+                    return
+                except _HoldFailed as failed:
+                    error: Exception = failed.error
+                    at = f"jobs[{failed.index}]: " if name_entries else ""
+                    if isinstance(error, NotFound):
+                        raise FailedPrecondition(
+                            f"{at}{failed.path} v{failed.version} no longer exists; deploy again"
+                            " to mount the latest"
+                        ) from None
+                    if isinstance(error, InvalidArgument | PermissionDenied):
+                        raise Unavailable(
+                            f"{at}storage refused to pin the job's datasets ({_one_line(error)});"
+                            " the job was not submitted"
+                        ) from None
+                except (C3Error, OSError) as exc:
+                    error = exc
                 if delay is None:
-                    self.unpin(org_id, job_id)
                     raise Unavailable(
-                        f"storage at {self._address} is unreachable ({_one_line(exc)}); the"
+                        f"storage at {self._address} is unreachable ({_one_line(error)}); the"
                         " job was not submitted, as its datasets could not be pinned; try again"
                     ) from None
                 await asyncio.sleep(delay)
+        except BaseException:
+            for job_id in job_ids:
+                self.unpin(org_id, job_id)
+            raise
 
     def unpin(self, org_id: str, job_id: str) -> None:
+        if job_id not in self._held:
+            return  # nothing was pinned for it (no mounts)
         self._held.discard(job_id)
         holder = holder_of(job_id)
         self._spawn(f"release mounts of {job_id}", lambda: self._release_now(org_id, holder))

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from c3.errors import C3Error, FailedPrecondition, NotFound
+from c3.errors import FailedPrecondition, NotFound
 from c3.v1 import agent_pb2, common_pb2
 from coordinator.events import EventLog
 from coordinator.lifecycle import (
@@ -39,8 +39,15 @@ _NO_FLOOR = (float("-inf"), "")
 class MountPins(Protocol):
     """Pins a job's dataset mounts in storage before the job exists (coordinator/holds.py)."""
 
-    async def pin(self, org_id: str, job_id: str, spec: common_pb2.JobSpec) -> None:
-        """Return once every mount is pinned; raise (a C3Error) to refuse the submit."""
+    async def pin(
+        self,
+        org_id: str,
+        entries: Sequence[tuple[str, common_pb2.JobSpec]],
+        *,
+        name_entries: bool = False,
+    ) -> None:
+        """Return once every mount of every (job id, spec) is pinned; raise (a C3Error,
+        naming the entry with `name_entries`) to refuse the submit, leaving none pinned."""
 
     def unpin(self, org_id: str, job_id: str) -> None:
         """Drop what `pin` took for a submit that did not go through (in the background)."""
@@ -144,11 +151,11 @@ class JobService:
         superseded = await self.find(org_id, supersedes_job_id) if supersedes_job_id else None
         job_id = f"j-{new_id(5)}"
         hold_agent_id = ""
+        if self.pins is not None:
+            # Before the job exists, so no agent can be handed it and no `data rm` can
+            # remove a version it mounts; a refusal leaves no job and the old one running.
+            await self.pins.pin(org_id, [(job_id, spec)])
         try:
-            if self.pins is not None:
-                # Before the job exists, so no agent can be handed it and no `data rm` can
-                # remove a version it mounts; a refusal leaves no job and the old one running.
-                await self.pins.pin(org_id, job_id, spec)
             if superseded is not None and superseded.state not in FINISHED:
                 # Cancel first, so the agent is told to stop the old run before anything else.
                 on_agent = superseded.state in ON_AGENT
@@ -169,20 +176,9 @@ class JobService:
         """New jobs from (spec, prefer_agent_id) pairs, in order. Every mount of every job
         is held before any job exists, so a refusal (naming its entry) creates none."""
         job_ids = [f"j-{new_id(5)}" for _ in requests]
-        pinned: list[str] = []
-        try:
-            if self.pins is not None:
-                for index, (job_id, (spec, _)) in enumerate(zip(job_ids, requests, strict=True)):
-                    try:
-                        await self.pins.pin(org_id, job_id, spec)
-                    except C3Error as exc:
-                        raise type(exc)(f"jobs[{index}]: {exc.message}") from None
-                    pinned.append(job_id)
-        except BaseException:
-            if self.pins is not None:
-                for job_id in pinned:
-                    self.pins.unpin(org_id, job_id)
-            raise
+        if self.pins is not None:
+            entries = [(job_id, spec) for job_id, (spec, _) in zip(job_ids, requests, strict=True)]
+            await self.pins.pin(org_id, entries, name_entries=True)
         created = [
             self._create(org_id, job_id, spec, prefer_agent_id, "")
             for job_id, (spec, prefer_agent_id) in zip(job_ids, requests, strict=True)

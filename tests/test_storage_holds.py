@@ -212,6 +212,24 @@ async def test_a_sweep_with_one_unmountable_entry_creates_no_job_and_pins_nothin
         assert await user.remove("/datasets/corpus", recursive=True) == 1
 
 
+async def test_an_array_pins_every_members_mounts_before_any_job_exists(
+    stack, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    srv, app, boot, signer = stack
+    token = signer.sign(TokenClaims(org_id=boot.org_id, operations=ALL_OPERATIONS))
+    async with StorageClient(srv.address, token) as user, channel(app.address) as ch:
+        digest = await _upload(user, tmp_path / "d", "corpus", {"x.bin": b"data"})
+        mount = common_pb2.DatasetMount(
+            ref="/datasets/corpus", mount="/data/corpus", resolved_path="/datasets/corpus",
+            version=1, manifest_digest=digest,
+        )  # fmt: skip
+        entries = [pb.SubmitJobRequest(spec=spec(datasets=[mount])) for _ in range(40)]
+        stub, md = coordinator_client(ch), bearer(boot.api_key)
+        jobs = (await stub.SubmitJobs(pb.SubmitJobsRequest(jobs=entries), metadata=md)).jobs
+        holds = await srv.store.meta.live_holds(boot.org_id, "/datasets/corpus", 1)
+        assert sorted(h.holder for h in holds) == sorted(f"job:{j.id}" for j in jobs)
+
+
 async def test_a_release_lost_while_storage_was_down_is_redone_at_restart(tmp_path: Path) -> None:
     """The job ended while storaged was unreachable, so its hold stayed. The release is
     recorded with the job's end; the restarted coordinator redoes it, even though the
