@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -200,10 +201,21 @@ async def test_cancel_during_submit_still_reports_every_accepted_member(stack) -
     app, boot, _ch = stack
     coordinator = CoordinatorClient(Target(app.address, boot.api_key))
     reported: list[common_pb2.Job] = []
+    sent = asyncio.Event()
+    real_call = coordinator.call
+
+    async def call(method: str, request: Any) -> Any:
+        answer = asyncio.ensure_future(real_call(method, request))
+        await asyncio.sleep(0)  # let the call go out before saying so
+        sent.set()
+        return await answer
+
+    coordinator.call = call  # type: ignore[method-assign]
     submit = asyncio.create_task(
         _submit_through_cancel(coordinator, array_entries(spec(), 3), reported.append)
     )
-    await asyncio.sleep(0)  # the SubmitJobs call is on the wire, its answer not yet in
+    await sent.wait()  # the SubmitJobs call is under way, its answer not yet in
+    assert not submit.done()
     submit.cancel()
     with pytest.raises(asyncio.CancelledError):
         await submit
