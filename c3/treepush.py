@@ -33,6 +33,8 @@ from c3.workspace import WorkspaceFile
 
 # path -> (digest, size, executable, stat fingerprint)
 FileInfo = tuple[str, int, bool, int]
+# (digest, size): what sending a file's blob needs.
+_Blob = tuple[str, int]
 Progress = Callable[[int, int], None]
 # Files to hash are read in groups of about this many bytes (or this many files): one
 # thread-pool task, one find-missing call and one or two upload batches per group.
@@ -185,7 +187,7 @@ class TreePusher:
         result = TreePush(digest="", bytes_total=sum(st.st_size for _, st in pairs))
         present = self._present.setdefault(server_key, set())
         sizes = {rel: st.st_size for rel, st in pairs}
-        known = {rel: (d, sizes[rel], False, 0) for rel, d in found.digests.items()}
+        known = {rel: (d, sizes[rel]) for rel, d in found.digests.items()}
         tally = _Tally(progress, sum(st.st_size for _, st in found.misses))
         index = _IndexWriter(self.hashes, found.root_key, time.time_ns(), server_key)
         pipe = _Pipeline(
@@ -198,7 +200,7 @@ class TreePusher:
             pipe.all_hashed.set()
         try:
             async with task_group() as tg:
-                tg.create_task(self._send(root, known, storage, server_key, None, result, tally))
+                tg.create_task(self._send(root, known, storage, server_key, result, tally))
                 for group in groups:
                     tg.create_task(self._hash_and_send(pipe, group, slots, tg))
                 # Built while the last blobs are still being sent.
@@ -210,7 +212,7 @@ class TreePusher:
             raise
         await index.close()
         tree, digest = manifest.result()
-        by_path = {rel: (d, sizes[rel], False, 0) for rel, d in pipe.digests.items()}
+        by_path = {rel: (d, sizes[rel]) for rel, d in pipe.digests.items()}
         await self._push_manifest(root, tree, by_path, storage, server_key, result, digest)
         return result, stats
 
@@ -310,15 +312,16 @@ class TreePusher:
         """Push the blobs of `tree` (whose entries `files` describes) the server lacks, then
         its manifest."""
         result = TreePush(digest="", bytes_total=sum(i[1] for i in files.values()))
-        await self._send(root, files, storage, server_key, progress, result)
-        await self._push_manifest(root, tree, files, storage, server_key, result)
+        blobs = {rel: (info[0], info[1]) for rel, info in files.items()}
+        await self._send(root, blobs, storage, server_key, result, _Tally(progress, 0))
+        await self._push_manifest(root, tree, blobs, storage, server_key, result)
         return result
 
     async def _push_manifest(
         self,
         root: Path,
         tree: common_pb2.Manifest,
-        files: Mapping[str, FileInfo],
+        files: Mapping[str, _Blob],
         storage: StorageClient,
         server_key: str,
         result: TreePush,
@@ -340,7 +343,7 @@ class TreePusher:
             present.difference_update(lost)
             await self.hashes.forget_present(server_key, lost)
             again = {p: i for p, i in files.items() if i[0] in lost}
-            await self._send(root, again, storage, server_key, None, result)
+            await self._send(root, again, storage, server_key, result, _Tally(None, 0))
             _, missing = await storage.store_manifest(tree)
             if missing:
                 raise FailedPrecondition(
@@ -352,37 +355,35 @@ class TreePusher:
     async def _send(
         self,
         root: Path,
-        files: Mapping[str, FileInfo],
+        files: Mapping[str, _Blob],
         storage: StorageClient,
         server_key: str,
-        progress: Progress | None,
         result: TreePush,
-        tally: _Tally | None = None,
+        tally: _Tally,
     ) -> None:
-        """Upload the blobs of files whose digests are known, unless known present."""
+        """Upload the blobs of files whose digests are known, unless known present; the
+        bytes to send join `tally`'s total."""
         present = self._present.setdefault(server_key, set())
-        unknown = {info[0] for info in files.values()} - present
+        unknown = {digest for digest, _ in files.values()} - present
         if unknown:
             present |= await self.hashes.known_present(server_key, unknown)
         candidates: dict[str, LocalBlob] = {}
-        for path, (digest, size, _, _) in files.items():
+        for path, (digest, size) in files.items():
             if digest not in present and digest not in candidates:
                 candidates[digest] = LocalBlob(root / path, digest, size)
         if not candidates:
             return
+        to_send = sum(b.size for b in candidates.values())
+        tally.total += to_send
         reported = 0
-        if tally is not None:
-            share = tally
-            share.total += sum(b.size for b in candidates.values())
 
-            def progress(done: int, _total: int) -> None:
-                nonlocal reported
-                share.add(done - reported)
-                reported = done
+        def progress(done: int, _total: int) -> None:
+            nonlocal reported
+            tally.add(done - reported)
+            reported = done
 
         pushed = await storage.push_files(list(candidates.values()), progress=progress)
-        if tally is not None:  # blobs the server turned out to have count as done too
-            tally.add(sum(b.size for b in candidates.values()) - reported)
+        tally.add(to_send - reported)  # blobs the server turned out to have count as done too
         result.blobs_new += pushed.blobs_new
         result.bytes_sent += pushed.bytes_sent
         await self.hashes.mark_present(server_key, candidates)
