@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from c3.config_rules import env_hash
 from c3.errors import C3Error
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,6 @@ def find_uv() -> str | None:
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
     return shutil.which("uv")
-
-
-def env_hash(python_project: str, lock_bytes: bytes) -> str:
-    """Same identity the client computes for placement (c3.config.JobConfig.env_hash)."""
-    return hashlib.sha256(python_project.encode() + b"\0" + lock_bytes).hexdigest()
 
 
 def _base_interpreter_prefix(venv: Path) -> Path | None:

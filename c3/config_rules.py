@@ -75,10 +75,16 @@ class ProjectConfig:
                 f"{self.path}:1: python.project: cannot read {lock} ({exc.strerror}); "
                 f"run `uv lock` in {lock.parent}"
             ) from exc
-        return hashlib.sha256(self.python_project.encode() + b"\0" + data).hexdigest()
+        return env_hash(self.python_project, data)
 
 
 def normalise_project_name(name: str) -> str:
     """A valid project name made from a folder name ("My Model_v2" -> "my-model-v2")."""
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:63].strip("-")
     return slug or "project"
+
+
+def env_hash(python_project: str, lock_bytes: bytes) -> str:
+    """Identity of a Python environment: its project dir and uv.lock bytes. The client
+    computes it for placement and the agent for its environment cache: one formula."""
+    return hashlib.sha256(python_project.encode() + b"\0" + lock_bytes).hexdigest()
