@@ -35,8 +35,8 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         yield env
 
 
-def _queue(env: dict[str, str]) -> list[dict[str, object]]:
-    listed = c3ctl(env, "squeue", "--json")
+def _queue(env: dict[str, str], *args: str) -> list[dict[str, object]]:
+    listed = c3ctl(env, "squeue", "--json", *args)
     assert listed.returncode == 0, listed.stderr
     return list(json.loads(listed.stdout)["jobs"])
 
@@ -69,10 +69,8 @@ def test_array_of_three_runs_each_member_with_its_index(stack_env: dict[str, str
     assert [rows[j].split()[2] for j in job_ids] == ["lr[0/3]", "lr[1/3]", "lr[2/3]"]
 
     # squeue narrows by project and state; -n takes the newest of what matches.
-    def ids(*args: str) -> list[str]:
-        listed = c3ctl(stack_env, "squeue", "--json", *args)
-        assert listed.returncode == 0, listed.stderr
-        return [j["id"] for j in json.loads(listed.stdout)["jobs"]]
+    def ids(*args: str) -> list[object]:
+        return [j["id"] for j in _queue(stack_env, *args)]
 
     assert ids("--project", "sweep") == job_ids
     assert ids("--project", "sweep", "--state", "completed", "--state", "failed", "-n", "2") == job_ids[1:]
