@@ -27,10 +27,15 @@ import aiosqlite
 
 from c3.errors import Unavailable
 from c3.sqlite import open_database
+from coordinator.lifecycle import FINISHED, State
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
+# Written into the partial indexes below; a query uses one only with the same IN list.
+LIVE_STATES_SQL = ",".join(str(int(s)) for s in sorted(set(State) - FINISHED))
+FINISHED_STATES_SQL = ",".join(str(int(s)) for s in sorted(FINISHED))
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS orgs (
   id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, plan TEXT NOT NULL,
   balance_minor INTEGER NOT NULL, created_at REAL NOT NULL);
@@ -47,6 +52,10 @@ CREATE TABLE IF NOT EXISTS jobs (
   id TEXT PRIMARY KEY, org_id TEXT NOT NULL, state INTEGER NOT NULL,
   created_at REAL NOT NULL, spec BLOB NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS jobs_org ON jobs(org_id, created_at);
+-- A restart loads live and recently finished jobs through these, not by reading every row.
+CREATE INDEX IF NOT EXISTS jobs_live ON jobs(state) WHERE state IN ({LIVE_STATES_SQL});
+CREATE INDEX IF NOT EXISTS jobs_finished_at ON jobs(json_extract(data, '$.finished_at'))
+  WHERE state IN ({FINISHED_STATES_SQL});
 CREATE TABLE IF NOT EXISTS transitions (
   job_id TEXT NOT NULL, idx INTEGER NOT NULL, state INTEGER NOT NULL, at REAL NOT NULL,
   note TEXT NOT NULL, PRIMARY KEY (job_id, idx)) WITHOUT ROWID;

@@ -8,8 +8,8 @@ from collections.abc import Collection, Container, Sequence
 from typing import Any
 
 from c3.v1 import common_pb2
-from coordinator.db import Database
-from coordinator.lifecycle import FINISHED, Reason, State
+from coordinator.db import FINISHED_STATES_SQL, LIVE_STATES_SQL, Database
+from coordinator.lifecycle import Reason, State
 from coordinator.model import AgentRecord, ApiKey, Job, Org, Startup, Transition
 
 _UPSERT_ORG = "INSERT OR REPLACE INTO orgs VALUES (?,?,?,?,?)"
@@ -31,9 +31,11 @@ _JOB_DATA_FIELDS = (
 
 
 # The jobs kept in memory (see coordinator/residency.py): unfinished, or finished since ?.
-_RESIDENT = (
-    f"(j.state NOT IN ({','.join(str(int(s)) for s in sorted(FINISHED))}) "
-    "OR json_extract(j.data, '$.finished_at') >= ?)"
+# Two index searches (db.py's jobs_live and jobs_finished_at), not a read of every row.
+_RESIDENT_JOBS = (
+    f"SELECT * FROM jobs WHERE state IN ({LIVE_STATES_SQL}) UNION ALL "
+    f"SELECT * FROM jobs WHERE state IN ({FINISHED_STATES_SQL}) "
+    "AND json_extract(data, '$.finished_at') >= ? ORDER BY created_at"
 )
 _LIST_PAGE = 1000
 _IDS_PER_QUERY = 500
@@ -132,9 +134,7 @@ class Repository:
     async def load_jobs(self, finished_since: float) -> list[Job]:
         """Every unfinished job, and the finished ones that finished at `finished_since` or
         later (the rest stay in the database until someone asks for them)."""
-        rows = await self.db.fetchall(
-            f"SELECT * FROM jobs j WHERE {_RESIDENT} ORDER BY created_at", (finished_since,)
-        )
+        rows = await self.db.fetchall(_RESIDENT_JOBS, (finished_since,))
         transitions = await self._transitions_of([row[0] for row in rows])
         return [_job_from_row(row, transitions.get(row[0], [])) for row in rows]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.db import Database
+from coordinator.repo import _RESIDENT_JOBS
 
 _UPSERT = "INSERT OR REPLACE INTO orgs VALUES (?,?,?,?,?)"
 
@@ -75,3 +76,18 @@ async def test_a_large_commit_keeps_every_row_and_the_last_write_of_each_key(tmp
         rewritten = i % 7 == 0
         assert name == (f"second-{i}" if rewritten else f"first-{i}")
         assert balance == (-i if rewritten else i)
+
+
+async def test_restart_finds_its_jobs_through_indexes_not_by_reading_every_row(
+    tmp_path: Path,
+) -> None:
+    """The query that picks the jobs to load at start must search jobs_live and
+    jobs_finished_at: a scan would make restart time grow with every job ever run."""
+    db = await Database.open(tmp_path / "c.db")
+    try:
+        plan = await db.fetchall("EXPLAIN QUERY PLAN " + _RESIDENT_JOBS, (0.0,))
+    finally:
+        await db.close()
+    steps = " / ".join(str(row[3]) for row in plan)
+    assert "INDEX jobs_live" in steps and "INDEX jobs_finished_at" in steps, steps
+    assert "SCAN" not in steps, steps
