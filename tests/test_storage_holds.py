@@ -34,6 +34,14 @@ from coordinator.testing import config_for_test, eventually, spec, start_coordin
 from storaged.server import StoragedConfig, StoragedServer
 
 
+def _corpus(version: int, digest: str = "") -> common_pb2.DatasetMount:
+    """A mount of /datasets/corpus at `version` (as a submit resolves it)."""
+    return common_pb2.DatasetMount(
+        ref="/datasets/corpus", mount="/data/corpus", resolved_path="/datasets/corpus",
+        version=version, manifest_digest=digest,
+    )  # fmt: skip
+
+
 async def _upload(c: StorageClient, root: Path, name: str, files: dict[str, bytes]) -> str:
     blobs = [write_file(root / rel, data) for rel, data in files.items()]
     await c.push_files(blobs)
@@ -98,10 +106,7 @@ async def test_rm_of_a_dataset_a_pending_job_mounts_is_refused_until_it_ends(
     files = {"x.bin": text_bytes(4000, seed=3)}
     async with StorageClient(srv.address, token) as user, channel(app.address) as ch:
         digest = await _upload(user, tmp_path / "d", "corpus", files)
-        mount = common_pb2.DatasetMount(
-            ref="/datasets/corpus", mount="/data/corpus", resolved_path="/datasets/corpus",
-            version=1, manifest_digest=digest,
-        )  # fmt: skip
+        mount = _corpus(1, digest)
         stub = coordinator_client(ch)
         md = bearer(boot.api_key)
         job = (await stub.SubmitJob(pb.SubmitJobRequest(spec=spec(datasets=[mount])), metadata=md)).job
@@ -139,10 +144,7 @@ async def test_submit_mounting_a_version_removed_just_before_is_refused_and_crea
         digest = await _upload(user, tmp_path / "d", "corpus", {"x.bin": b"two"})
         # The client resolved v2; it is removed before the submit reaches the coordinator.
         assert await user.remove("/datasets/corpus@v2") == 1
-        mount = common_pb2.DatasetMount(
-            ref="/datasets/corpus", mount="/data/corpus", resolved_path="/datasets/corpus",
-            version=2, manifest_digest=digest,
-        )  # fmt: skip
+        mount = _corpus(2, digest)
         stub = coordinator_client(ch)
         md = bearer(boot.api_key)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -162,9 +164,7 @@ async def test_submit_with_mounts_is_refused_while_storage_is_unreachable(
 ) -> None:
     srv, app, boot, _ = stack
     await srv.stop(0)
-    mount = common_pb2.DatasetMount(
-        ref="/datasets/corpus", mount="/data/corpus", resolved_path="/datasets/corpus", version=1,
-    )  # fmt: skip
+    mount = _corpus(1)
     async with channel(app.address) as ch:
         stub = coordinator_client(ch)
         md = bearer(boot.api_key)
@@ -188,14 +188,8 @@ async def test_a_sweep_with_one_unmountable_entry_creates_no_job_and_pins_nothin
         two = await _upload(user, tmp_path / "d", "corpus", {"x.bin": b"two"})
         assert await user.remove("/datasets/corpus@v2") == 1
 
-        def mount(version: int, digest: str) -> common_pb2.DatasetMount:
-            return common_pb2.DatasetMount(
-                ref="/datasets/corpus", mount="/data/corpus", resolved_path="/datasets/corpus",
-                version=version, manifest_digest=digest,
-            )  # fmt: skip
-
-        entries = [pb.SubmitJobRequest(spec=spec(datasets=[mount(1, one)])),
-                   pb.SubmitJobRequest(spec=spec(datasets=[mount(2, two)]))]  # fmt: skip
+        entries = [pb.SubmitJobRequest(spec=spec(datasets=[_corpus(1, one)])),
+                   pb.SubmitJobRequest(spec=spec(datasets=[_corpus(2, two)]))]  # fmt: skip
         stub, md = coordinator_client(ch), bearer(boot.api_key)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.SubmitJobs(pb.SubmitJobsRequest(jobs=entries), metadata=md)
@@ -219,10 +213,7 @@ async def test_an_array_pins_every_members_mounts_before_any_job_exists(
     token = signer.sign(TokenClaims(org_id=boot.org_id, operations=ALL_OPERATIONS))
     async with StorageClient(srv.address, token) as user, channel(app.address) as ch:
         digest = await _upload(user, tmp_path / "d", "corpus", {"x.bin": b"data"})
-        mount = common_pb2.DatasetMount(
-            ref="/datasets/corpus", mount="/data/corpus", resolved_path="/datasets/corpus",
-            version=1, manifest_digest=digest,
-        )  # fmt: skip
+        mount = _corpus(1, digest)
         entries = [pb.SubmitJobRequest(spec=spec(datasets=[mount])) for _ in range(40)]
         stub, md = coordinator_client(ch), bearer(boot.api_key)
         jobs = (await stub.SubmitJobs(pb.SubmitJobsRequest(jobs=entries), metadata=md)).jobs
@@ -248,10 +239,7 @@ async def test_a_release_lost_while_storage_was_down_is_redone_at_restart(tmp_pa
     token = signer.sign(TokenClaims(org_id=boot.org_id, operations=ALL_OPERATIONS))
     async with StorageClient(address, token) as user:
         digest = await _upload(user, tmp_path / "d", "corpus", {"x.bin": text_bytes(2000, seed=5)})
-    mount = common_pb2.DatasetMount(
-        ref="/datasets/corpus", mount="/data/corpus", resolved_path="/datasets/corpus",
-        version=1, manifest_digest=digest,
-    )  # fmt: skip
+    mount = _corpus(1, digest)
     md = bearer(boot.api_key)
     async with channel(app.address) as ch:
         stub = coordinator_client(ch)
