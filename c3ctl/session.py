@@ -19,7 +19,7 @@ from c3.v1 import coordinator_pb2, coordinator_pb2_grpc, daemon_pb2
 from c3ctl.localkey import warn_if_local_key_not_ignored
 
 if TYPE_CHECKING:
-    from c3.storage_client import StorageClient
+    from c3.storage.client import StorageClient
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ async def coordinator(project_root: Path | None = None) -> AsyncIterator[Coordin
 
 @asynccontextmanager
 async def storage_client(project_root: Path | None = None) -> AsyncIterator[StorageClient]:
-    from c3.storage_client import StorageClient
+    from c3.storage.client import StorageClient
 
     """A storage client holding a fresh token for the caller's org."""
     async with coordinator(project_root) as session:

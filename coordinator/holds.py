@@ -38,8 +38,7 @@ from c3.errors import (
     from_rpc_error,
 )
 from c3.grpcutil import channel, storage_metadata
-from c3.storage_client import HOLD_OPERATION
-from c3.tokens import TokenClaims, TokenSigner
+from c3.tokens import HOLD, TokenClaims, TokenSigner
 from c3.v1 import common_pb2, storage_pb2, storage_pb2_grpc
 from coordinator.jobs import JobService
 from coordinator.lifecycle import FINISHED, State
@@ -253,7 +252,7 @@ class JobHolds:
         self, org_id: str, rpc: Callable[[storage_pb2_grpc.StorageStub, Any], Awaitable[None]]
     ) -> None:
         token = self._signer.sign(TokenClaims(
-            org_id=org_id, operations=(HOLD_OPERATION,), read_prefixes=(),
+            org_id=org_id, operations=(HOLD,), read_prefixes=(),
             write_prefixes=(), expires_at=time.time() + 60, subject="coordinator:holds",
         ))  # fmt: skip
         async with channel(self._address, self._credentials) as ch:  # type: ignore[arg-type]

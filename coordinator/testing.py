@@ -15,7 +15,7 @@ from grpc import aio
 
 from c3.grpcutil import bearer, channel
 from c3.manifest import build, sha256_file
-from c3.storage_client import LocalBlob, StorageClient
+from c3.storage.client import LocalBlob, StorageClient
 from c3.v1 import agent_pb2, agent_pb2_grpc, common_pb2, coordinator_pb2_grpc
 from c3.v1 import coordinator_pb2 as pb
 from coordinator.app import Coordinator

@@ -9,10 +9,10 @@ from grpc import aio
 
 from c3.errors import PermissionDenied
 from c3.grpcutil import STORAGE_TOKEN, metadata_value
-from c3.storage_client import HOLD_OPERATION
-from c3.tokens import DELETE, READ, WRITE, TokenClaims, TokenVerifier
+from c3.storage import wire
+from c3.tokens import DELETE, HOLD, READ, WRITE, TokenClaims, TokenVerifier
 from c3.v1 import storage_pb2, storage_pb2_grpc
-from storaged import namespace, wire
+from storaged import namespace
 from storaged.catalog import Catalog
 from storaged.scope import BlobScope
 from storaged.store import BlobStore
@@ -79,7 +79,7 @@ class StorageService(storage_pb2_grpc.StorageServicer):
     async def PutBlobStream(self, request_iterator, context):  # type: ignore[no-untyped-def]
         claims = self._claims(context)
         _require_op(claims, WRITE)
-        # Raw messages (storaged.wire): each chunk's data stays a view of what arrived.
+        # Raw messages (storaged.handlers): each chunk's data stays a view of what arrived.
         chunks = (wire.parse_chunk(message) async for message in request_iterator)
         digest, received = await self.store.put_stream(claims.org_id, chunks)
         return storage_pb2.PutBlobStreamResponse(digest=digest, bytes_received=received)
@@ -157,7 +157,7 @@ class StorageService(storage_pb2_grpc.StorageServicer):
 
     async def Hold(self, request, context):  # type: ignore[no-untyped-def]
         claims = self._claims(context)
-        _require_op(claims, HOLD_OPERATION)
+        _require_op(claims, HOLD)
         expires_at = await self.catalog.hold(
             claims.org_id, request.path, request.version, request.holder, request.ttl_seconds
         )
@@ -167,6 +167,6 @@ class StorageService(storage_pb2_grpc.StorageServicer):
 
     async def Release(self, request, context):  # type: ignore[no-untyped-def]
         claims = self._claims(context)
-        _require_op(claims, HOLD_OPERATION)
+        _require_op(claims, HOLD)
         released = await self.catalog.release(claims.org_id, request.holder)
         return storage_pb2.ReleaseResponse(released=released)

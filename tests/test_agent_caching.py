@@ -7,8 +7,8 @@ import asyncio
 from pathlib import Path
 
 from agent.workspace import FetchStats, Foreground, cache_fetched
-from c3.blobcache import BlobCache
 from c3.manifest import sha256_bytes
+from c3.storage.blobcache import BlobCache
 from c3.v1 import common_pb2
 
 

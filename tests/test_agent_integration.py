@@ -16,14 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytest.importorskip("c3.blobcache")
-pytest.importorskip("c3.storage_download")
-
 from grpc import aio
 
 from c3.grpcutil import bearer, channel
-from c3.storage_client import StorageClient
+from c3.storage.client import StorageClient
 from c3.tokens import TokenSigner, TokenVerifier
 from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb

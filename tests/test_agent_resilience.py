@@ -10,9 +10,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("c3.blobcache")
-
 from test_agent_integration import (
     Stack,
     events_until_done,

@@ -14,8 +14,8 @@ import pytest
 from stacktools import c3ctl, running_stack
 
 from c3 import manifest as mf
-from c3 import storage_codec as codec
 from c3.grpcutil import bearer, channel, storage_metadata
+from c3.storage import codec
 from c3.tokens import READ, WRITE, TokenClaims, TokenSigner
 from c3.v1 import coordinator_pb2, coordinator_pb2_grpc, storage_pb2, storage_pb2_grpc
 

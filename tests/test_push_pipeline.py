@@ -1,4 +1,4 @@
-"""Tree pushes through the hashing pipeline (c3.treepush) against a real storaged: files
+"""Tree pushes through the hashing pipeline (c3.storage.treepush) against a real storaged: files
 the index cannot vouch for are read once, hashed and sent; the batches the client builds
 itself are verified blob by blob on the server."""
 # ruff: noqa: F811  (pytest fixtures imported from test_storage_helpers are parameters here)
@@ -24,13 +24,13 @@ from test_storage_helpers import (  # noqa: F401 - fixtures
 )
 
 from c3 import grpcutil
-from c3 import storage_codec as codec
 from c3.errors import DataLoss, FailedPrecondition, PermissionDenied
-from c3.hashindex import HashIndex
-from c3.storage_client import StorageClient
-from c3.storage_upload import encode_put_blobs
+from c3.storage import codec
+from c3.storage.client import StorageClient
+from c3.storage.hashindex import HashIndex
+from c3.storage.treepush import TreePusher
+from c3.storage.wire import encode_put_blobs
 from c3.tokens import TokenSigner, TokenVerifier
-from c3.treepush import TreePusher
 from c3.v1 import storage_pb2
 from storaged.server import StoragedConfig, StoragedServer
 

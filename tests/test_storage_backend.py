@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from c3 import storage_codec as codec
+from c3.storage import codec
 from storaged import backend as backend_mod
 from storaged.backend import LocalDiskBackend
 

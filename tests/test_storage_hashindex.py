@@ -8,7 +8,7 @@ from pathlib import Path
 
 from test_storage_helpers import OLD_NS, settled_tree, stat_tree
 
-from c3.hashindex import HashIndex
+from c3.storage.hashindex import HashIndex
 
 
 async def test_unchanged_files_are_not_rehashed(tmp_path: Path) -> None:

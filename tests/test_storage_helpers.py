@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from c3.storage_client import LocalBlob, StorageClient
+from c3.storage.client import LocalBlob, StorageClient
 from c3.tokens import ALL_OPERATIONS, TokenClaims, TokenSigner, TokenVerifier
 from storaged.server import StoragedConfig, StoragedServer
 

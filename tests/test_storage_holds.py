@@ -24,8 +24,8 @@ from test_storage_helpers import (  # noqa: F401 - fixtures
 from c3 import manifest as mf
 from c3.errors import FailedPrecondition, NotFound, PermissionDenied
 from c3.grpcutil import bearer, channel
-from c3.storage_client import HOLD_OPERATION, StorageClient
-from c3.tokens import ALL_OPERATIONS, TokenClaims, TokenSigner, TokenVerifier
+from c3.storage.client import StorageClient
+from c3.tokens import ALL_OPERATIONS, HOLD, TokenClaims, TokenSigner, TokenVerifier
 from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb
 from coordinator.repo import Repository
@@ -63,7 +63,7 @@ async def test_hold_refuses_rm_and_pins_blobs_until_release(
     # Client tokens never carry the hold operation.
     with pytest.raises(PermissionDenied, match="hold"):
         await client.hold("/datasets/corpus", 1, "job:j-1")
-    async with StorageClient(server.address, make_token(operations=(HOLD_OPERATION,))) as coord:
+    async with StorageClient(server.address, make_token(operations=(HOLD,))) as coord:
         with pytest.raises(NotFound, match="no version v9"):
             await coord.hold("/datasets/corpus", 9, "job:j-1")
         await coord.hold("/datasets/corpus", 1, "job:j-1", ttl_seconds=600)

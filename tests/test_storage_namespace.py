@@ -18,7 +18,7 @@ from test_storage_helpers import (  # noqa: F401 - fixtures
 
 from c3 import manifest as mf
 from c3.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from c3.storage_client import LocalBlob, StorageClient
+from c3.storage.client import LocalBlob, StorageClient
 from c3.v1 import common_pb2
 from storaged.server import StoragedServer
 

@@ -22,8 +22,8 @@ from test_storage_helpers import (  # noqa: F401
 )
 
 from c3 import manifest as mf
-from c3 import storage_codec as codec
-from c3.storage_client import StorageClient
+from c3.storage import codec
+from c3.storage.client import StorageClient
 from c3.v1 import common_pb2
 from storaged.backend import LocalDiskBackend
 from storaged.server import StoragedServer

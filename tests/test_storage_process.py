@@ -17,9 +17,9 @@ import zstandard
 from test_storage_helpers import MakeToken, make_token, random_bytes, signer, write_file  # noqa: F401
 
 from c3 import manifest as mf
-from c3 import storage_codec as codec
 from c3.errors import C3Error
-from c3.storage_client import StorageClient
+from c3.storage import codec
+from c3.storage.client import StorageClient
 from c3.tokens import TokenSigner
 from c3.v1 import common_pb2
 

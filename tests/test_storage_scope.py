@@ -19,7 +19,8 @@ from test_storage_helpers import (  # noqa: F401 - fixtures
 
 from c3 import manifest as mf
 from c3.errors import PermissionDenied
-from c3.storage_client import SMALL_BLOB_MAX, StorageClient
+from c3.storage.client import StorageClient
+from c3.storage.wire import SMALL_BLOB_MAX
 from c3.tokens import READ, WRITE
 from c3.v1 import common_pb2
 from storaged.server import StoragedServer
