@@ -11,6 +11,8 @@ from agent.discovery import discover, gpu_class_of
 from agent.sandbox import check_mount_target
 from c3.errors import InvalidArgument
 
+pytestmark = pytest.mark.unit
+
 
 def fake_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
     bin_dir = tmp_path / "bin"

@@ -14,6 +14,9 @@ from agent.runner import run_script
 from agent.sandbox import JobLayout, LaunchSpec, probe_bwrap
 from c3.v1 import agent_pb2
 
+pytestmark = pytest.mark.integration
+
+
 PYPROJECT = '[project]\nname = "demo"\nversion = "0.1.0"\nrequires-python = ">=3.11"\ndependencies = []\n'
 
 

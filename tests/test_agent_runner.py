@@ -22,6 +22,9 @@ from agent.sandbox import (
 )
 from c3.v1 import agent_pb2, common_pb2
 
+pytestmark = pytest.mark.integration
+
+
 # Variables bash itself defines in every script; not inherited from the agent.
 BASH_OWN = {"PWD", "SHLVL", "_", "OLDPWD"}
 DOCUMENTED = {

@@ -11,14 +11,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from gittools import git
 
 from c3 import workspace
 from c3.errors import PermissionDenied
 from c3.storage.hashindex import HashIndex
 from c3d.hotindex import ProjectIndex
 from c3d.projects import Projects
-from coordinator.testing import eventually
+from tests.harness.git import git
+from tests.harness.waiting import eventually
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture

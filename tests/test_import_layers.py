@@ -1,15 +1,23 @@
-"""How the storage code is layered: no import cycle in the shared library or in storaged,
-and storaged imports only the modules it shares with the client (c3.storage.wire, codec,
-batching), never the client itself."""
+"""How the product's code is layered: no import cycle in the shared library or in
+storaged; storaged imports only the modules it shares with the client (c3.storage.wire,
+codec, batching), never the client itself; and every product module is reachable from a
+command (nothing in the product exists only for tests or benchmarks)."""
 
 from __future__ import annotations
 
 import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.unit
+
+
 ROOT = Path(__file__).resolve().parents[1]
+PRODUCT = ("c3", "c3d", "c3ctl", "coordinator", "agent", "storaged")
 SHARED_WITH_STORAGED = {"c3.storage", "c3.storage.wire", "c3.storage.codec", "c3.storage.batching"}
 
 
@@ -37,6 +45,18 @@ def _imports(path: Path, known: dict[str, Path]) -> set[str]:
         elif isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
     return {n for n in names if n in known}
+
+
+def _uses(path: Path, known: dict[str, Path]) -> set[str]:
+    """What `path` imports, and the modules it names to import or run later: a string
+    "package.module" or "package.module:attribute" (c3ctl's lazy commands, `python -m`)."""
+    names = _imports(path, known)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            name = node.value.split(":", 1)[0]
+            if name in known:
+                names.add(name)
+    return names
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -91,3 +111,27 @@ def test_storaged_imports_no_client_module() -> None:
     loaded = [m for m in loaded if m.startswith("c3.storage")]
     assert set(loaded) <= SHARED_WITH_STORAGED, set(loaded) - SHARED_WITH_STORAGED
     assert "c3.storage.wire" in loaded
+
+
+def test_every_product_module_serves_a_command() -> None:
+    modules = _modules(*PRODUCT)
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    reached: set[str] = set()
+    todo = [target.split(":", 1)[0] for target in scripts.values()]
+    while todo:
+        name = todo.pop()
+        if name in reached:
+            continue
+        reached.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # its packages load too
+        todo += _uses(modules[name], modules) if name in modules else []
+    assert sorted(set(modules) - reached) == []
+
+
+def test_the_wheel_holds_the_product_and_not_its_tests_or_benchmarks() -> None:
+    setuptools = pytest.importorskip("setuptools")  # the build backend, not first-party
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    packages = setuptools.find_packages(str(ROOT), **find["find"])
+    assert {name.split(".")[0] for name in packages} == set(PRODUCT)
+    assert "c3.storage" in packages and "coordinator.providers" in packages

@@ -14,6 +14,8 @@ from c3.storage import codec
 from storaged import backend as backend_mod
 from storaged.backend import LocalDiskBackend
 
+pytestmark = pytest.mark.unit
+
 
 def test_concurrent_batches_share_syncs_and_all_land(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

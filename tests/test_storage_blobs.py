@@ -1,5 +1,4 @@
 """Blob transfer against a real storaged: dedup, verification, resume, isolation, downloads."""
-# ruff: noqa: F811  (pytest fixtures imported from test_storage_helpers are parameters here)
 
 from __future__ import annotations
 
@@ -9,16 +8,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from test_storage_helpers import (  # noqa: F401 - fixtures
-    MakeToken,
-    client,
-    make_token,
-    random_bytes,
-    server,
-    signer,
-    text_bytes,
-    write_file,
-)
 
 from c3 import grpcutil
 from c3 import manifest as mf
@@ -28,6 +17,9 @@ from c3.storage.blobcache import BlobCache
 from c3.storage.client import LocalBlob, StorageClient
 from c3.v1 import common_pb2, storage_pb2, storage_pb2_grpc
 from storaged.server import StoragedServer
+from tests.harness.storage import MakeToken, random_bytes, text_bytes, write_file
+
+pytestmark = pytest.mark.unit
 
 
 def _blob_files(server: StoragedServer) -> list[Path]:

@@ -12,6 +12,9 @@ from c3.storage import codec
 from c3.storage.client import _checked_manifest
 from c3.v1 import common_pb2, storage_pb2
 
+pytestmark = pytest.mark.unit
+
+
 DIGEST = "ab" * 32
 
 

@@ -15,6 +15,9 @@ from c3.storage.wire import encode_chunk, encode_put_blobs, parse_chunk
 from c3.tokens import ALL_OPERATIONS, TokenClaims, TokenSigner, TokenVerifier
 from c3.v1 import storage_pb2
 
+pytestmark = pytest.mark.unit
+
+
 SIZES = [0, 1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 1 << 40]
 
 
