@@ -18,6 +18,9 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ("c3", "c3d", "c3ctl", "coordinator", "agent", "storaged")
+# Product modules landed ahead of the command that will use them (each with what it is
+# for); an entry goes once its command imports it.
+AHEAD_OF_USE = {"c3.httpserve": "the HTTP listener of the coming dashboard, /api/v1 and /metrics"}
 SHARED_WITH_STORAGED = {"c3.storage", "c3.storage.wire", "c3.storage.codec", "c3.storage.batching"}
 
 
@@ -126,7 +129,8 @@ def test_every_product_module_serves_a_command() -> None:
         parts = name.split(".")
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # its packages load too
         todo += _uses(modules[name], modules) if name in modules else []
-    assert sorted(set(modules) - reached) == []
+    assert sorted(set(modules) - reached - set(AHEAD_OF_USE)) == []
+    assert sorted(set(AHEAD_OF_USE) & reached) == [], "in use now: drop it from AHEAD_OF_USE"
 
 
 def test_the_wheel_holds_the_product_and_not_its_tests_or_benchmarks() -> None:
