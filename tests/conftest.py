@@ -21,12 +21,19 @@ from tests.harness.storage import MakeToken, start_storaged
 # c3's servers, the agent's sandbox, Slurm, uv, docker), e2e (the whole local stack through
 # the CLI), faults (a process killed or a link cut at the worst moment), browser.
 KINDS = ("unit", "integration", "e2e", "faults", "browser")
+# A folder of tests of one kind gives it to those that name none (tests/faults/...).
+FOLDER_KINDS = {"faults": "faults", "browser": "browser"}
+TESTS = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     wrong = []
     for item in items:
         kinds = {mark.name for mark in item.iter_markers() if mark.name in KINDS}
+        folder = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else ""
+        if not kinds and folder in FOLDER_KINDS:
+            item.add_marker(FOLDER_KINDS[folder])
+            kinds = {FOLDER_KINDS[folder]}
         if len(kinds) != 1:
             wrong.append(f"{item.nodeid}: {sorted(kinds) or 'none'}")
     if wrong:
