@@ -92,7 +92,7 @@ class SimAgent:
         self.caps = agent_pb2.AgentCapabilities(
             profile=profile, gpu_class=gpu_class, gpu_count=1, provider=provider,
             capacity=1, hostname="sim",
-        )  # fmt: skip
+        )
         self.cached_projects = cached_projects
         self.cached_env_hashes = cached_env_hashes
         self.agent_id = ""
@@ -198,7 +198,7 @@ class SimAgent:
                 index=first_index + i if first_index else 0,
             )
             for i, t in enumerate(texts)
-        ]  # fmt: skip
+        ]
         await self.send(agent_pb2.AgentMessage(logs=agent_pb2.LogBatch(job_id=job_id, lines=lines)))
 
     async def drop(self) -> None:
@@ -445,7 +445,7 @@ async def push_tree(ch: aio.Channel, api_key: str, root: Path) -> str:
         entries.append(common_pb2.ManifestEntry(
             path=path.relative_to(root).as_posix(), digest=digest, size=size,
             executable=os.access(path, os.X_OK),
-        ))  # fmt: skip
+        ))
     async with StorageClient(reply.storage_address, reply.token) as storage:
         await storage.push_files(blobs)
         return await storage.put_manifest(build(entries))
