@@ -1,25 +1,40 @@
 """Deploy on save: every settled change pushes, submits, and supersedes the previous run.
 
-Events of all runs reach the client through one queue, tagged by run so nothing from a
-superseded run is shown after the separator of the next one. A change that lands while a
-push is still uploading restarts the push, so a half-old tree never ships.
+At most one deployment (push, then submit) is in flight: a change that lands while one is
+still pushing restarts it with the newer tree (changes coalesce, a half-old tree never
+ships); one that lands during its submit waits for the coordinator's answer, so every job
+it accepted is known and the next run supersedes it. The current run is followed until a
+newer one is submitted; a change that ships nothing (an editor's temp file that came and
+went) starts no run and leaves the current one going.
+
+Events reach the client through one queue, tagged by the task that made them, so nothing
+of a superseded run is shown after the next run's header.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from c3.errors import C3Error, NotFound
 from c3.v1 import common_pb2, daemon_pb2
 from c3d.connections import Connections
-from c3d.pipeline import Pusher, deploy
+from c3d.pipeline import Deployment, Pusher
 from c3d.projects import Project
 
 _CHANGE = object()
-_RUN_DONE = object()
+_DONE = object()
+# A file's mtime stands for the save when it is at most this much older than the watcher's
+# notice of it (a copy that kept an old mtime does not).
+SAVE_MTIME_SLACK_S = 5.0
+# Paths whose mtime is looked at to date a save (a checkout touching thousands is dated by
+# the notice instead).
+SAVE_MTIME_PATHS = 200
 
 
 @dataclass
@@ -32,10 +47,16 @@ class WatchState:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def describe(paths: set[str], limit: int = 3) -> str:
-    shown = sorted(paths)[:limit]
-    more = len(paths) - len(shown)
-    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+def saved_at(root: Path, paths: Collection[str], noticed: float) -> float:
+    """When the newest of `paths` was saved (blocking: stats files), as a wall-clock
+    time; `noticed` (when the watcher reported them) when no mtime is believable."""
+    newest = 0.0
+    for rel in list(paths)[:SAVE_MTIME_PATHS]:
+        with contextlib.suppress(OSError):
+            newest = max(newest, os.stat(root / rel).st_mtime)
+    if noticed - SAVE_MTIME_SLACK_S <= newest <= time.time():
+        return newest
+    return noticed
 
 
 async def watch(
@@ -45,53 +66,80 @@ async def watch(
     project: Project,
     state: WatchState,
 ) -> AsyncIterator[daemon_pb2.DeployEvent]:
-    queue: asyncio.Queue[tuple[int, object]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[object, object]] = asyncio.Queue()
     changed: set[str] = set()
+    noticed = time.time()
 
     def on_change(paths: set[str]) -> None:
+        nonlocal noticed
         changed.update(paths)
-        queue.put_nowait((0, _CHANGE))
+        noticed = time.time()
+        queue.put_nowait((None, _CHANGE))
 
     def on_resume() -> None:
-        queue.put_nowait((0, _CHANGE))
+        queue.put_nowait((None, _CHANGE))
 
     deploy_request = daemon_pb2.DeployRequest(
         project_dir=request.project_dir, follow=True, provider=request.provider,
         api_key=request.api_key, coordinator_address=request.coordinator_address,
-        tls=request.tls,
+        tls=request.tls, command=request.command,
     )
     run = 0
-    task: asyncio.Task[None] | None = None
-    last_job: common_pb2.Job | None = None
+    latest_job: common_pb2.Job | None = None  # the newest job submitted: the next supersedes it
+    touched: set[str] = set()  # saved since the current run was submitted
+    deploying: asyncio.Task[None] | None = None  # pushing or submitting the next run
+    following: asyncio.Task[None] | None = None  # the current run, after its header
+    runs: dict[asyncio.Task[None], Deployment] = {}
 
-    async def one_run(number: int, supersedes: common_pb2.Job | None) -> None:
-        nonlocal last_job
+    def submitted(job: common_pb2.Job) -> None:
+        nonlocal latest_job
+        latest_job = job
+
+    def submitting() -> None:
+        """The next run is about to supersede the current one: stop showing it."""
+        nonlocal following
+        stop(following)
+        following = None
+
+    async def one_run(deployment: Deployment) -> None:
+        me = asyncio.current_task()
         try:
-            async for event in deploy(deploy_request, pusher, connections, supersedes=supersedes):
-                if event.HasField("submitted"):
-                    last_job = event.submitted
-                queue.put_nowait((number, event))
+            async for event in deployment.submit():
+                queue.put_nowait((me, event))
+            if not deployment.skipped:
+                async for event in deployment.follow():
+                    queue.put_nowait((me, event))
         except C3Error as exc:
-            queue.put_nowait((number, daemon_pb2.DeployEvent(notice=f"deploy failed: {exc}")))
-        queue.put_nowait((number, _RUN_DONE))
+            queue.put_nowait((me, daemon_pb2.DeployEvent(error=f"deploy failed: {exc}")))
+        queue.put_nowait((me, _DONE))
 
-    async def start_run(reason: str) -> int:
-        nonlocal task, run
-        if task is not None and not task.done():
-            task.cancel()
+    async def start_run(paths: set[str], *, first: bool) -> None:
+        nonlocal deploying
+        if deploying is not None and not deploying.done():
+            deploying.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-        run += 1
-        queue.put_nowait((run, daemon_pb2.DeployEvent(notice=f"── run {run}: {reason} ──")))
-        task = asyncio.create_task(one_run(run, last_job))
-        return run
+                await deploying
+        touched.update(paths)
+        reference = await asyncio.to_thread(saved_at, project.root, sorted(touched), noticed)
+        deployment = Deployment(
+            deploy_request, pusher, connections, run=run + 1, reference=reference,
+            since="watch" if first else "save", supersedes=latest_job,
+            on_submitted=submitted, on_submitting=submitting, touched=frozenset(touched), skip_unchanged=not first,
+        )
+        deploying = asyncio.create_task(one_run(deployment))
+        runs[deploying] = deployment
+
+    def stop(task: asyncio.Task[None] | None) -> None:
+        if task is not None:
+            task.cancel()
+            runs.pop(task, None)
 
     project.listeners.add(on_change)
     resume_waiter = asyncio.create_task(_resume_signals(state, on_resume))
     try:
-        await start_run("watching " + request.project_dir)
+        await start_run(set(), first=True)
         while True:
-            number, item = await queue.get()
+            source, item = await queue.get()
             if item is _CHANGE:
                 if not project.root.is_dir():
                     raise NotFound(
@@ -104,22 +152,30 @@ async def watch(
                     state.pending = paths
                     continue
                 state.pending = set()
-                await start_run(f"changed {describe(paths)}")
-            elif item is _RUN_DONE:
-                continue
-            elif number == run:
+                await start_run(paths, first=False)
+            elif item is _DONE:
+                if deploying is not None and source is deploying:
+                    runs.pop(deploying, None)
+                    deploying = None
+            elif deploying is not None and source is deploying:
+                assert isinstance(item, daemon_pb2.DeployEvent)
+                if item.HasField("header"):  # submitted: this is the current run now
+                    following, deploying = deploying, None
+                    run = item.header.run
+                    touched.difference_update(runs[following].touched)
+                yield item
+            elif source is following:
                 assert isinstance(item, daemon_pb2.DeployEvent)
                 yield item
     finally:
         project.listeners.discard(on_change)
         resume_waiter.cancel()
-        if task is not None:
-            task.cancel()
+        stop(deploying)
+        stop(following)
 
 
-async def _resume_signals(state: WatchState, on_resume: object) -> None:
+async def _resume_signals(state: WatchState, on_resume: Callable[[], None]) -> None:
     """Turns a resume (state.wake) into a change signal when changes piled up while paused."""
-    assert callable(on_resume)
     while True:
         await state.wake.wait()
         state.wake.clear()
