@@ -329,9 +329,11 @@ class Deployment:
         # job) comes first.
         later = [daemon_pb2.DeployEvent(pushed=pushed.stats)]
         mounts = []
+        dataset_bytes = 0
         async for mount, ds_stats in resolve_datasets(cfg, storage, pusher, server_key):
             mounts.append(mount)
             if ds_stats is not None:
+                dataset_bytes += ds_stats.bytes_sent
                 later.append(daemon_pb2.DeployEvent(
                     notice=f"dataset {mount.resolved_path} v{mount.version}: "
                     f"{ds_stats.blobs_new} new blobs, {ds_stats.bytes_sent} bytes sent"
@@ -359,6 +361,7 @@ class Deployment:
             # A watch's first run names the whole workspace, not what changed before it.
             since = previous if self.run != 1 else None
             header = run_header(self.run, self.jobs[0].id, pushed, since, self.touched)
+            header.bytes_sent += dataset_bytes  # what the run moved, local datasets included
             yield daemon_pb2.DeployEvent(header=header)
         for event in later:
             yield event

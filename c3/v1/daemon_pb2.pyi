@@ -206,6 +206,7 @@ class RunHeader(_message.Message):
     files: _builtins.int
     bytes_total: _builtins.int
     bytes_sent: _builtins.int
+    """Sent for this run: the workspace's new blobs and those of its local datasets."""
     @_builtins.property
     def changed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Workspace paths that changed or were saved since the project's previous run, sorted,
