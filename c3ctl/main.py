@@ -59,7 +59,9 @@ class LazyGroup(click.Group):
         return command
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Exit status: 0 ok, 1 user error, 2 usage error, 3 a service could not be "
+             "reached; `run` and `deploy -f` exit as their job did (see `c3 run --help`).")
 @click.version_option(__version__, prog_name="c3ctl")
 def cli() -> None:
     """c3: edit locally, run on a warm remote GPU."""

@@ -287,11 +287,11 @@ class Deployment:
     on_submitting: Callable[[], None] | None = None
     touched: Collection[str] = ()
     skip_unchanged: bool = False
-    jobs: list[common_pb2.Job] = field(default_factory=list)
-    skipped: bool = False
-    _client: CoordinatorClient | None = None
-    _storage: StorageClient | None = None
-    _pushed_at: float = 0.0
+    jobs: list[common_pb2.Job] = field(default_factory=list, init=False)
+    skipped: bool = field(default=False, init=False)
+    _client: CoordinatorClient | None = field(default=None, init=False)
+    _storage: StorageClient | None = field(default=None, init=False)
+    _pushed_at: float = field(default=0.0, init=False)
 
     async def submit(self) -> AsyncIterator[daemon_pb2.DeployEvent]:
         request, pusher, connections = self.request, self.pusher, self.connections
