@@ -131,7 +131,7 @@ def c3_compressed_size(path: Path) -> int:
 
 
 class Pusher:
-    """What `c3ctl data cp DIR /datasets/x` does (the shared c3.treepush code): stat walk,
+    """What `c3ctl data cp DIR /datasets/x` does (the shared c3.storage.treepush code): stat walk,
     index, dedup push, manifest, commit."""
 
     def __init__(

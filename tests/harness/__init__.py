@@ -6,6 +6,7 @@
 - `storage`: an in-process storaged, test files and trees.
 - `processes`: c3's servers as real child processes (ready files, deadlines, stop).
 - `cli`: the real CLI and the real local stack (`c3 up`) in a private C3_HOME.
+- `screen`: a real terminal (tmux) to run the CLI in and read back.
 - `git`: git isolated from this machine's configuration.
 - `rpc`: the status code of a gRPC call expected to fail.
 Fixtures built on these live in tests/conftest.py.
