@@ -1,14 +1,18 @@
 """One error hierarchy for every c3 component, mapped to gRPC status in one place.
 
 Domain code raises a `C3Error` subclass; `ErrorMappingInterceptor` turns it into the
-matching gRPC status on the server; `from_rpc_error` turns a status back into the same
-class on the client, so a CLI can print one clear line and pick an exit code.
+matching gRPC status on the server; on the client `ErrorMappingClientInterceptor` (every
+channel made by `c3.grpcutil.channel`) turns a status back into the same class, so a CLI
+can print one clear line and pick an exit code. A failure of the connection itself (the
+server stopped, crashed or cannot be reached) becomes `Unavailable` naming the service
+and its address, never the transport's own text.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any, ClassVar
 
 import grpc
@@ -116,13 +120,30 @@ _BY_CODE: dict[grpc.StatusCode, type[C3Error]] = {
 }
 
 
-def from_rpc_error(error: grpc.RpcError) -> C3Error:
-    """The C3Error a gRPC failure stands for (client side)."""
+# What grpc says when the connection itself broke, whatever status it files it under.
+_TRANSPORT_FAILURE = re.compile(
+    r"transport|socket closed|stream removed|connection reset|broken pipe|rst_stream|goaway"
+    r"|end of tcp stream|failed to connect|connection refused|handshake",
+    re.IGNORECASE,
+)
+
+
+def from_rpc_error(error: grpc.RpcError, service: str = "", address: str = "", hint: str = "") -> C3Error:
+    """The C3Error a gRPC failure stands for (client side). With `service` and `address`,
+    a broken or refused connection reads `<service> at <address> is unreachable (hint)`."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = error.details() if hasattr(error, "details") else None
+    transport = code == grpc.StatusCode.UNAVAILABLE or (
+        code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL)
+        and bool(details)
+        and bool(_TRANSPORT_FAILURE.search(details or ""))
+    )
+    if transport and service:
+        where = f"{service} at {address}" if address else service
+        return Unavailable(f"{where} is unreachable{f' ({hint})' if hint else ''}")
+    if transport:
+        return Unavailable(details or "service unavailable")
     cls = _BY_CODE.get(code, C3Error)
-    if code == grpc.StatusCode.UNAVAILABLE and not details:
-        details = "service unavailable"
     return cls(details or code.name.lower())
 
 
@@ -148,8 +169,8 @@ def _wrap_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class ErrorMappingInterceptor(aio.ServerInterceptor):
-    """Maps C3Error raised by any handler to its gRPC status; everything else stays INTERNAL
-    (and is logged with its traceback, because it is a bug)."""
+    """Maps C3Error raised by any handler to its gRPC status. Anything else is a bug: grpc
+    logs it with its traceback and the caller gets UNKNOWN."""
 
     async def intercept_service(
         self,
@@ -191,3 +212,67 @@ class Unimplemented(C3Error):
 
 
 _BY_CODE[Unimplemented.code] = Unimplemented
+
+
+class _MappedUnaryCall:
+    """A call whose awaited failure is a C3Error; everything else is the call's."""
+
+    def __init__(self, call: Any, mapping: ErrorMappingClientInterceptor) -> None:
+        self._call = call
+        self._mapping = mapping
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        try:
+            return (yield from self._call.__await__())
+        except grpc.RpcError as exc:
+            raise self._mapping.error(exc) from None
+
+
+class ErrorMappingClientInterceptor(
+    aio.UnaryUnaryClientInterceptor,
+    aio.UnaryStreamClientInterceptor,
+    aio.StreamUnaryClientInterceptor,
+    aio.StreamStreamClientInterceptor,
+):
+    """Every failed call on the channel raises the C3Error its status stands for; a broken
+    connection names `service` at `address` (and `hint`, what to do about it)."""
+
+    def __init__(self, service: str, address: str, hint: str = "") -> None:
+        self.service, self.address, self.hint = service, address, hint
+
+    def error(self, exc: grpc.RpcError) -> C3Error:
+        return from_rpc_error(exc, self.service, self.address, self.hint)
+
+    async def _stream(self, call: Any) -> AsyncIterator[Any]:
+        try:
+            async for response in call:
+                yield response
+        except grpc.RpcError as exc:
+            raise self.error(exc) from None
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        call = await continuation(client_call_details, request)
+        try:
+            return await call
+        except grpc.RpcError as exc:
+            raise self.error(exc) from None
+
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        return self._stream(await continuation(client_call_details, request))
+
+    async def intercept_stream_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return _MappedUnaryCall(await continuation(client_call_details, request_iterator), self)
+
+    async def intercept_stream_stream(
+        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return self._stream(await continuation(client_call_details, request_iterator))

@@ -10,7 +10,7 @@ from c3.errors import InvalidArgument, NotFound, Unauthenticated
 from c3.v1 import agent_pb2
 from coordinator.accounts import Accounts
 from coordinator.model import AgentRecord
-from coordinator.repo import Repository
+from coordinator.repository import Repository
 from coordinator.secrets_util import matches, new_id, new_secret, salted_hash, split_credential
 
 AGENT_CREDENTIAL_PREFIX = "c3_agent_"
