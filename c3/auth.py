@@ -1,7 +1,8 @@
 """Who may call what, checked in one place for every method of a server.
 
 A server gives `AuthInterceptor` a table: full method name ("/c3.v1.Coordinator/SubmitJob")
--> a rule. The rule checks the call's credentials and returns who is calling (a principal:
+-> a rule. The rule checks the call's credentials (and, for a method with a single request,
+what the request asks for: a path) and returns who is calling (a principal:
 an API key's caller, an agent, a storage token's claims; None for public methods) or raises
 a C3Error to refuse it. The handler then runs with the principal in a context variable
 (`principal()`), so no handler checks credentials itself. A method the server serves that
@@ -20,7 +21,8 @@ from grpc import aio
 
 from c3.errors import PermissionDenied, Unauthenticated
 
-Rule = Callable[[aio.ServicerContext, str], object]
+# (context, full method name, the request; None when the client streams its requests)
+Rule = Callable[[aio.ServicerContext, str, Any], object]
 T = TypeVar("T")
 
 _principal: contextvars.ContextVar[object] = contextvars.ContextVar("c3_principal")
@@ -33,7 +35,7 @@ REFLECTION_METHODS = (
 )
 
 
-def public(context: aio.ServicerContext, method: str) -> None:
+def public(context: aio.ServicerContext, method: str, request: Any) -> None:
     return None
 
 
@@ -49,23 +51,28 @@ def principal(kind: type[T]) -> T:
 
 
 def _refuse(method: str) -> Rule:
-    def rule(context: aio.ServicerContext, _: str) -> object:
+    def rule(context: aio.ServicerContext, _: str, request: Any) -> object:
         raise PermissionDenied(f"{method} is open to no caller (it has no permission entry)")
 
     return rule
 
 
-def _guard_unary(rule: Rule, method: str, behavior: Callable[..., Awaitable[Any]]) -> Any:
+def _guard_unary(
+    rule: Rule, method: str, behavior: Callable[..., Awaitable[Any]], streamed: bool
+) -> Any:
     async def wrapper(request: Any, context: aio.ServicerContext) -> Any:
-        _principal.set(rule(context, method))  # each call runs in a task of its own
+        # Each call runs in a task of its own: the variable is this call's alone.
+        _principal.set(rule(context, method, None if streamed else request))
         return await behavior(request, context)
 
     return wrapper
 
 
-def _guard_stream(rule: Rule, method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Any:
+def _guard_stream(
+    rule: Rule, method: str, behavior: Callable[..., AsyncIterator[Any]], streamed: bool
+) -> Any:
     async def wrapper(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-        _principal.set(rule(context, method))
+        _principal.set(rule(context, method, None if streamed else request))
         async for item in behavior(request, context):
             yield item
 
@@ -87,16 +94,16 @@ class AuthInterceptor(aio.ServerInterceptor):
         method: str = handler_call_details.method
         rule = self.rules.get(method) or _refuse(method)
         kinds = (
-            ("unary_unary", grpc.unary_unary_rpc_method_handler, _guard_unary),
-            ("stream_unary", grpc.stream_unary_rpc_method_handler, _guard_unary),
-            ("unary_stream", grpc.unary_stream_rpc_method_handler, _guard_stream),
-            ("stream_stream", grpc.stream_stream_rpc_method_handler, _guard_stream),
+            ("unary_unary", grpc.unary_unary_rpc_method_handler, _guard_unary, False),
+            ("stream_unary", grpc.stream_unary_rpc_method_handler, _guard_unary, True),
+            ("unary_stream", grpc.unary_stream_rpc_method_handler, _guard_stream, False),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler, _guard_stream, True),
         )
-        for attribute, make, guard in kinds:
+        for attribute, make, guard, streamed in kinds:
             behavior = getattr(handler, attribute)
             if behavior:
                 return make(
-                    guard(rule, method, behavior),
+                    guard(rule, method, behavior, streamed),
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,
                 )

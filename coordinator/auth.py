@@ -12,10 +12,11 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from grpc import aio
 
-from c3.auth import PUBLIC_METHODS, Rule, principal
+from c3.auth import PUBLIC_METHODS, Rule, principal, public
 from c3.errors import C3Error
 from c3.grpcutil import bearer_secret
 from coordinator.accounts import Accounts, Caller
@@ -65,11 +66,11 @@ def agent() -> AgentState:
 
 
 def rules(accounts: Accounts, agents: AgentRegistry) -> Mapping[str, Rule]:
-    def member(context: aio.ServicerContext, method: str) -> Caller:
+    def member(context: aio.ServicerContext, method: str, request: Any) -> Caller:
         return accounts.authenticate(bearer_secret(context))
 
-    def operator(context: aio.ServicerContext, method: str) -> Caller:
-        found = member(context, method)
+    def operator(context: aio.ServicerContext, method: str, request: Any) -> Caller:
+        found = member(context, method, request)
         try:
             accounts.require_operator(found)
         except C3Error:
@@ -78,11 +79,11 @@ def rules(accounts: Accounts, agents: AgentRegistry) -> Mapping[str, Rule]:
             raise
         return found
 
-    def enrolled_agent(context: aio.ServicerContext, method: str) -> AgentState:
+    def enrolled_agent(context: aio.ServicerContext, method: str, request: Any) -> AgentState:
         return agents.authenticate(bearer_secret(context))
 
     checks: dict[Permission, Rule] = {
-        Permission.PUBLIC: lambda context, method: None,
+        Permission.PUBLIC: public,
         Permission.MEMBER: member,
         Permission.OPERATOR: operator,
         Permission.AGENT: enrolled_agent,
