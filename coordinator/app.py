@@ -89,7 +89,7 @@ class Coordinator(Service):
         await accounts.load()
         if config.bootstrap_file is not None:
             await accounts.bootstrap(config.bootstrap_file, config.bootstrap_plan)
-        agents = AgentRegistry(repo, accounts)
+        agents = AgentRegistry(repo, accounts, catalog.classify)
         await agents.load()
 
         steps.step("storage")
