@@ -128,7 +128,9 @@ _TRANSPORT_FAILURE = re.compile(
 )
 
 
-def from_rpc_error(error: grpc.RpcError, service: str = "", address: str = "", hint: str = "") -> C3Error:
+def from_rpc_error(
+    error: grpc.RpcError, service: str = "", address: str = "", hint: str = ""
+) -> C3Error:
     """The C3Error a gRPC failure stands for (client side). With `service` and `address`,
     a broken or refused connection reads `<service> at <address> is unreachable (hint)`."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
@@ -214,12 +216,50 @@ class Unimplemented(C3Error):
 _BY_CODE[Unimplemented.code] = Unimplemented
 
 
+class ClientCalls:
+    """What every call on a client channel gets (`client_interceptors`): a failure raises the
+    C3Error its status stands for, a broken connection naming `service` at `address` (and
+    `hint`, what to do about it); calls carry `metadata` (credentials) and, when they name
+    none, `timeout` if they have a single answer. So callers make plain typed stub calls."""
+
+    def __init__(
+        self,
+        service: str,
+        address: str,
+        hint: str = "",
+        metadata: tuple[tuple[str, str], ...] = (),
+        timeout: float | None = None,
+    ) -> None:
+        self.service, self.address, self.hint = service, address, hint
+        self._metadata = metadata
+        self._timeout = timeout
+
+    def error(self, exc: grpc.RpcError) -> C3Error:
+        return from_rpc_error(exc, self.service, self.address, self.hint)
+
+    def details(self, details: Any, unary_response: bool) -> Any:
+        if not self._metadata and self._timeout is None:
+            return details
+        metadata = aio.Metadata(*self._metadata, *(details.metadata or ()))
+        timeout = details.timeout
+        if timeout is None and unary_response:
+            timeout = self._timeout
+        return details._replace(metadata=metadata, timeout=timeout)
+
+    async def stream(self, call: Any) -> AsyncIterator[Any]:
+        try:
+            async for response in call:
+                yield response
+        except grpc.RpcError as exc:
+            raise self.error(exc) from None
+
+
 class _MappedUnaryCall:
     """A call whose awaited failure is a C3Error; everything else is the call's."""
 
-    def __init__(self, call: Any, mapping: ErrorMappingClientInterceptor) -> None:
+    def __init__(self, call: Any, calls: ClientCalls) -> None:
         self._call = call
-        self._mapping = mapping
+        self._calls = calls
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._call, name)
@@ -228,51 +268,56 @@ class _MappedUnaryCall:
         try:
             return (yield from self._call.__await__())
         except grpc.RpcError as exc:
-            raise self._mapping.error(exc) from None
+            raise self._calls.error(exc) from None
 
 
-class ErrorMappingClientInterceptor(
-    aio.UnaryUnaryClientInterceptor,
-    aio.UnaryStreamClientInterceptor,
-    aio.StreamUnaryClientInterceptor,
-    aio.StreamStreamClientInterceptor,
-):
-    """Every failed call on the channel raises the C3Error its status stands for; a broken
-    connection names `service` at `address` (and `hint`, what to do about it)."""
-
-    def __init__(self, service: str, address: str, hint: str = "") -> None:
-        self.service, self.address, self.hint = service, address, hint
-
-    def error(self, exc: grpc.RpcError) -> C3Error:
-        return from_rpc_error(exc, self.service, self.address, self.hint)
-
-    async def _stream(self, call: Any) -> AsyncIterator[Any]:
-        try:
-            async for response in call:
-                yield response
-        except grpc.RpcError as exc:
-            raise self.error(exc) from None
+class _UnaryUnary(aio.UnaryUnaryClientInterceptor):
+    def __init__(self, calls: ClientCalls) -> None:
+        self._calls = calls
 
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], client_call_details: Any, request: Any
     ) -> Any:
-        call = await continuation(client_call_details, request)
+        call = await continuation(self._calls.details(client_call_details, True), request)
         try:
             return await call
         except grpc.RpcError as exc:
-            raise self.error(exc) from None
+            raise self._calls.error(exc) from None
+
+
+class _UnaryStream(aio.UnaryStreamClientInterceptor):
+    def __init__(self, calls: ClientCalls) -> None:
+        self._calls = calls
 
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], client_call_details: Any, request: Any
     ) -> Any:
-        return self._stream(await continuation(client_call_details, request))
+        details = self._calls.details(client_call_details, False)
+        return self._calls.stream(await continuation(details, request))
+
+
+class _StreamUnary(aio.StreamUnaryClientInterceptor):
+    def __init__(self, calls: ClientCalls) -> None:
+        self._calls = calls
 
     async def intercept_stream_unary(
         self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
     ) -> Any:
-        return _MappedUnaryCall(await continuation(client_call_details, request_iterator), self)
+        details = self._calls.details(client_call_details, True)
+        return _MappedUnaryCall(await continuation(details, request_iterator), self._calls)
+
+
+class _StreamStream(aio.StreamStreamClientInterceptor):
+    def __init__(self, calls: ClientCalls) -> None:
+        self._calls = calls
 
     async def intercept_stream_stream(
         self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
     ) -> Any:
-        return self._stream(await continuation(client_call_details, request_iterator))
+        details = self._calls.details(client_call_details, False)
+        return self._calls.stream(await continuation(details, request_iterator))
+
+
+def client_interceptors(calls: ClientCalls) -> list[aio.ClientInterceptor]:
+    """One interceptor per kind of call (a grpc channel files each under one kind only)."""
+    return [_UnaryUnary(calls), _UnaryStream(calls), _StreamUnary(calls), _StreamStream(calls)]

@@ -9,7 +9,7 @@ import grpc
 from grpc import aio
 
 from c3.auth import AuthInterceptor, Rule
-from c3.errors import ErrorMappingClientInterceptor, ErrorMappingInterceptor, Unauthenticated
+from c3.errors import ClientCalls, ErrorMappingInterceptor, Unauthenticated, client_interceptors
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -126,12 +126,17 @@ def channel(
     *,
     service: str = "",
     hint: str = "",
+    metadata: tuple[tuple[str, str], ...] = (),
+    timeout: float | None = None,
 ) -> aio.Channel:
     """A channel to `address`. Naming the `service` ("storage", "coordinator") makes every
     call on it raise `c3.errors` classes instead of grpc.RpcError, a lost connection as
-    Unavailable naming the service and address (and `hint`: what to do about it)."""
+    Unavailable naming the service and address (and `hint`: what to do about it); every
+    call then carries `metadata` and, for a single answer, `timeout` unless it names one."""
     interceptors = (
-        [ErrorMappingClientInterceptor(service, address.removeprefix("unix:"), hint)]
+        client_interceptors(
+            ClientCalls(service, address.removeprefix("unix:"), hint, metadata, timeout)
+        )
         if service
         else None
     )

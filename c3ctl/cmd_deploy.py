@@ -7,11 +7,9 @@ import os
 from pathlib import Path
 
 import click
-import grpc
 from rich.markup import escape
 
 from c3 import config as project_config
-from c3.errors import from_rpc_error
 from c3.limits import MAX_JOBS_PER_SUBMIT
 from c3.v1 import common_pb2, daemon_pb2
 from c3ctl import render, session
@@ -118,15 +116,12 @@ async def _deploy(
     exit_code = 0
     async with DaemonConnection() as daemon:
         await daemon.ensure_running()
-        try:
-            async for event in daemon.stub.Deploy(request):
-                if event.HasField("submitted"):
-                    detach.job_ids.append(event.submitted.id)
-                finished = show_event(event, follow=follow, as_json=as_json)
-                if finished is not None and finished.state not in SUCCESS:
-                    exit_code = 1
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        async for event in daemon.stub.Deploy(request):
+            if event.HasField("submitted"):
+                detach.job_ids.append(event.submitted.id)
+            finished = show_event(event, follow=follow, as_json=as_json)
+            if finished is not None and finished.state not in SUCCESS:
+                exit_code = 1
     return exit_code
 
 

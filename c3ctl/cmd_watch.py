@@ -6,10 +6,8 @@ import os
 from pathlib import Path
 
 import click
-import grpc
 
 from c3 import config as project_config
-from c3.errors import from_rpc_error
 from c3.v1 import daemon_pb2
 from c3ctl import render, session
 from c3ctl.aio import run
@@ -26,14 +24,11 @@ async def _watch(project_dir: Path, provider: str) -> None:
     )
     async with DaemonConnection() as daemon:
         await daemon.ensure_running()
-        try:
-            async for event in daemon.stub.Watch(request):
-                if event.HasField("notice") and event.notice.startswith("──"):
-                    render.err.print(f"\n[bold]{event.notice}[/]")
-                else:
-                    show_event(event, follow=True, as_json=False)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        async for event in daemon.stub.Watch(request):
+            if event.HasField("notice") and event.notice.startswith("──"):
+                render.err.print(f"\n[bold]{event.notice}[/]")
+            else:
+                show_event(event, follow=True, as_json=False)
 
 
 async def _set_paused(project_dir: Path, paused: bool) -> bool:

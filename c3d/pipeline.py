@@ -108,8 +108,8 @@ async def _submit_through_cancel(
 
     async def submit() -> list[common_pb2.Job]:
         if len(entries) == 1:
-            return [(await client.call("SubmitJob", entries[0])).job]
-        reply = await client.call("SubmitJobs", coordinator_pb2.SubmitJobsRequest(jobs=entries))
+            return [(await client.stub.SubmitJob(entries[0])).job]
+        reply = await client.stub.SubmitJobs(coordinator_pb2.SubmitJobsRequest(jobs=entries))
         return list(reply.jobs)
 
     call = asyncio.ensure_future(submit())
@@ -255,7 +255,7 @@ async def deploy(
         spec.provider = request.provider
     entries = array_entries(spec, request.array)
     if supersedes is not None:  # watch mode: always a single job
-        previous = await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=supersedes.id))
+        previous = await client.stub.GetJob(coordinator_pb2.GetJobRequest(job_id=supersedes.id))
         entries[0].supersedes_job_id = supersedes.id
         entries[0].prefer_agent_id = previous.job.agent_id
     pushed_at = time.perf_counter()
@@ -276,7 +276,7 @@ async def deploy(
                 (time.perf_counter() - submitted_at) * 1000,
             )
         yield daemon_pb2.DeployEvent(job_event=job_event)
-    final = await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=job.id))
+    final = await client.stub.GetJob(coordinator_pb2.GetJobRequest(job_id=job.id))
     yield daemon_pb2.DeployEvent(finished=final.job)
 
 

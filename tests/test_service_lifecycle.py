@@ -90,7 +90,7 @@ async def check_every_step(
     assert expected_steps <= set(steps), steps
     for failing in steps:
 
-        def probe(name: str) -> None:
+        def probe(name: str, failing: str = failing) -> None:
             if name == failing:
                 raise Injected(name)
 
