@@ -134,7 +134,9 @@ async def test_storaged_that_fails_at_any_step_leaks_nothing(tmp_path: Path) -> 
 
     signer = TokenSigner.load_or_create(tmp_path / "key.pem")
     verifier = TokenVerifier.from_pem(signer.public_key_pem())
-    config = StoragedConfig(data_dir=tmp_path / "data", listen="127.0.0.1:0", gc_interval_seconds=60)
+    config = StoragedConfig(
+        data_dir=tmp_path / "data", listen="127.0.0.1:0", gc_interval_seconds=60
+    )
     addresses: list[str] = []
 
     async def start(probe: Probe) -> Service:
@@ -170,10 +172,18 @@ async def test_an_agent_that_fails_at_any_step_leaks_nothing(tmp_path: Path) -> 
     try:
         secret = tmp_path / "secret"
         secret.write_text(boot.agent_secret)
-        args: argparse.Namespace = parse_args([
-            "--coordinator", app.address, "--secret-file", str(secret),
-            "--data-dir", str(tmp_path / "agent"), "--no-cgroups", "--allow-unsandboxed",
-        ])
+        args: argparse.Namespace = parse_args(
+            [
+                "--coordinator",
+                app.address,
+                "--secret-file",
+                str(secret),
+                "--data-dir",
+                str(tmp_path / "agent"),
+                "--no-cgroups",
+                "--allow-unsandboxed",
+            ]
+        )
 
         async def start(probe: Probe) -> Service:
             agent = await Agent.start(args, probe)
