@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc import aio
 
-from c3.errors import PermissionDenied, Unauthenticated
+from c3.errors import PermissionDenied, Unauthenticated, rewrap_handler
 
 # (context, full method name, the request; None when the client streams its requests)
 Rule = Callable[[aio.ServicerContext, str, Any], object]
@@ -61,26 +61,28 @@ def _refuse(method: str) -> Rule:
     return rule
 
 
-def _guard_unary(
-    rule: Rule, method: str, behavior: Callable[..., Awaitable[Any]], streamed: bool
-) -> Any:
-    async def wrapper(request: Any, context: aio.ServicerContext) -> Any:
-        # Each call runs in a task of its own: the variable is this call's alone.
-        _principal.set(rule(context, method, None if streamed else request))
-        return await behavior(request, context)
+def _guard_unary(rule: Rule, method: str) -> Callable[[Callable[..., Any], bool], Any]:
+    def guard(behavior: Callable[..., Awaitable[Any]], streamed: bool) -> Any:
+        async def wrapper(request: Any, context: aio.ServicerContext) -> Any:
+            # Each call runs in a task of its own: the variable is this call's alone.
+            _principal.set(rule(context, method, None if streamed else request))
+            return await behavior(request, context)
 
-    return wrapper
+        return wrapper
+
+    return guard
 
 
-def _guard_stream(
-    rule: Rule, method: str, behavior: Callable[..., AsyncIterator[Any]], streamed: bool
-) -> Any:
-    async def wrapper(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-        _principal.set(rule(context, method, None if streamed else request))
-        async for item in behavior(request, context):
-            yield item
+def _guard_stream(rule: Rule, method: str) -> Callable[[Callable[..., Any], bool], Any]:
+    def guard(behavior: Callable[..., AsyncIterator[Any]], streamed: bool) -> Any:
+        async def wrapper(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+            _principal.set(rule(context, method, None if streamed else request))
+            async for item in behavior(request, context):
+                yield item
 
-    return wrapper
+        return wrapper
+
+    return guard
 
 
 class AuthInterceptor(aio.ServerInterceptor):
@@ -97,18 +99,4 @@ class AuthInterceptor(aio.ServerInterceptor):
             return handler  # not served here: grpc answers UNIMPLEMENTED
         method: str = handler_call_details.method
         rule = self.rules.get(method) or _refuse(method)
-        kinds = (
-            ("unary_unary", grpc.unary_unary_rpc_method_handler, _guard_unary, False),
-            ("stream_unary", grpc.stream_unary_rpc_method_handler, _guard_unary, True),
-            ("unary_stream", grpc.unary_stream_rpc_method_handler, _guard_stream, False),
-            ("stream_stream", grpc.stream_stream_rpc_method_handler, _guard_stream, True),
-        )
-        for attribute, make, guard, streamed in kinds:
-            behavior = getattr(handler, attribute)
-            if behavior:
-                return make(
-                    guard(rule, method, behavior, streamed),
-                    request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer,
-                )
-        return handler
+        return rewrap_handler(handler, _guard_unary(rule, method), _guard_stream(rule, method))

@@ -170,6 +170,32 @@ def _wrap_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+# (behavior, whether the client streams its requests) -> the behavior that replaces it
+Rewrap = Callable[[Callable[..., Any], bool], Callable[..., Any]]
+
+
+def rewrap_handler(
+    handler: grpc.RpcMethodHandler, unary: Rewrap, stream: Rewrap
+) -> grpc.RpcMethodHandler:
+    """The same method handler with its behavior replaced: by `unary(behavior, streamed)`
+    for a method with one answer, by `stream(...)` for one that streams its answers."""
+    kinds = (
+        ("unary_unary", grpc.unary_unary_rpc_method_handler, unary, False),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler, unary, True),
+        ("unary_stream", grpc.unary_stream_rpc_method_handler, stream, False),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler, stream, True),
+    )
+    for attribute, make, wrap, streamed in kinds:
+        behavior = getattr(handler, attribute)
+        if behavior:
+            return make(
+                wrap(behavior, streamed),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler
+
+
 class ErrorMappingInterceptor(aio.ServerInterceptor):
     """Maps C3Error raised by any handler to its gRPC status. Anything else is a bug: grpc
     logs it with its traceback and the caller gets UNKNOWN."""
@@ -182,6 +208,7 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
+        return rewrap_handler(handler, lambda b, _: _wrap_unary(b), lambda b, _: _wrap_stream(b))
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary),
@@ -271,51 +298,43 @@ class _MappedUnaryCall:
             raise self._calls.error(exc) from None
 
 
-class _UnaryUnary(aio.UnaryUnaryClientInterceptor):
+class _Intercept:
     def __init__(self, calls: ClientCalls) -> None:
         self._calls = calls
 
-    async def intercept_unary_unary(
-        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    async def _one_answer(
+        self, continuation: Callable[..., Any], details: Any, request: Any
     ) -> Any:
-        call = await continuation(self._calls.details(client_call_details, True), request)
+        call = await continuation(self._calls.details(details, True), request)
         try:
             return await call
         except grpc.RpcError as exc:
             raise self._calls.error(exc) from None
 
-
-class _UnaryStream(aio.UnaryStreamClientInterceptor):
-    def __init__(self, calls: ClientCalls) -> None:
-        self._calls = calls
-
-    async def intercept_unary_stream(
-        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    async def _streamed_one_answer(
+        self, continuation: Callable[..., Any], details: Any, requests: Any
     ) -> Any:
-        details = self._calls.details(client_call_details, False)
-        return self._calls.stream(await continuation(details, request))
+        call = await continuation(self._calls.details(details, True), requests)
+        return _MappedUnaryCall(call, self._calls)  # a response here would not be a call
+
+    async def _answers(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return self._calls.stream(await continuation(self._calls.details(details, False), request))
 
 
-class _StreamUnary(aio.StreamUnaryClientInterceptor):
-    def __init__(self, calls: ClientCalls) -> None:
-        self._calls = calls
-
-    async def intercept_stream_unary(
-        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        details = self._calls.details(client_call_details, True)
-        return _MappedUnaryCall(await continuation(details, request_iterator), self._calls)
+class _UnaryUnary(_Intercept, aio.UnaryUnaryClientInterceptor):
+    intercept_unary_unary = _Intercept._one_answer
 
 
-class _StreamStream(aio.StreamStreamClientInterceptor):
-    def __init__(self, calls: ClientCalls) -> None:
-        self._calls = calls
+class _UnaryStream(_Intercept, aio.UnaryStreamClientInterceptor):
+    intercept_unary_stream = _Intercept._answers
 
-    async def intercept_stream_stream(
-        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        details = self._calls.details(client_call_details, False)
-        return self._calls.stream(await continuation(details, request_iterator))
+
+class _StreamUnary(_Intercept, aio.StreamUnaryClientInterceptor):
+    intercept_stream_unary = _Intercept._streamed_one_answer
+
+
+class _StreamStream(_Intercept, aio.StreamStreamClientInterceptor):
+    intercept_stream_stream = _Intercept._answers
 
 
 def client_interceptors(calls: ClientCalls) -> list[aio.ClientInterceptor]:

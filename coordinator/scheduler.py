@@ -174,7 +174,11 @@ class Scheduler:
     def _run_follow_ups(self) -> None:
         self._follow_up_scheduled = False
         while self._follow_ups:
-            self._follow_ups.popleft()()
+            work = self._follow_ups.popleft()
+            try:
+                work()
+            except Exception:  # a bug in one placement must not strand the ones after it
+                log.exception("placement after a job change failed")
 
     def _place_new(self, job: Job) -> None:
         if job.state == State.PENDING:  # not canceled meanwhile
