@@ -82,6 +82,7 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
                 except C3Error as exc:
                     # One bad report must not end the stream or touch another job.
                     log.warning("agent %s: %s", agent.id, exc)
+                self._scheduler.settle()  # what the reports freed is placed now
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the agent's side of the stream broke: close ours too

@@ -12,7 +12,7 @@ import heapq
 import logging
 import operator
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from c3.errors import FailedPrecondition, NotFound
@@ -157,7 +157,10 @@ class JobService:
         spec: common_pb2.JobSpec,
         prefer_agent_id: str = "",
         supersedes_job_id: str = "",
+        created: Callable[[], None] = lambda: None,
     ) -> Job:
+        """A new job; `created` runs once it exists, before its commit is waited for (the
+        servicer has the scheduler place it then, not a loop turn later)."""
         superseded = await self.find(org_id, supersedes_job_id) if supersedes_job_id else None
         job_id = f"j-{new_id(5)}"
         hold_agent_id = ""
@@ -177,25 +180,31 @@ class JobService:
                 self._pins.unpin(org_id, job_id)
             raise
         job, durable = self._create(org_id, job_id, spec, prefer_agent_id, hold_agent_id)
+        created()
         await durable
         return job
 
     async def submit_many(
-        self, org_id: str, requests: Sequence[tuple[common_pb2.JobSpec, str]]
+        self,
+        org_id: str,
+        requests: Sequence[tuple[common_pb2.JobSpec, str]],
+        created: Callable[[], None] = lambda: None,
     ) -> list[Job]:
         """New jobs from (spec, prefer_agent_id) pairs, in order. Every mount of every job
-        is held before any job exists, so a refusal (naming its entry) creates none."""
+        is held before any job exists, so a refusal (naming its entry) creates none.
+        `created` runs as for `submit`."""
         job_ids = [f"j-{new_id(5)}" for _ in requests]
         if self._pins is not None:
             entries = [(job_id, spec) for job_id, (spec, _) in zip(job_ids, requests, strict=True)]
             await self._pins.pin(org_id, entries, name_entries=True)
-        created = [
+        made = [
             self._create(org_id, job_id, spec, prefer_agent_id, "")
             for job_id, (spec, prefer_agent_id) in zip(job_ids, requests, strict=True)
         ]
-        for _, durable in created:
+        created()
+        for _, durable in made:
             await durable  # every job shares the batch's commit: one wait in practice
-        return [job for job, _ in created]
+        return [job for job, _ in made]
 
     def _create(
         self,

@@ -169,10 +169,17 @@ class Scheduler:
         self._follow_ups.append(work)
         if not self._follow_up_scheduled:
             self._follow_up_scheduled = True
-            asyncio.get_running_loop().call_soon(self._run_follow_ups)
+            asyncio.get_running_loop().call_soon(self._settle_soon)
 
-    def _run_follow_ups(self) -> None:
+    def _settle_soon(self) -> None:
         self._follow_up_scheduled = False
+        self.settle()
+
+    def settle(self) -> None:
+        """Make the placements that follow the changes so far. Runs on the next loop turn
+        by itself; a caller that just applied changes outside any transition (the gateway,
+        after each agent message) calls it at once, so a freed agent gets its next job
+        without waiting for the rest of the loop's ready work."""
         while self._follow_ups:
             work = self._follow_ups.popleft()
             try:

@@ -60,7 +60,11 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         self._accounts.require_credit(who.org.id)
         validate_spec(request.spec, self._gpu_names(), self._providers())
         job = await self._jobs.submit(
-            who.org.id, request.spec, request.prefer_agent_id, request.supersedes_job_id
+            who.org.id,
+            request.spec,
+            request.prefer_agent_id,
+            request.supersedes_job_id,
+            created=self._scheduler.settle,  # placed now, not a loop turn later
         )
         return pb.SubmitJobResponse(job=job_to_proto(job))
 
@@ -88,7 +92,9 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             except InvalidArgument as exc:
                 raise InvalidArgument(f"jobs[{index}]: {exc.message}") from None
         jobs = await self._jobs.submit_many(
-            who.org.id, [(entry.spec, entry.prefer_agent_id) for entry in request.jobs]
+            who.org.id,
+            [(entry.spec, entry.prefer_agent_id) for entry in request.jobs],
+            created=self._scheduler.settle,
         )
         return pb.SubmitJobsResponse(jobs=[job_to_proto(job) for job in jobs])
 
