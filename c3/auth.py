@@ -88,6 +88,8 @@ def _guard_stream(rule: Rule, method: str) -> Callable[[Callable[..., Any], bool
 class AuthInterceptor(aio.ServerInterceptor):
     def __init__(self, rules: Mapping[str, Rule]) -> None:
         self.rules = dict(rules)
+        # method -> (the handler grpc gave, the guarded one): built once per method.
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -98,5 +100,10 @@ class AuthInterceptor(aio.ServerInterceptor):
         if handler is None:
             return handler  # not served here: grpc answers UNIMPLEMENTED
         method: str = handler_call_details.method
+        known = self._guarded.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
         rule = self.rules.get(method) or _refuse(method)
-        return rewrap_handler(handler, _guard_unary(rule, method), _guard_stream(rule, method))
+        guarded = rewrap_handler(handler, _guard_unary(rule, method), _guard_stream(rule, method))
+        self._guarded[method] = (handler, guarded)
+        return guarded

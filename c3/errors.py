@@ -200,6 +200,10 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
     """Maps C3Error raised by any handler to its gRPC status. Anything else is a bug: grpc
     logs it with its traceback and the caller gets UNKNOWN."""
 
+    def __init__(self) -> None:
+        # method -> (the handler below, the mapped one): built once per method.
+        self._mapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -208,32 +212,13 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return rewrap_handler(handler, lambda b, _: _wrap_unary(b), lambda b, _: _wrap_stream(b))
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(handler.stream_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        method: str = handler_call_details.method
+        known = self._mapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        mapped = rewrap_handler(handler, lambda b, _: _wrap_unary(b), lambda b, _: _wrap_stream(b))
+        self._mapped[method] = (handler, mapped)
+        return mapped
 
 
 class Unimplemented(C3Error):

@@ -73,6 +73,11 @@ class Topic(Generic[E]):
     def delivering(self) -> bool:
         return self._delivering
 
+    @property
+    def heard(self) -> bool:
+        """Whether anyone subscribed (a publisher may skip building an event nobody hears)."""
+        return bool(self._subscribers)
+
     def publish(self, event: E) -> None:
         if self._delivering:
             raise RuntimeError(

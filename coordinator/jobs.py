@@ -192,16 +192,15 @@ class JobService:
     ) -> list[Job]:
         """New jobs from (spec, prefer_agent_id) pairs, in order. Every mount of every job
         is held before any job exists, so a refusal (naming its entry) creates none.
-        `created` runs as for `submit`."""
+        `created` runs after each job is made, as for `submit`."""
         job_ids = [f"j-{new_id(5)}" for _ in requests]
         if self._pins is not None:
             entries = [(job_id, spec) for job_id, (spec, _) in zip(job_ids, requests, strict=True)]
             await self._pins.pin(org_id, entries, name_entries=True)
-        made = [
-            self._create(org_id, job_id, spec, prefer_agent_id, "")
-            for job_id, (spec, prefer_agent_id) in zip(job_ids, requests, strict=True)
-        ]
-        created()
+        made = []
+        for job_id, (spec, prefer_agent_id) in zip(job_ids, requests, strict=True):
+            made.append(self._create(org_id, job_id, spec, prefer_agent_id, ""))
+            created()  # each job is placed as it exists, not after the whole batch
         for _, durable in made:
             await durable  # every job shares the batch's commit: one wait in practice
         return [job for job, _ in made]

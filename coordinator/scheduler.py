@@ -112,7 +112,7 @@ class Scheduler:
         self._limits = TimeLimits(time_limit_grace_s, self.push_cancel, self._force_timeout)
         # Placements that follow a change, run on the next loop turn in the order queued.
         self._follow_ups: deque[Callable[[], None]] = deque()
-        self._follow_up_scheduled = False
+        self._settle_later: asyncio.Handle | None = None
         job_changes.subscribe(self._on_change)
 
     # -- restart -------------------------------------------------------------------------
@@ -167,19 +167,17 @@ class Scheduler:
 
     def _follow_up(self, work: Callable[[], None]) -> None:
         self._follow_ups.append(work)
-        if not self._follow_up_scheduled:
-            self._follow_up_scheduled = True
-            asyncio.get_running_loop().call_soon(self._settle_soon)
-
-    def _settle_soon(self) -> None:
-        self._follow_up_scheduled = False
-        self.settle()
+        if self._settle_later is None:
+            self._settle_later = asyncio.get_running_loop().call_soon(self.settle)
 
     def settle(self) -> None:
         """Make the placements that follow the changes so far. Runs on the next loop turn
         by itself; a caller that just applied changes outside any transition (the gateway,
         after each agent message) calls it at once, so a freed agent gets its next job
         without waiting for the rest of the loop's ready work."""
+        if self._settle_later is not None:
+            self._settle_later.cancel()  # a no-op when it is what runs this
+            self._settle_later = None
         while self._follow_ups:
             work = self._follow_ups.popleft()
             try:
@@ -325,7 +323,8 @@ class Scheduler:
         self._refresh(self._pending.jobs())
 
     def _tell(self, kind: AgentEvent, agent: AgentState | None = None) -> None:
-        self._agent_changes.publish(AgentChange(kind, agent))
+        if self._agent_changes.heard:  # no warm pool: nobody listens
+            self._agent_changes.publish(AgentChange(kind, agent))
 
     # -- agents --------------------------------------------------------------------------
     def _agent_free(self, agent: AgentState) -> None:
