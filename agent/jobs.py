@@ -298,7 +298,7 @@ class JobExecutor:
                                 shm_bytes=share.shm_bytes if share else 0,
                                 docker_image=image, container_name=f"c3-{job.id}",
                                 share=share, array_index=spec.array_index,
-                                array_size=spec.array_size)
+                                array_size=spec.array_size, command=tuple(spec.command))
             group = await prepared
             run = ScriptRun(launch, sandboxed=self.sandboxed, logs=logs,
                             time_limit_seconds=spec.time_limit_seconds,

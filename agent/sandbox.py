@@ -77,6 +77,8 @@ class LaunchSpec:
     # `deploy --array`: this job's place in its array (array_size 0: not in an array).
     array_index: int = 0
     array_size: int = 0
+    # `c3 run -- CMD ARGS...`: this argv instead of `bash <script>` (script is then unused).
+    command: tuple[str, ...] = ()
 
 
 def check_mount_target(target: str) -> str:
@@ -183,10 +185,26 @@ def bwrap_argv(spec: LaunchSpec, command: Sequence[str]) -> list[str]:
     return [*argv, "--", *command]
 
 
+# Runs a job's command argv: bash looks only argv[0] up on the job's PATH and execs it with
+# the arguments as positional parameters ("$@" is never re-split or expanded), so every
+# argument arrives byte for byte; a command that is not found exits 127, one that cannot
+# run 126, as in a shell.
+EXEC_COMMAND = (
+    'case $1 in */*) ;; *) type -P -- "$1" >/dev/null || '
+    '{ printf "c3: %s: command not found (PATH=%s)\\n" "$1" "$PATH" >&2; exit 127; };; esac; '
+    'exec -- "$@"'
+)
+
+
 def launch_argv(spec: LaunchSpec, sandboxed: bool) -> tuple[list[str], Path]:
-    """(argv, host cwd) that runs `bash <script>` for this job."""
-    script = check_script(spec.layout, spec.script, spec.workdir)
+    """(argv, host cwd) that runs `bash <script>` (or the job's command) for this job."""
     bash = shutil.which("bash", path=SYSTEM_PATH) or "/bin/bash"
+    if spec.command:
+        script = ""
+        command = [bash, "-c", EXEC_COMMAND, "c3", *spec.command]
+    else:
+        script = check_script(spec.layout, spec.script, spec.workdir)
+        command = [bash, f"{SANDBOX_WORKSPACE}/{script}"]
     workdir = spec.workdir.strip("/")
     host_cwd = spec.layout.workspace / workdir if workdir else spec.layout.workspace
     if not host_cwd.is_dir():
@@ -196,8 +214,10 @@ def launch_argv(spec: LaunchSpec, sandboxed: bool) -> tuple[list[str], Path]:
 
         return docker_run_argv(spec, script, spec.share), host_cwd
     if sandboxed:
-        return bwrap_argv(spec, [bash, f"{SANDBOX_WORKSPACE}/{script}"]), host_cwd
-    return [bash, str(spec.layout.workspace / script)], host_cwd
+        return bwrap_argv(spec, command), host_cwd
+    if not spec.command:
+        command = [bash, str(spec.layout.workspace / script)]
+    return command, host_cwd
 
 
 async def probe_bwrap() -> str | None:

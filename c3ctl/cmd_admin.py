@@ -17,7 +17,6 @@ from c3.errors import InvalidArgument
 from c3.v1 import admin_pb2, admin_pb2_grpc
 from c3ctl import render, session
 from c3ctl.aio import run
-from c3ctl.cmd_accounts import _money
 
 T = TypeVar("T")
 
@@ -88,7 +87,7 @@ def org_list(as_json: bool) -> None:
     for column in ("ID", "NAME", "PLAN", "BALANCE", ""):
         table.add_column(column)
     for o in reply.orgs:
-        table.add_row(o.id, o.name, o.plan, _money(o.balance_minor, "GBP"),
+        table.add_row(o.id, o.name, o.plan, render.money(o.balance_minor, "GBP"),
                       "operator" if o.operator else "")  # fmt: skip
     render.out.print(table)
 
@@ -101,8 +100,8 @@ def topup(org: str, amount: str) -> None:
     minor = parse_amount(amount)
     reply = _admin(lambda admin: admin.TopUp(admin_pb2.TopUpRequest(org=org, amount_minor=minor)))
     render.err.print(
-        f"topped up {reply.org.name} by {_money(minor, reply.currency)}; "
-        f"balance now {_money(reply.org.balance_minor, reply.currency)}"
+        f"topped up {reply.org.name} by {render.money(minor, reply.currency)}; "
+        f"balance now {render.money(reply.org.balance_minor, reply.currency)}"
     )
 
 

@@ -51,5 +51,14 @@ class CoordinatorClient:
         finally:
             call.cancel()
 
+    async def watch_job(self, job_id: str) -> AsyncIterator[common_pb2.Job]:
+        """The job now, then each change of it (server-pushed), until cancelled."""
+        call = self.stub.WatchJobs(coordinator_pb2.WatchJobsRequest(job_id=job_id))
+        try:
+            async for job in call:
+                yield job
+        finally:
+            call.cancel()
+
     async def close(self) -> None:
         await self.channel.close()
