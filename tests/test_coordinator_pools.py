@@ -74,7 +74,7 @@ async def test_local_pool_baseline_burst_and_shrink(tmp_path: Path) -> None:
     async with pool_stack(tmp_path, POOL) as (app, key):
         assert app.pools is not None
         pool = app.pools.pools[0]
-        provider = pool.provider
+        provider = app.pools.provider_of(pool)
 
         def members() -> int:
             return sum(1 for a in app.scheduler.known_agents() if a.pool == "cpu"
@@ -140,7 +140,7 @@ async def test_local_agent_that_exits_before_registering_fails_at_once(tmp_path:
     not after register_timeout_s (300 s here); the pool retries with backoff."""
     async with pool_stack(tmp_path, BROKEN_POOL) as (app, key):
         assert app.pools is not None
-        provider = app.pools.pools[0].provider
+        provider = app.pools.provider_of(app.pools.pools[0])
         md = bearer(key)
         async with channel(app.address) as ch:
             c = client(ch)
@@ -235,7 +235,7 @@ providers:
   local: {agent_args: ["--no-cgroups", "--coordinator", "127.0.0.1:1"]}
 """
     async with pool_stack(tmp_path, pools) as (app, _key):
-        manager = app.scheduler.pool
+        manager = app.pools
         assert manager is not None
         pool = manager.pools[0]
         await eventually(lambda: len(pool.starting) == 2, what="two starts")

@@ -28,7 +28,6 @@ from c3.storage_client import HOLD_OPERATION, StorageClient
 from c3.tokens import ALL_OPERATIONS, TokenClaims, TokenSigner, TokenVerifier
 from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.repo import Repository
 from coordinator.testing import client as coordinator_client
 from coordinator.testing import config_for_test, eventually, spec, start_coordinator
 from storaged.server import StoragedConfig, StoragedServer
@@ -246,7 +245,7 @@ async def test_a_release_lost_while_storage_was_down_is_redone_at_restart(tmp_pa
         job = (await stub.SubmitJob(pb.SubmitJobRequest(spec=spec(datasets=[mount])), metadata=md)).job
         await srv.stop(0)
         await stub.CancelJob(pb.CancelJobRequest(job_ids=[job.id]), metadata=md)
-    assert await Repository(app.db).pending_releases() == [(job.id, boot.org_id)]
+    assert await app.repo.pending_releases() == [(job.id, boot.org_id)]
     await app.stop()
 
     srv = await StoragedServer.start(storaged_config(address), verifier)
@@ -261,7 +260,7 @@ async def test_a_release_lost_while_storage_was_down_is_redone_at_restart(tmp_pa
         await eventually(released, what="the restarted coordinator releases the hold")
 
         async def recorded_done() -> bool:
-            return not await Repository(app.db).pending_releases()
+            return not await app.repo.pending_releases()
 
         await eventually(recorded_done, what="the release is recorded as done")
         await app.stop()
