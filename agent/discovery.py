@@ -1,8 +1,8 @@
-"""What this host offers: GPUs from `nvidia-smi`, mapped to a catalog profile.
+"""What this host offers: GPUs from `nvidia-smi` (model, memory), reported as they are.
 
-A profile is `<class>-<count>x` (`l40-1x`, `a100-4x`); a host without GPUs (or without
-`nvidia-smi`) offers the `cpu` profile. One agent owns a fixed set of GPUs and passes
-exactly that set to its jobs through `CUDA_VISIBLE_DEVICES`.
+The coordinator decides which catalog profile they make (coordinator/catalog.py); a host
+without GPUs (or without `nvidia-smi`) offers none. One agent owns a fixed set of GPUs, all
+of one model, and passes exactly that set to its jobs through `CUDA_VISIBLE_DEVICES`.
 """
 
 from __future__ import annotations
@@ -18,26 +18,6 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-# Most specific first: "A100" must not match the "A10" rule.
-_CLASS_PATTERNS: tuple[tuple[str, str], ...] = (
-    (r"\bL40S?\b", "l40"),
-    (r"\bL4\b", "l4"),
-    (r"\bH200\b", "h200"),
-    (r"\bH100\b", "h100"),
-    (r"\bGH200\b", "gh200"),
-    (r"\bB200\b", "b200"),
-    (r"\bA100\b", "a100"),
-    (r"\bA10G?\b", "a10"),
-    (r"\bA40\b", "a40"),
-    (r"\bA6000\b", "a6000"),
-    (r"\bV100\b", "v100"),
-    (r"\bT4\b", "t4"),
-    (r"\bRTX\s*(\d{4})\b", "rtx{0}"),
-)
-
-CPU_PROFILE = "cpu"
-
-
 @dataclass(frozen=True)
 class Gpu:
     index: int
@@ -47,11 +27,17 @@ class Gpu:
 
 @dataclass(frozen=True)
 class HostInfo:
-    profile: str
-    gpu_class: str
     gpus: tuple[Gpu, ...]
     hostname: str
     host_gpu_count: int = 0  # every GPU on the host, not only this agent's
+
+    @property
+    def gpu_model(self) -> str:
+        return self.gpus[0].name if self.gpus else ""
+
+    @property
+    def gpu_memory_mib(self) -> int:
+        return self.gpus[0].memory_mib if self.gpus else 0
 
     @property
     def gpu_fraction(self) -> float:
@@ -67,17 +53,6 @@ class HostInfo:
     @property
     def cuda_visible_devices(self) -> str:
         return ",".join(str(g.index) for g in self.gpus)
-
-
-def gpu_class_of(name: str) -> str:
-    """The catalog class of a GPU model name ("NVIDIA L40S" -> "l40")."""
-    for pattern, cls in _CLASS_PATTERNS:
-        match = re.search(pattern, name, re.IGNORECASE)
-        if match:
-            return cls.format(*match.groups())
-    # Unknown model: a stable, readable code from its name.
-    words = re.sub(r"^(nvidia|tesla|geforce)\s+", "", name.strip(), flags=re.IGNORECASE)
-    return re.sub(r"[^a-z0-9]+", "", words.lower()) or "gpu"
 
 
 def parse_nvidia_smi(output: str) -> list[Gpu]:
@@ -105,10 +80,10 @@ async def query_gpus() -> list[Gpu]:
         )
         out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     except (OSError, TimeoutError) as exc:
-        log.warning("nvidia-smi failed (%s); offering the cpu profile", exc)
+        log.warning("nvidia-smi failed (%s); offering no GPU", exc)
         return []
     if proc.returncode != 0:
-        log.warning("nvidia-smi exited %s: %s; offering the cpu profile",
+        log.warning("nvidia-smi exited %s: %s; offering no GPU",
                     proc.returncode, err.decode(errors="replace").strip())
         return []
     return parse_nvidia_smi(out.decode(errors="replace"))
@@ -127,38 +102,17 @@ def select_gpus(gpus: Sequence[Gpu], wanted: Sequence[int] | None) -> tuple[Gpu,
     return tuple(by_index[i] for i in wanted)
 
 
-def catalog_profile(gpu_class: str, count: int) -> str:
-    """The coordinator catalog's profile code for `count` GPUs of a class ("l40s-1x"),
-    or `<class>-<count>x` when the catalog has none."""
-    try:
-        from coordinator.catalog import Catalog
-
-        catalog = Catalog.load()
-    except Exception as exc:  # catalog missing or unreadable: the generic code still works
-        log.debug("no coordinator catalog (%s)", exc)
-        return f"{gpu_class}-{count}x"
-    for profile in catalog.profiles:
-        if profile.gpu_class == gpu_class and profile.gpu_count == count:
-            return profile.code
-    return f"{gpu_class}-{count}x"
-
-
-def host_info(gpus: Sequence[Gpu], profile_override: str = "") -> HostInfo:
-    hostname = socket.gethostname()
-    if not gpus:
-        return HostInfo(profile_override or CPU_PROFILE, CPU_PROFILE, (), hostname)
-    classes = {gpu_class_of(g.name) for g in gpus}
-    if len(classes) > 1:
+def host_info(gpus: Sequence[Gpu]) -> HostInfo:
+    models = sorted({g.name for g in gpus})
+    if len(models) > 1:
         raise ValueError(
-            f"the GPUs given to one agent must be one model, found {sorted(classes)}; "
+            f"the GPUs given to one agent must be one model, found {models}; "
             "start one agent per model with --gpus"
         )
-    cls = classes.pop()
-    profile = profile_override or catalog_profile(cls, len(gpus))
-    return HostInfo(profile, cls, tuple(gpus), hostname)
+    return HostInfo(tuple(gpus), socket.gethostname())
 
 
-async def discover(wanted: Sequence[int] | None = None, profile_override: str = "") -> HostInfo:
+async def discover(wanted: Sequence[int] | None = None) -> HostInfo:
     every = await query_gpus()
-    info = host_info(select_gpus(every, wanted), profile_override)
+    info = host_info(select_gpus(every, wanted))
     return dataclasses.replace(info, host_gpu_count=len(every))

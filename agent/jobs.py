@@ -193,7 +193,7 @@ class JobExecutor:
         logs.start()
         # Stamped with the moment the assignment arrived: the user sees pickup latency,
         # and `scripts/bench/agent` measures "received -> first output line" from it.
-        logs.system(f"c3: picked up by {self.host.hostname} ({self.host.profile})",
+        logs.system(f"c3: picked up by {self.host.hostname} ({job.gpu_profile})",
                     at_ns=active.received_ns)
         job_dir = self.jobs_dir / job.id
         final: tuple[Any, ...] = (S.JOB_STATE_FAILED, S.FAILURE_REASON_INTERNAL, 0, "", "", 0)
@@ -323,7 +323,7 @@ class JobExecutor:
                     cache_fetched(active.fetched, lambda: active.tree, self.blobs,
                                   self.foreground))
             self._status(job.id, S.JOB_STATE_RUNNING, startup=startup,
-                         message=f"running on {self.host.hostname} ({self.host.profile})")
+                         message=f"running on {self.host.hostname} ({job.gpu_profile})")
             if active.stop_state:  # a cancel raced the spawn
                 run.stop(stop_ending(active.stop_state), active.stop_reason)
             watchdog = None

@@ -27,6 +27,7 @@ from agent.resources import (
 from agent.runner import DEFAULT_GRACE_SECONDS
 from agent.sandbox import probe_bwrap
 from c3.errors import C3Error
+from c3.service import Probe, Service, Steps, build
 from c3.storage.client import StorageClient
 from c3.tls import channel_credentials, warn_if_plaintext
 from c3.v1 import agent_pb2
@@ -43,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(key agent_secret) or a plain-text file")
     p.add_argument("--data-dir", required=True, type=Path,
                    help="agent state: credential, blob/dataset/env caches, job dirs")
-    p.add_argument("--profile", default="", help="override the discovered profile code")
+    p.add_argument("--profile", default="",
+                   help="register as this profile (default: the coordinator decides from the GPUs)")
     p.add_argument("--provider", default="local")
     p.add_argument("--region", default="local")
     p.add_argument("--launch-id", default="", help=argparse.SUPPRESS)  # set by pool providers
@@ -114,79 +116,121 @@ def _resources(args: argparse.Namespace, host: HostInfo, data_dir: Path
     return share, manager
 
 
-async def serve(args: argparse.Namespace) -> int:
-    secret = read_provisioning_secret(args.secret_file)
-    data_dir: Path = args.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        host = await discover(_gpu_indices(args.gpus), args.profile)
-    except ValueError as exc:
-        raise C3Error(str(exc)) from exc
-    problem = await probe_bwrap()
-    sandboxed = problem is None
-    if problem:
-        if args.allow_unsandboxed:
-            log.warning("no sandbox: %s; running jobs UNSANDBOXED (--allow-unsandboxed)",
-                        problem)
+class Agent(Service):
+    """A running agent: registered (or registering) with the coordinator over its link,
+    ready to run jobs. `run()` returns once the agent should go (a signal, or the
+    coordinator released it); `stop()` stops what still runs, lets the final reports out
+    (bounded) and closes the link. A start that fails half-way leaves nothing behind."""
+
+    def __init__(self, steps: Steps, executor: JobExecutor, connection: Connection,
+                 link: asyncio.Task[None]) -> None:
+        super().__init__(steps.hand_over())
+        self.executor = executor
+        self.connection = connection
+        self._link = link
+
+    @classmethod
+    async def start(cls, args: argparse.Namespace, probe: Probe | None = None) -> Agent:
+        return await build(lambda steps: cls._build(steps, args), probe)
+
+    @classmethod
+    async def _build(cls, steps: Steps, args: argparse.Namespace) -> Agent:
+        steps.step("host")
+        secret = read_provisioning_secret(args.secret_file)
+        data_dir: Path = args.data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            host = await discover(_gpu_indices(args.gpus))
+        except ValueError as exc:
+            raise C3Error(str(exc)) from exc
+        problem = await probe_bwrap()
+        sandboxed = problem is None
+        if problem:
+            if args.allow_unsandboxed:
+                log.warning("no sandbox: %s; running jobs UNSANDBOXED (--allow-unsandboxed)",
+                            problem)
+            else:
+                log.error("no sandbox: %s; jobs will be refused (start with "
+                          "--allow-unsandboxed to run them without one)", problem)
+        log.info("host %s: %d GPU(s) %s [%s], sandbox %s", host.hostname, host.gpu_count,
+                 host.gpu_model or "-", host.cuda_visible_devices or "-",
+                 "bwrap" if sandboxed else "none")
+        share, cgroups = await asyncio.to_thread(_resources, args, host, data_dir)
+        docker_problem = await probe_docker()
+        if docker_problem:
+            log.info("no container engine (%s): docker.image jobs are not offered", docker_problem)
+        tls_creds = None
+        if args.tls_ca or args.tls_cert:
+            tls_creds = channel_credentials(args.tls_ca or None, args.tls_cert or None,
+                                            args.tls_key or None)
+        warn_if_plaintext(args.coordinator, tls_creds, "c3-agent")
+        outbox = Outbox()
+        links: list[Connection] = []  # the link, once made (the executor is made first)
+
+        def on_idle() -> None:
+            for link in links:
+                link.heartbeat()
+
+        steps.step("executor")
+        # Built off the event loop: it removes a previous run's leftover job dirs (rmtree).
+        executor = await asyncio.to_thread(
+            JobExecutor,
+            data_dir=data_dir, host=host, sandboxed=sandboxed,
+            unsandboxed_ok=args.allow_unsandboxed, emit=outbox.put, on_idle=on_idle,
+            grace_seconds=args.grace_seconds, blob_cache_bytes=args.blob_cache_bytes,
+            sandbox_problem=problem or "", cgroups=cgroups, share=share,
+            docker=docker_problem is None, disk_interval=args.disk_check_seconds,
+            storage_factory=(lambda addr, tok: StorageClient(addr, tok, credentials=tls_creds)),
+        )
+        steps.on_stop(executor.shutdown)  # whatever still runs is canceled and reported
+        caps = agent_pb2.AgentCapabilities(
+            profile=args.profile, gpu_count=host.gpu_count,
+            gpu_model=host.gpu_model, gpu_memory_mib=host.gpu_memory_mib,
+            provider=args.provider, region=args.region, capacity=1, docker=docker_problem is None,
+            sandbox=sandboxed, hostname=socket.gethostname(), launch_id=args.launch_id,
+        )
+        steps.step("link")
+        connection = Connection(address=args.coordinator, secret=secret, data_dir=data_dir,
+                                capabilities=caps, executor=executor, outbox=outbox,
+                                credentials=tls_creds)
+        links.append(connection)
+        link = steps.task(connection.run(), "agent-link")
+
+        async def last_reports() -> None:
+            # The jobs were stopped above; let their final reports out if the link is up.
+            await executor.shutdown()
+            if connection.connected.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(outbox.wait_empty(), timeout=5)
+
+        steps.on_stop(last_reports)
+        return cls(steps, executor, connection, link)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set or the coordinator releases this agent (which lets the jobs
+        it runs finish first)."""
+        stopper = asyncio.ensure_future(stop.wait())
+        released = asyncio.ensure_future(self.connection.released.wait())
+        try:
+            await asyncio.wait({self._link, stopper, released},
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (stopper, released):
+                task.cancel()
+            await asyncio.gather(stopper, released, return_exceptions=True)
+        if stop.is_set():
+            log.info("stopping: canceling running jobs")
         else:
-            log.error("no sandbox: %s; jobs will be refused (start with "
-                      "--allow-unsandboxed to run them without one)", problem)
-    log.info("host %s: profile %s, %d GPU(s) [%s], sandbox %s", host.hostname, host.profile,
-             host.gpu_count, host.cuda_visible_devices or "-", "bwrap" if sandboxed else "none")
-    share, cgroups = await asyncio.to_thread(_resources, args, host, data_dir)
-    docker_problem = await probe_docker()
-    if docker_problem:
-        log.info("no container engine (%s): docker.image jobs are not offered", docker_problem)
-    tls_creds = None
-    if args.tls_ca or args.tls_cert:
-        tls_creds = channel_credentials(args.tls_ca or None, args.tls_cert or None,
-                                        args.tls_key or None)
-    warn_if_plaintext(args.coordinator, tls_creds, "c3-agent")
-    outbox = Outbox()
-    connection: Connection | None = None
+            await self.executor.wait_idle()
 
-    def on_idle() -> None:
-        if connection is not None:
-            connection.heartbeat()
 
-    # Built off the event loop: it removes a previous run's leftover job dirs (rmtree).
-    executor = await asyncio.to_thread(
-        JobExecutor,
-        data_dir=data_dir, host=host, sandboxed=sandboxed,
-        unsandboxed_ok=args.allow_unsandboxed, emit=outbox.put, on_idle=on_idle,
-        grace_seconds=args.grace_seconds, blob_cache_bytes=args.blob_cache_bytes,
-        sandbox_problem=problem or "", cgroups=cgroups, share=share,
-        docker=docker_problem is None, disk_interval=args.disk_check_seconds,
-        storage_factory=(lambda addr, tok: StorageClient(addr, tok, credentials=tls_creds)),
-    )
-    caps = agent_pb2.AgentCapabilities(
-        profile=host.profile, gpu_class=host.gpu_class, gpu_count=host.gpu_count,
-        provider=args.provider, region=args.region, capacity=1, docker=docker_problem is None,
-        sandbox=sandboxed, hostname=socket.gethostname(), launch_id=args.launch_id,
-    )
-    connection = Connection(address=args.coordinator, secret=secret, data_dir=data_dir,
-                            capabilities=caps, executor=executor, outbox=outbox,
-                            credentials=tls_creds)
+async def serve(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    link = asyncio.create_task(connection.run())
-    stopper = asyncio.create_task(stop.wait())
-    released = asyncio.create_task(connection.released.wait())
-    await asyncio.wait({link, stopper, released}, return_when=asyncio.FIRST_COMPLETED)
-    if stop.is_set():
-        log.info("stopping: canceling running jobs")
-        await executor.shutdown()
-    else:
-        await executor.wait_idle()
-    # Let the final status reports go out if the link is up (bounded).
-    if connection.connected.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(outbox.wait_empty(), timeout=5)
-    for task in (link, stopper, released):
-        task.cancel()
-    await asyncio.gather(link, stopper, released, return_exceptions=True)
+    async with await Agent.start(args) as agent:
+        await agent.run(stop)
     log.info("agent stopped")
     return 0
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
 from grpc import aio
 
-from c3.errors import ErrorMappingInterceptor, Unauthenticated
+from c3.auth import AuthInterceptor, Rule
+from c3.errors import ClientCalls, ErrorMappingInterceptor, Unauthenticated, client_interceptors
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -85,12 +86,18 @@ async def create_server(
     *,
     server_credentials: grpc.ServerCredentials | None = None,
     unix_socket: bool = False,
+    auth: Mapping[str, Rule] | None = None,
 ) -> Server:
     """Start a server on `address` ("127.0.0.1:0" for a free port, "unix:/path").
 
     `registrations` are (add_XServicer_to_server function, servicer, full service name).
+    `auth` is the server's table of method -> rule (c3/auth.py); without one every caller
+    is let in (c3d, whose unix socket only its user can open).
     """
-    server = aio.server(interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
+    interceptors: list[aio.ServerInterceptor] = [ErrorMappingInterceptor()]
+    if auth is not None:
+        interceptors.append(AuthInterceptor(auth))
+    server = aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     names = []
     for add, servicer, name in registrations:
         add(servicer, server)
@@ -113,10 +120,31 @@ async def create_server(
     return Server(server, port, health_servicer)
 
 
-def channel(address: str, credentials: grpc.ChannelCredentials | None = None) -> aio.Channel:
+def channel(
+    address: str,
+    credentials: grpc.ChannelCredentials | None = None,
+    *,
+    service: str = "",
+    hint: str = "",
+    metadata: tuple[tuple[str, str], ...] = (),
+    timeout: float | None = None,
+) -> aio.Channel:
+    """A channel to `address`. Naming the `service` ("storage", "coordinator") makes every
+    call on it raise `c3.errors` classes instead of grpc.RpcError, a lost connection as
+    Unavailable naming the service and address (and `hint`: what to do about it); every
+    call then carries `metadata` and, for a single answer, `timeout` unless it names one."""
+    interceptors = (
+        client_interceptors(
+            ClientCalls(service, address.removeprefix("unix:"), hint, metadata, timeout)
+        )
+        if service
+        else None
+    )
     if credentials is not None:
-        return aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
-    return aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return aio.secure_channel(
+            address, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
+        )
+    return aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
 
 
 async def check_health(

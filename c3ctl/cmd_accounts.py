@@ -20,8 +20,7 @@ def whoami(as_json: bool) -> None:
 
     async def go() -> coordinator_pb2.WhoAmIResponse:
         async with session.coordinator() as s:
-            reply = await s.call("WhoAmI", coordinator_pb2.WhoAmIRequest())
-            assert isinstance(reply, coordinator_pb2.WhoAmIResponse)
+            reply = await s.stub.WhoAmI(coordinator_pb2.WhoAmIRequest())
             return reply
 
     me = run(go())
@@ -49,8 +48,7 @@ def apikey() -> None:
 def apikey_create(name: str) -> None:
     async def go() -> coordinator_pb2.CreateApiKeyResponse:
         async with session.coordinator() as s:
-            reply = await s.call("CreateApiKey", coordinator_pb2.CreateApiKeyRequest(name=name))
-            assert isinstance(reply, coordinator_pb2.CreateApiKeyResponse)
+            reply = await s.stub.CreateApiKey(coordinator_pb2.CreateApiKeyRequest(name=name))
             return reply
 
     reply = run(go())
@@ -63,8 +61,7 @@ def apikey_create(name: str) -> None:
 def apikey_list(as_json: bool) -> None:
     async def go() -> list[coordinator_pb2.ApiKeyInfo]:
         async with session.coordinator() as s:
-            reply = await s.call("ListApiKeys", coordinator_pb2.ListApiKeysRequest())
-            assert isinstance(reply, coordinator_pb2.ListApiKeysResponse)
+            reply = await s.stub.ListApiKeys(coordinator_pb2.ListApiKeysRequest())
             return list(reply.keys)
 
     keys = run(go())
@@ -91,7 +88,7 @@ def apikey_list(as_json: bool) -> None:
 def apikey_revoke(key_id: str) -> None:
     async def go() -> None:
         async with session.coordinator() as s:
-            await s.call("RevokeApiKey", coordinator_pb2.RevokeApiKeyRequest(key_id=key_id))
+            await s.stub.RevokeApiKey(coordinator_pb2.RevokeApiKeyRequest(key_id=key_id))
 
     run(go())
     render.err.print(f"revoked {key_id}")
@@ -105,8 +102,7 @@ def balance(history: bool, as_json: bool) -> None:
 
     async def go() -> coordinator_pb2.GetBalanceResponse:
         async with session.coordinator() as s:
-            reply = await s.call("GetBalance", coordinator_pb2.GetBalanceRequest(history=history))
-            assert isinstance(reply, coordinator_pb2.GetBalanceResponse)
+            reply = await s.stub.GetBalance(coordinator_pb2.GetBalanceRequest(history=history))
             return reply
 
     b = run(go())

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TypeVar
 
 import click
-import grpc
 from rich.table import Table
 
 from c3 import certs as certificates
-from c3.errors import InvalidArgument, from_rpc_error
+from c3.errors import InvalidArgument
 from c3.v1 import admin_pb2, admin_pb2_grpc
 from c3ctl import render, session
 from c3ctl.aio import run
+
+T = TypeVar("T")
 
 
 def parse_amount(text: str) -> int:
@@ -32,13 +35,14 @@ def parse_amount(text: str) -> int:
     return int(minor)
 
 
-async def _admin_call(method: str, request: object) -> object:
-    async with session.coordinator() as s:
-        stub = admin_pb2_grpc.AdminStub(s.channel)
-        try:
-            return await getattr(stub, method)(request, metadata=s.metadata, timeout=30)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+def _admin(call: Callable[[admin_pb2_grpc.AdminStub], Awaitable[T]]) -> T:
+    """One typed Admin call with the caller's key (run to completion)."""
+
+    async def go() -> T:
+        async with session.coordinator() as s:
+            return await call(s.admin)
+
+    return run(go())
 
 
 def _org_row(org: admin_pb2.OrgInfo) -> dict[str, object]:
@@ -61,8 +65,7 @@ def admin_org() -> None:
 @click.option("--plan", default="", help="free, pro or team (default: the server's default)")
 @click.option("--json", "as_json", is_flag=True)
 def org_create(name: str, plan: str, as_json: bool) -> None:
-    reply = run(_admin_call("CreateOrg", admin_pb2.CreateOrgRequest(name=name, plan=plan)))
-    assert isinstance(reply, admin_pb2.CreateOrgResponse)
+    reply = _admin(lambda admin: admin.CreateOrg(admin_pb2.CreateOrgRequest(name=name, plan=plan)))
     if as_json:
         click.echo(json.dumps({"org": _org_row(reply.org), "admin_key": reply.admin_key}))
         return
@@ -76,8 +79,7 @@ def org_create(name: str, plan: str, as_json: bool) -> None:
 @admin_org.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def org_list(as_json: bool) -> None:
-    reply = run(_admin_call("ListOrgs", admin_pb2.ListOrgsRequest()))
-    assert isinstance(reply, admin_pb2.ListOrgsResponse)
+    reply = _admin(lambda admin: admin.ListOrgs(admin_pb2.ListOrgsRequest()))
     if as_json:
         click.echo(json.dumps({"orgs": [_org_row(o) for o in reply.orgs]}))
         return
@@ -96,8 +98,7 @@ def org_list(as_json: bool) -> None:
 def topup(org: str, amount: str) -> None:
     """Add AMOUNT pounds (5, 2.50) to ORG's balance (id or name)."""
     minor = parse_amount(amount)
-    reply = run(_admin_call("TopUp", admin_pb2.TopUpRequest(org=org, amount_minor=minor)))
-    assert isinstance(reply, admin_pb2.TopUpResponse)
+    reply = _admin(lambda admin: admin.TopUp(admin_pb2.TopUpRequest(org=org, amount_minor=minor)))
     render.err.print(
         f"topped up {reply.org.name} by {render.money(minor, reply.currency)}; "
         f"balance now {render.money(reply.org.balance_minor, reply.currency)}"
@@ -107,8 +108,7 @@ def topup(org: str, amount: str) -> None:
 @admin.command("agent-token")
 def agent_token() -> None:
     """A one-time provisioning secret for one agent (`c3-agent --secret-file`)."""
-    reply = run(_admin_call("CreateAgentToken", admin_pb2.CreateAgentTokenRequest()))
-    assert isinstance(reply, admin_pb2.CreateAgentTokenResponse)
+    reply = _admin(lambda admin: admin.CreateAgentToken(admin_pb2.CreateAgentTokenRequest()))
     render.err.print("one-time agent secret (valid for a single enrolment), shown once:")
     click.echo(reply.secret)
 
@@ -137,8 +137,7 @@ def _last_seen(a: admin_pb2.AgentInfo) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def agent_list(as_json: bool) -> None:
     """Every enrolled agent: profile, provider, connection, last seen, revoked."""
-    reply = run(_admin_call("ListAgents", admin_pb2.ListAgentsRequest()))
-    assert isinstance(reply, admin_pb2.ListAgentsResponse)
+    reply = _admin(lambda admin: admin.ListAgents(admin_pb2.ListAgentsRequest()))
     if as_json:
         click.echo(json.dumps({"agents": [_agent_row(a) for a in reply.agents]}))
         return
@@ -155,8 +154,7 @@ def agent_list(as_json: bool) -> None:
 @click.argument("agent_id")
 def agent_revoke(agent_id: str) -> None:
     """Refuse AGENT_ID's credential from now on and close its stream."""
-    reply = run(_admin_call("RevokeAgent", admin_pb2.RevokeAgentRequest(agent_id=agent_id)))
-    assert isinstance(reply, admin_pb2.RevokeAgentResponse)
+    reply = _admin(lambda admin: admin.RevokeAgent(admin_pb2.RevokeAgentRequest(agent_id=agent_id)))
     if not reply.newly_revoked:
         render.err.print(f"agent {reply.agent.id} was already revoked")
         return
@@ -188,8 +186,7 @@ def certs(out_dir: Path, hosts: str) -> None:
 @click.argument("plan")
 def upgrade(plan: str) -> None:
     """Change your org's plan (an admin key of the org is needed)."""
-    reply = run(_admin_call("ChangePlan", admin_pb2.ChangePlanRequest(plan=plan)))
-    assert isinstance(reply, admin_pb2.ChangePlanResponse)
+    reply = _admin(lambda admin: admin.ChangePlan(admin_pb2.ChangePlanRequest(plan=plan)))
     render.err.print(
         "note: no payment provider is configured here; the plan changes without a charge"
     )

@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
-import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 import c3ctl
 from c3 import config as project_config
-from c3.errors import from_rpc_error
 from c3.limits import MAX_JOBS_PER_SUBMIT
 from c3.v1 import common_pb2, daemon_pb2
 from c3ctl import exitcodes, render, session
@@ -98,8 +96,6 @@ async def follow_deploy(request: daemon_pb2.DeployRequest, view: RunView, detach
                 finished = view.handle(event)
                 if finished is not None:
                     exit_code = exitcodes.for_job(finished)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
         finally:
             view.end()
     return exit_code

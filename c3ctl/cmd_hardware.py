@@ -26,8 +26,7 @@ def list_hardware(show_all: bool, long_format: bool, as_json: bool) -> None:
 
     async def go() -> list[coordinator_pb2.HardwareProfile]:
         async with session.coordinator() as s:
-            reply = await s.call("ListHardware", coordinator_pb2.ListHardwareRequest())
-            assert isinstance(reply, coordinator_pb2.ListHardwareResponse)
+            reply = await s.stub.ListHardware(coordinator_pb2.ListHardwareRequest())
             return list(reply.profiles)
 
     profiles = run(go())

@@ -10,11 +10,10 @@ import tempfile
 from pathlib import Path
 
 import click
-import grpc
 from rich.markup import escape
 
 from c3 import config as project_config
-from c3.errors import ConfigError, FailedPrecondition, from_rpc_error
+from c3.errors import ConfigError, FailedPrecondition
 from c3.storage.client import StorageClient
 from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2
 from c3ctl import render, session
@@ -55,8 +54,7 @@ async def _follow_queue(as_json: bool, limit: int, states: set[int], project: st
         call = s.stub.WatchJobs(
             coordinator_pb2.WatchJobsRequest(
                 limit=limit, project=project, states=sorted(states)  # type: ignore[arg-type]
-            ),
-            metadata=s.metadata,
+            )
         )
         live = None
         if not as_json and sys.stdout.isatty():
@@ -81,8 +79,6 @@ async def _follow_queue(as_json: bool, limit: int, states: set[int], project: st
                         f"{render.state_name(job.state)}  "
                         f"{job.gpu_profile or job.spec.gpu or 'any'}"
                     )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
         finally:
             if live is not None:
                 live.stop()
@@ -112,8 +108,7 @@ def squeue(as_json: bool, limit: int, follow: bool, state_names: tuple[str, ...]
             request = coordinator_pb2.ListJobsRequest(
                 limit=limit, states=sorted(states), project=project  # type: ignore[arg-type]
             )
-            reply = await s.call("ListJobs", request)
-            assert isinstance(reply, coordinator_pb2.ListJobsResponse)
+            reply = await s.stub.ListJobs(request)
             return list(reply.jobs)
 
     jobs = run(go())
@@ -152,18 +147,15 @@ def logs(job_id: str, follow: bool, as_json: bool, timestamps: bool, tail: int,
         )
         async with DaemonConnection() as daemon:
             await daemon.ensure_running()
+            if as_json:
+                async for event in daemon.stub.Logs(request):
+                    click.echo(event_json(event))
+                return
             try:
-                if as_json:
-                    async for event in daemon.stub.Logs(request):
-                        click.echo(event_json(event))
-                    return
-                try:
-                    async for deploy_event in daemon.stub.Follow(request):
-                        view.handle(deploy_event)
-                finally:
-                    view.end()
-            except grpc.RpcError as exc:
-                raise from_rpc_error(exc) from None
+                async for deploy_event in daemon.stub.Follow(request):
+                    view.handle(deploy_event)
+            finally:
+                view.end()
 
     try:
         run(go())
@@ -178,8 +170,7 @@ def cancel(job_ids: tuple[str, ...]) -> None:
 
     async def go() -> list[common_pb2.Job]:
         async with session.coordinator() as s:
-            reply = await s.call("CancelJob", coordinator_pb2.CancelJobRequest(job_ids=list(job_ids)))
-            assert isinstance(reply, coordinator_pb2.CancelJobResponse)
+            reply = await s.stub.CancelJob(coordinator_pb2.CancelJobRequest(job_ids=list(job_ids)))
             return list(reply.jobs)
 
     for job in run(go()):
@@ -208,7 +199,7 @@ async def pull_job(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if job.state == common_pb2.JOB_STATE_COMPLETED:
-        await s.call("MarkSynced", coordinator_pb2.MarkSyncedRequest(job_id=job.id))
+        await s.stub.MarkSynced(coordinator_pb2.MarkSyncedRequest(job_id=job.id))
     return final
 
 
@@ -227,13 +218,12 @@ def pull(job_id: str | None) -> None:
     async def go() -> list[tuple[common_pb2.Job, Path]]:
         async with session.coordinator(project_root) as s:
             if job_id:
-                reply = await s.call("GetJob", coordinator_pb2.GetJobRequest(job_id=job_id))
-                jobs = [reply.job]  # type: ignore[attr-defined]
+                jobs = [(await s.stub.GetJob(coordinator_pb2.GetJobRequest(job_id=job_id))).job]
             else:
                 cfg = project_config.load_project(project_config.find_project_file(Path.cwd()))
-                reply = await s.call("ListJobs", coordinator_pb2.ListJobsRequest(
+                listed = await s.stub.ListJobs(coordinator_pb2.ListJobsRequest(
                     states=[common_pb2.JOB_STATE_COMPLETED], project=cfg.project))
-                jobs = list(reply.jobs)  # type: ignore[attr-defined]
+                jobs = list(listed.jobs)
             if not jobs:
                 return []
             token = await s.storage_token()

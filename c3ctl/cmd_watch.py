@@ -7,10 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import click
-import grpc
 
 from c3 import config as project_config
-from c3.errors import from_rpc_error
 from c3.v1 import daemon_pb2
 from c3ctl import exitcodes, render, session
 from c3ctl.aio import run
@@ -33,8 +31,6 @@ async def _watch(project_dir: Path, provider: str, command: Sequence[str], mode:
         try:
             async for event in daemon.stub.Watch(request):
                 view.handle(event)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
         finally:
             view.end()
 

@@ -10,11 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
-
 import c3
 from c3 import grpcutil
-from c3.errors import PermissionDenied, Unavailable
+from c3.errors import C3Error, PermissionDenied, Unavailable
 from c3.paths import c3_paths, ensure_private_dir
 from c3.unixsock import socket_accepts
 from c3.v1 import daemon_pb2, daemon_pb2_grpc
@@ -25,7 +23,7 @@ START_TIMEOUT_S = 15.0
 async def _answers(stub: daemon_pb2_grpc.DaemonStub) -> daemon_pb2.DaemonStatusResponse | None:
     try:
         return await stub.Status(daemon_pb2.DaemonStatusRequest(), timeout=2.0)
-    except grpc.RpcError:
+    except C3Error:
         return None
 
 
@@ -47,7 +45,11 @@ def _spawn_daemon() -> subprocess.Popen[bytes]:
 class DaemonConnection:
     def __init__(self) -> None:
         self.socket = c3_paths().daemon_socket
-        self.channel = grpcutil.channel(f"unix:{self.socket}")
+        self.channel = grpcutil.channel(
+            f"unix:{self.socket}",
+            service="c3d",
+            hint="`c3ctl daemon status` checks it; `c3ctl daemon logs` shows why it stopped",
+        )
         self.stub = daemon_pb2_grpc.DaemonStub(self.channel)
 
     async def close(self) -> None:

@@ -11,11 +11,10 @@ import os
 import sys
 
 import click
-import grpc
 from rich.markup import escape
 
 from c3 import __version__
-from c3.errors import C3Error, from_rpc_error
+from c3.errors import C3Error
 from c3ctl import render
 
 # Command name -> "module:attribute". Modules are imported only for the command that runs
@@ -68,7 +67,7 @@ def cli() -> None:
 
 
 def _unreachable_hint(error: C3Error) -> str:
-    if error.exit_code == 3 and "c3ctl up" not in str(error):
+    if error.exit_code == 3 and "c3ctl" not in str(error):
         return f"{error} (is the stack running? `c3ctl up` starts a local one)"
     return str(error)
 
@@ -88,10 +87,6 @@ def main(argv: list[str] | None = None) -> None:
     except C3Error as exc:
         render.err.print(f"[red]error:[/] {escape(_unreachable_hint(exc))}")
         sys.exit(exc.exit_code)
-    except grpc.RpcError as exc:
-        error = from_rpc_error(exc)
-        render.err.print(f"[red]error:[/] {escape(_unreachable_hint(error))}")
-        sys.exit(error.exit_code)
     except BrokenPipeError:
         # Whoever read the output went away (`c3ctl squeue | head`): nothing to report.
         # Point stdout at /dev/null so the interpreter's final flush cannot fail again.

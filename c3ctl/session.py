@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING
 import grpc
 
 from c3 import grpcutil
-from c3.errors import from_rpc_error
 from c3.tls import credentials_for, warn_if_plaintext
 from c3.userconfig import LOCAL_FILE, TlsSettings, load_user_config, resolve_api_key
-from c3.v1 import coordinator_pb2, coordinator_pb2_grpc, daemon_pb2
+from c3.v1 import admin_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc, daemon_pb2
 from c3ctl.localkey import warn_if_local_key_not_ignored
 
 if TYPE_CHECKING:
@@ -59,28 +58,30 @@ def _nearest_project_root(start: Path) -> Path | None:
     return None
 
 
+# A call with a single answer that names no timeout of its own gets this one.
+CALL_TIMEOUT_S = 30.0
+
+
 class CoordinatorSession:
-    """A channel to the coordinator with the caller's key attached to every call."""
+    """A channel to the coordinator with the caller's key attached to every call; calls are
+    typed stub calls (`session.stub.GetJob(request)`) and fail with c3.errors classes."""
 
     def __init__(self, creds: Credentials) -> None:
         self.creds = creds
         tls = creds.channel_credentials
         warn_if_plaintext(creds.coordinator_address, tls)
-        self.channel = grpcutil.channel(creds.coordinator_address, tls)
+        self.channel = grpcutil.channel(
+            creds.coordinator_address,
+            tls,
+            service="coordinator",
+            metadata=grpcutil.bearer(creds.api_key) if creds.api_key else (),
+            timeout=CALL_TIMEOUT_S,
+        )
         self.stub = coordinator_pb2_grpc.CoordinatorStub(self.channel)
-        self.metadata = grpcutil.bearer(creds.api_key) if creds.api_key else ()
-
-    async def call(self, method: str, request: object, timeout: float | None = 30.0) -> object:
-        """Unary call translating gRPC failures into C3Error."""
-        try:
-            return await getattr(self.stub, method)(request, metadata=self.metadata, timeout=timeout)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        self.admin = admin_pb2_grpc.AdminStub(self.channel)
 
     async def storage_token(self) -> coordinator_pb2.IssueStorageTokenResponse:
-        reply = await self.call("IssueStorageToken", coordinator_pb2.IssueStorageTokenRequest())
-        assert isinstance(reply, coordinator_pb2.IssueStorageTokenResponse)
-        return reply
+        return await self.stub.IssueStorageToken(coordinator_pb2.IssueStorageTokenRequest())
 
     async def close(self) -> None:
         await self.channel.close()

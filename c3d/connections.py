@@ -60,9 +60,7 @@ class Connections:
         if held is not None and held.expires_at - time.time() > TOKEN_MARGIN_S:
             return held.client
         coordinator = await self.coordinator(target)
-        token = await coordinator.call(
-            "IssueStorageToken", coordinator_pb2.IssueStorageTokenRequest()
-        )
+        token = await coordinator.stub.IssueStorageToken(coordinator_pb2.IssueStorageTokenRequest())
         expires_at = token.expires_at.ToSeconds() if token.expires_at.seconds else time.time() + 300
         if held is not None and held.address == token.storage_address:
             held.client.set_token(token.token)

@@ -120,8 +120,8 @@ async def _submit_through_cancel(
 
     async def submit() -> list[common_pb2.Job]:
         if len(entries) == 1:
-            return [(await client.call("SubmitJob", entries[0])).job]
-        reply = await client.call("SubmitJobs", coordinator_pb2.SubmitJobsRequest(jobs=entries))
+            return [(await client.stub.SubmitJob(entries[0])).job]
+        reply = await client.stub.SubmitJobs(coordinator_pb2.SubmitJobsRequest(jobs=entries))
         return list(reply.jobs)
 
     call = asyncio.ensure_future(submit())
@@ -344,7 +344,7 @@ class Deployment:
         apply_overrides(spec, request)
         entries = array_entries(spec, request.array)
         if self.supersedes is not None:  # watch mode: always a single job
-            old = await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=self.supersedes.id))
+            old = await client.stub.GetJob(coordinator_pb2.GetJobRequest(job_id=self.supersedes.id))
             entries[0].supersedes_job_id = self.supersedes.id
             entries[0].prefer_agent_id = old.job.agent_id
         pushed_at = time.perf_counter()

@@ -111,7 +111,7 @@ async def _currency(client: CoordinatorClient) -> str:
     """The coordinator's billing currency (asked once per coordinator)."""
     address = client.target.coordinator_address
     if address not in _currencies:
-        reply = await client.call("ListHardware", coordinator_pb2.ListHardwareRequest())
+        reply = await client.stub.ListHardware(coordinator_pb2.ListHardwareRequest())
         _currencies[address] = next((p.currency for p in reply.profiles if p.currency), "")
     return _currencies[address]
 
@@ -215,7 +215,7 @@ async def follow_run(
     if not final:
         return
     try:
-        job = (await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=job_id))).job
+        job = (await client.stub.GetJob(coordinator_pb2.GetJobRequest(job_id=job_id))).job
     except C3Error as exc:  # offline: the events were all there is
         log.debug("final record of %s: %s", job_id, exc)
         return

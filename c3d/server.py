@@ -72,7 +72,7 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
         # key must see the job before any stored event is served (another org's job
         # answers NotFound). Offline, the local history still answers.
         with contextlib.suppress(Unavailable):
-            await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=request.job_id))
+            await client.stub.GetJob(coordinator_pb2.GetJobRequest(job_id=request.job_id))
         return client
 
     async def ListFiles(

@@ -19,7 +19,7 @@ from c3.errors import (
     Unauthenticated,
 )
 from coordinator.model import ApiKey, Org
-from coordinator.repo import Repository
+from coordinator.repository import Repository
 from coordinator.secrets_util import matches, new_id, new_secret, salted_hash, split_credential
 
 log = logging.getLogger(__name__)
@@ -28,13 +28,6 @@ API_KEY_PREFIX = "c3_key_"
 PROVISIONING_PREFIX = "c3_prov_"
 # last_used_at is bookkeeping: write it at most this often per key.
 _LAST_USED_WRITE_INTERVAL_S = 60.0
-# Tables only accounts and billing use; created next to the coordinator's own.
-ACCOUNTS_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS operator_orgs (org_id TEXT PRIMARY KEY)",
-    "CREATE TABLE IF NOT EXISTS one_time_secrets (id TEXT PRIMARY KEY, used_at REAL NOT NULL)",
-)
-_INSERT_OPERATOR = "INSERT OR REPLACE INTO operator_orgs VALUES (?)"
-_UPSERT_ONE_TIME = "INSERT OR REPLACE INTO one_time_secrets VALUES (?,?)"
 
 
 @dataclass(frozen=True)
@@ -61,15 +54,11 @@ class Accounts:
         self._one_time: dict[str, float] = {}
 
     async def load(self) -> None:
-        db = self._repo.db
-        for statement in ACCOUNTS_SCHEMA:
-            await db.fetchall(statement)
         self._orgs = {o.id: o for o in await self._repo.load_orgs()}
         self._keys = {k.id: k for k in await self._repo.load_keys()}
         self._provisioning = await self._repo.load_provisioning_secrets()
-        self._operators = {r[0] for r in await db.fetchall("SELECT org_id FROM operator_orgs")}
-        rows = await db.fetchall("SELECT id, used_at FROM one_time_secrets")
-        self._one_time = {r[0]: float(r[1]) for r in rows}
+        self._operators = await self._repo.load_operators()
+        self._one_time = await self._repo.load_one_time_secrets()
 
     @property
     def empty(self) -> bool:
@@ -105,7 +94,7 @@ class Accounts:
 
     async def make_operator(self, org_id: str) -> None:
         self._operators.add(org_id)
-        await self._repo.db.write(_INSERT_OPERATOR, (org_id,))
+        await self._repo.put_operator(org_id)
 
     def require_operator(self, caller: Caller) -> None:
         """Platform verbs (orgs, top-ups, agent tokens): an admin key of an operator org."""
@@ -222,7 +211,7 @@ class Accounts:
         salt, digest = salted_hash(secret)
         if one_time:
             self._one_time[secret_id] = 0.0
-            self._repo.db.write(_UPSERT_ONE_TIME, (secret_id, 0.0))
+            self._repo.put_one_time_secret(secret_id, 0.0)
         self._provisioning.append((secret_id, salt, digest))
         await self._repo.put_provisioning_secret(secret_id, salt, digest, time.time())
         return f"{PROVISIONING_PREFIX}{secret_id}_{secret}"
@@ -243,7 +232,7 @@ class Accounts:
                 log.warning("refused a replayed one-time agent secret %s", parts[0])
                 return False
             self._one_time[parts[0]] = time.time()
-            self._repo.db.write(_UPSERT_ONE_TIME, (parts[0], self._one_time[parts[0]]))
+            self._repo.put_one_time_secret(parts[0], self._one_time[parts[0]])
         return True
 
     # -- first start ---------------------------------------------------------------------

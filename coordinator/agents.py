@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from c3.errors import InvalidArgument, NotFound, Unauthenticated
+from c3.errors import NotFound, Unauthenticated
 from c3.v1 import agent_pb2
 from coordinator.accounts import Accounts
 from coordinator.model import AgentRecord
-from coordinator.repo import Repository
+from coordinator.repository import Repository
 from coordinator.secrets_util import matches, new_id, new_secret, salted_hash, split_credential
 
 AGENT_CREDENTIAL_PREFIX = "c3_agent_"
@@ -60,10 +61,15 @@ class AgentState:
         return True
 
 
+Classify = Callable[[agent_pb2.AgentCapabilities], agent_pb2.AgentCapabilities]
+
+
 class AgentRegistry:
-    def __init__(self, repo: Repository, accounts: Accounts) -> None:
+    def __init__(self, repo: Repository, accounts: Accounts, classify: Classify) -> None:
         self._repo = repo
         self._accounts = accounts
+        # What the agent reports -> the same with its profile decided (Catalog.classify).
+        self._classify = classify
         self._records: dict[str, AgentRecord] = {}
         self.states: dict[str, AgentState] = {}
         # Profiles, classes and providers any agent ever named (submit validates against
@@ -85,9 +91,7 @@ class AgentRegistry:
 
     async def register(self, request: agent_pb2.RegisterAgentRequest) -> tuple[AgentState, str]:
         """Enrol with the provisioning secret, or re-register with the agent's credential."""
-        caps = request.capabilities
-        if not caps.profile:
-            raise InvalidArgument("capabilities.profile is empty: the agent must name its profile")
+        caps = self._classify(request.capabilities)
         if request.agent_id:
             record = self._records.get(request.agent_id)
             parts = split_credential(request.secret, AGENT_CREDENTIAL_PREFIX)

@@ -12,40 +12,35 @@ import asyncio
 import calendar
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from typing import Protocol
 
-from c3.grpcutil import channel, storage_metadata
-from c3.tokens import READ, TokenClaims, TokenSigner
-from c3.v1 import storage_pb2, storage_pb2_grpc
 from coordinator.accounts import Accounts
 from coordinator.catalog import Catalog
-from coordinator.db import Database
-from coordinator.jobs import JobService
+from coordinator.changes import JobChange, JobChanged, Topic
 from coordinator.lifecycle import FINISHED, Reason, State
-from coordinator.model import Job
+from coordinator.model import Charge, Job
+from coordinator.repository import Repository
 
 log = logging.getLogger(__name__)
 
-BILLING_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS charges (job_id TEXT PRIMARY KEY, org_id TEXT NOT NULL,"
-    " amount_minor INTEGER NOT NULL, millis INTEGER NOT NULL, gpu_profile TEXT NOT NULL,"
-    " at REAL NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS charges_org ON charges(org_id, at)",
-)
-_INSERT_CHARGE = "INSERT OR REPLACE INTO charges VALUES (?,?,?,?,?,?)"
 MS_PER_HOUR = 3_600_000
 # Longest an exhaustion timer is armed ahead; it re-checks the balance when it fires.
 EXHAUSTION_RECHECK_S = 60.0
 
 
-@dataclass(frozen=True)
-class Charge:
-    job_id: str
-    org_id: str
-    amount_minor: int
-    millis: int
-    gpu_profile: str
-    at: float
+class Stopper(Protocol):
+    """What billing needs of the job service: to save a job and have its agent stop it."""
+
+    def save(self, job: Job) -> asyncio.Future[None]: ...
+
+    def request_cancel(self, job: Job, state: State, reason: str) -> None: ...
+
+
+class UsageSource(Protocol):
+    """Where an org's stored bytes come from (storaged, over coordinator/storage.py)."""
+
+    async def stored_bytes(self, org_id: str, timeout: float) -> int: ...
 
 
 def cost_minor(millis: int, price_per_hour_minor: int) -> int:
@@ -62,20 +57,17 @@ class Billing:
     def __init__(
         self,
         accounts: Accounts,
-        jobs: JobService,
-        db: Database,
+        jobs: Stopper,
+        job_changes: Topic[JobChange],
+        repo: Repository,
         catalog: Catalog,
-        signer: TokenSigner,
-        storage_address: str,
-        storage_credentials: object | None = None,
+        usage: UsageSource,
     ) -> None:
         self._accounts = accounts
         self._jobs = jobs
-        self._db = db
+        self._repo = repo
         self._catalog = catalog
-        self._signer = signer
-        self._storage_address = storage_address
-        self._storage_credentials = storage_credentials
+        self._usage = usage
         self._charges: dict[str, Charge] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         # org -> its RUNNING jobs by id: every transition consults it, so it must not
@@ -85,15 +77,13 @@ class Billing:
         # with _running_by_org so the exhaustion timer is re-planned in O(1) per transition.
         self._rate: dict[str, tuple[int, float]] = {}
         self._metered: dict[str, tuple[int, float]] = {}  # job id -> (price, started_at)
+        job_changes.subscribe(self._on_change)
 
-    async def load(self) -> None:
-        db = self._db
-        for statement in BILLING_SCHEMA:
-            await db.fetchall(statement)
-        for r in await db.fetchall("SELECT * FROM charges"):
-            self._charges[r[0]] = Charge(r[0], r[1], int(r[2]), int(r[3]), r[4], float(r[5]))
-        self._jobs.on_transition.append(self._on_transition)
-        for job in self._jobs.jobs.values():
+    async def load(self, resident: Iterable[Job]) -> None:
+        """The charges so far; meter the jobs running at startup."""
+        for charge in await self._repo.load_charges():
+            self._charges[charge.job_id] = charge
+        for job in resident:
             if job.state == State.RUNNING:
                 self._start_metering(job)
         for org_id in list(self._running_by_org):
@@ -127,7 +117,10 @@ class Billing:
             rate, weighted = self._rate[job.org_id]
             self._rate[job.org_id] = (rate - price, weighted - price * started_at)
 
-    def _on_transition(self, job: Job, target: State) -> None:
+    def _on_change(self, change: JobChange) -> None:
+        if not isinstance(change, JobChanged):
+            return
+        job, target = change.job, change.target
         if target == State.RUNNING:
             self._start_metering(job)
         else:
@@ -144,10 +137,7 @@ class Billing:
         amount = cost_minor(millis, self.price(job))
         charge = Charge(job.id, job.org_id, amount, millis, job.gpu_profile, job.finished_at)
         self._charges[job.id] = charge
-        self._db.write(
-            _INSERT_CHARGE,
-            (job.id, job.org_id, amount, millis, job.gpu_profile, job.finished_at),
-        )
+        self._repo.put_charge(charge)
         if amount:
             self._accounts.adjust_balance(job.org_id, -amount)
         log.info("job %s: %d ms on %s charged %d minor units", job.id, millis, job.gpu_profile, amount)
@@ -193,7 +183,7 @@ class Billing:
             job.cancel_requested = True
             job.message = "stopped: the org's balance is exhausted (top up to run more)"
             self._jobs.save(job)
-            self._jobs.scheduler.push_cancel(job, State.FAILED, "balance exhausted")
+            self._jobs.request_cancel(job, State.FAILED, "balance exhausted")
 
     def balance_changed(self, org_id: str) -> None:
         """Re-plan the exhaustion timer after a top-up."""
@@ -215,17 +205,8 @@ class Billing:
 
     async def storage_bytes(self, org_id: str) -> int:
         """Bytes the org has committed, as storaged counts them (0 when unreachable)."""
-        token = self._signer.sign(TokenClaims(
-            org_id=org_id, operations=(READ,), read_prefixes=("/",), write_prefixes=(),
-            expires_at=time.time() + 60, subject="coordinator:billing",
-        ))  # fmt: skip
         try:
-            async with channel(self._storage_address, self._storage_credentials) as ch:  # type: ignore[arg-type]
-                reply = await storage_pb2_grpc.StorageStub(ch).DiskUsage(
-                    storage_pb2.DiskUsageRequest(path="/"), metadata=storage_metadata(token),
-                    timeout=5,
-                )
+            return await self._usage.stored_bytes(org_id, timeout=5)
         except Exception as exc:  # the balance still answers without storage
             log.warning("storage usage for org %s unavailable: %s", org_id, exc)
             return 0
-        return int(reply.stored_bytes or reply.logical_bytes)

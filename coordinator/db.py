@@ -1,4 +1,5 @@
-"""The coordinator's SQLite database with group commit.
+"""The coordinator's SQLite database with group commit: the storage engine under
+`coordinator/repo.py` (which holds every statement; this module the schema).
 
 Writes are queued and one writer task commits everything queued so far in a single
 transaction (one hop to the database thread), so a burst of submissions costs a handful
@@ -64,6 +65,12 @@ CREATE TABLE IF NOT EXISTS events (
   PRIMARY KEY (job_id, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pending_releases (
   job_id TEXT PRIMARY KEY, org_id TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS operator_orgs (org_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS one_time_secrets (id TEXT PRIMARY KEY, used_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS charges (
+  job_id TEXT PRIMARY KEY, org_id TEXT NOT NULL, amount_minor INTEGER NOT NULL,
+  millis INTEGER NOT NULL, gpu_profile TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS charges_org ON charges(org_id, at);
 """
 
 _Write = tuple[str, Sequence[Any]]

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from c3.v1 import common_pb2
-from coordinator.repo import Repository
+from coordinator.repository import Repository
 
 
 def timestamp(at: float) -> Timestamp:
@@ -91,7 +91,7 @@ class EventLog:
                 # Everything to send is stored (a finished job gets nothing but a later
                 # SYNCED, and may leave memory while a slow reader is still here): read it
                 # from the database, including what was appended before this point.
-                await self._repo.db.barrier()
+                await self._repo.barrier()
                 while batch := await self._repo.events_after(job_id, cursor):
                     for event in batch:
                         cursor = event.seq

@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 from grpc import aio
 
 from c3.errors import C3Error
-from c3.grpcutil import bearer_secret
 from c3.v1 import agent_pb2, agent_pb2_grpc
 from coordinator.agents import AgentRegistry, AgentState
+from coordinator.auth import agent as calling_agent
 from coordinator.jobs import JobService
+from coordinator.liveness import Liveness
 from coordinator.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -20,11 +21,17 @@ log = logging.getLogger(__name__)
 
 class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
     def __init__(
-        self, agents: AgentRegistry, jobs: JobService, scheduler: Scheduler, heartbeat_ms: int
+        self,
+        agents: AgentRegistry,
+        jobs: JobService,
+        scheduler: Scheduler,
+        liveness: Liveness,
+        heartbeat_ms: int,
     ) -> None:
         self._agents = agents
         self._jobs = jobs
         self._scheduler = scheduler
+        self._liveness = liveness
         self._heartbeat_ms = heartbeat_ms
 
     async def Register(
@@ -39,9 +46,10 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
     async def Connect(
         self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], context: aio.ServicerContext
     ) -> AsyncIterator[agent_pb2.CoordinatorMessage]:
-        agent = self._agents.authenticate(bearer_secret(context))
+        agent = calling_agent()
         outbox: asyncio.Queue[agent_pb2.CoordinatorMessage | None] = asyncio.Queue()
         on_agent = sorted(agent.running)  # before `connected` may assign a new job
+        self._liveness.touch(agent)
         self._scheduler.connected(agent, outbox)
         reader = asyncio.create_task(self._read(agent, request_iterator, outbox))
         try:
@@ -68,12 +76,13 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
             async for message in messages:
                 if agent.outbox is not outbox:
                     return  # replaced by a newer stream of the same agent
-                self._scheduler.touch(agent)
+                self._liveness.touch(agent)
                 try:
                     self._handle(agent, message)
                 except C3Error as exc:
                     # One bad report must not end the stream or touch another job.
                     log.warning("agent %s: %s", agent.id, exc)
+                self._scheduler.settle()  # what the reports freed is placed now
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the agent's side of the stream broke: close ours too

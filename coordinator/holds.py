@@ -5,7 +5,7 @@ storaged knows versions, not jobs (docs/storage-holds.md): the coordinator pins 
 mount as holder "job:<id>" and releases the holder when the job reaches a final state.
 
 Submit (`pin`, called by JobService.submit under the id the job will get, before the job
-exists): the holds are awaited, with a short bounded retry, so they are in place before
+exists; JobService gets this object as its `pins`): the holds are awaited, with a short bounded retry, so they are in place before
 SubmitJob returns and before any agent can be handed the job. A version storaged no
 longer has refuses the submit with FailedPrecondition naming path and version; storaged
 unreachable refuses it with Unavailable (no job runs on data that can vanish). Jobs
@@ -15,18 +15,16 @@ Afterwards everything is fire-and-forget tasks with retry and backoff, logged an
 failing the job: release at a final state (recorded with the job's final state and kept
 until storaged confirms it, so a restart redoes a release that was lost), re-taking holds
 for unfinished jobs at startup, and renewing the TTL while the job lives, so a
-coordinator that dies does not pin data forever.
+coordinator that dies does not pin data forever. Every call goes over the coordinator's
+one storage connection (coordinator/storage.py); job changes come from the job topic.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
-
-import grpc
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Protocol
 
 from c3.errors import (
     C3Error,
@@ -35,15 +33,12 @@ from c3.errors import (
     NotFound,
     PermissionDenied,
     Unavailable,
-    from_rpc_error,
 )
-from c3.grpcutil import channel, storage_metadata
-from c3.tokens import HOLD, TokenClaims, TokenSigner
-from c3.v1 import common_pb2, storage_pb2, storage_pb2_grpc
-from coordinator.jobs import JobService
-from coordinator.lifecycle import FINISHED, State
+from c3.v1 import common_pb2
+from coordinator.changes import JobChange, JobChanged, Topic
+from coordinator.lifecycle import FINISHED
 from coordinator.model import Job
-from coordinator.repo import Repository
+from coordinator.repository import Repository
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +51,24 @@ SUBMIT_CALL_TIMEOUT_S = 2.0
 HOLD_CALLS_IN_FLIGHT = 32
 # Errors that another try cannot fix.
 _PERMANENT = (NotFound, InvalidArgument, PermissionDenied)
+
+
+class HoldStore(Protocol):
+    """storaged's holds (coordinator/storage.py's StorageLink)."""
+
+    address: str
+
+    async def hold(
+        self,
+        org_id: str,
+        path: str,
+        version: int,
+        holder: str,
+        ttl_s: int,
+        timeout: float | None = None,
+    ) -> None: ...
+
+    async def release(self, org_id: str, holder: str) -> None: ...
 
 
 class _HoldFailed(Exception):
@@ -85,44 +98,47 @@ def _one_line(exc: Exception) -> str:
 class JobHolds:
     def __init__(
         self,
-        jobs: JobService,
+        storage: HoldStore,
         repo: Repository,
-        signer: TokenSigner,
-        storage_address: str,
-        storage_credentials: grpc.ChannelCredentials | None = None,
+        job_changes: Topic[JobChange],
         ttl_s: int = HOLD_TTL_S,
     ) -> None:
-        self._jobs = jobs
+        self._storage = storage
+        self._address = storage.address
         self._repo = repo
-        self._signer = signer
-        self._address = storage_address
-        self._credentials = storage_credentials
         self._ttl_s = ttl_s
-        self._held: set[str] = set()  # job ids whose holds are taken or being taken
+        # Job ids whose holds are taken or being taken, and the job (None: pinned for a
+        # submit, before the job exists).
+        self._held: dict[str, Job | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._renew_timer: asyncio.TimerHandle | None = None
+        job_changes.subscribe(self._on_change)
 
-    async def load(self) -> None:
-        """Subscribe to submits and transitions; reconcile with the jobs loaded at startup."""
-        self._jobs.on_transition.append(self._on_transition)
-        self._jobs.pins = self
-        for job in list(self._jobs.jobs.values()):
-            if _mounts(job) and job.state not in FINISHED:
+    async def load(self, resident: Iterable[Job]) -> None:
+        """Reconcile with the jobs loaded at startup, redo the releases a restart
+        interrupted, and start renewing."""
+        for job in resident:
+            if _mounts(job) and job.state not in FINISHED and job.id not in self._held:
                 self._take(job)
         # Releases not done before the restart (storaged was down, or the process died).
         for job_id, org_id in await self._repo.pending_releases():
             self._release(job_id, org_id)
         self._schedule_renewal()
 
-    def _on_transition(self, job: Job, target: State) -> None:
-        if target in FINISHED:
+    def _on_change(self, change: JobChange) -> None:
+        if not isinstance(change, JobChanged):
+            return
+        job = change.job
+        if change.target in FINISHED:
             if job.id in self._held:
-                self._held.discard(job.id)
+                del self._held[job.id]
                 # Recorded in the commit that finishes the job: a restart redoes it until
                 # storaged has confirmed it.
                 self._repo.put_pending_release(job.id, job.org_id)
                 self._release(job.id, job.org_id)
-        elif job.id not in self._held and _mounts(job):
+        elif job.id in self._held:
+            self._held[job.id] = job  # pinned at submit: this is the job now
+        elif _mounts(job):
             self._take(job)
 
     # -- submit: awaited ----------------------------------------------------------------------
@@ -145,19 +161,20 @@ class JobHolds:
         if not wanted:
             return
         job_ids = list(dict.fromkeys(job_id for _, job_id, _, _ in wanted))
-        self._held.update(job_ids)  # the PENDING transitions must not take them again
+        for job_id in job_ids:  # the PENDING transitions must not take them again
+            self._held.setdefault(job_id, None)
         slots = asyncio.Semaphore(HOLD_CALLS_IN_FLIGHT)
 
-        async def hold_all(stub: storage_pb2_grpc.StorageStub, md: Any) -> None:
+        async def hold_all() -> None:
             async def hold(index: int, job_id: str, path: str, version: int) -> None:
-                request = storage_pb2.HoldRequest(
-                    path=path, version=version, holder=holder_of(job_id), ttl_seconds=self._ttl_s
-                )
                 async with slots:
                     try:
-                        await stub.Hold(request, metadata=md, timeout=SUBMIT_CALL_TIMEOUT_S)
-                    except grpc.RpcError as exc:
-                        raise _HoldFailed(index, path, version, from_rpc_error(exc)) from None
+                        await self._storage.hold(
+                            org_id, path, version, holder_of(job_id), self._ttl_s,
+                            timeout=SUBMIT_CALL_TIMEOUT_S,
+                        )
+                    except C3Error as exc:
+                        raise _HoldFailed(index, path, version, exc) from None
 
             outcomes = await asyncio.gather(*(hold(*item) for item in wanted), return_exceptions=True)
             failed = [o for o in outcomes if isinstance(o, BaseException)]
@@ -170,7 +187,7 @@ class JobHolds:
         try:
             for delay in (*SUBMIT_RETRY_DELAYS_S, None):
                 try:
-                    await self._call(org_id, hold_all)
+                    await hold_all()
                     return
                 except _HoldFailed as failed:
                     error: Exception = failed.error
@@ -201,29 +218,19 @@ class JobHolds:
     def unpin(self, org_id: str, job_id: str) -> None:
         if job_id not in self._held:
             return  # nothing was pinned for it (no mounts)
-        self._held.discard(job_id)
+        del self._held[job_id]
         holder = holder_of(job_id)
         self._spawn(f"release mounts of {job_id}", lambda: self._release_now(org_id, holder))
 
     # -- storaged calls --------------------------------------------------------------------
     def _take(self, job: Job) -> None:
-        self._held.add(job.id)
+        self._held[job.id] = job
 
         async def take() -> None:
             if job.state in FINISHED:
                 return  # ended before the hold landed: nothing to pin
-            requests = [
-                storage_pb2.HoldRequest(
-                    path=path, version=version, holder=holder_of(job.id), ttl_seconds=self._ttl_s
-                )
-                for path, version in _mounts(job)
-            ]
-
-            async def hold_all(stub: storage_pb2_grpc.StorageStub, md: Any) -> None:
-                for request in requests:  # one job mounts a handful: one channel, few calls
-                    await stub.Hold(request, metadata=md)
-
-            await self._call(job.org_id, hold_all)
+            for path, version in _mounts(job):  # one job mounts a handful: a few calls
+                await self._storage.hold(job.org_id, path, version, holder_of(job.id), self._ttl_s)
             if job.state in FINISHED:  # it ended while we were pinning: undo
                 await self._release_now(job.org_id, holder_of(job.id))
 
@@ -241,25 +248,7 @@ class JobHolds:
         self._spawn(f"release mounts of {job_id}", release)
 
     async def _release_now(self, org_id: str, holder: str) -> None:
-        request = storage_pb2.ReleaseRequest(holder=holder)
-
-        async def release(stub: storage_pb2_grpc.StorageStub, md: Any) -> None:
-            await stub.Release(request, metadata=md)
-
-        await self._call(org_id, release)
-
-    async def _call(
-        self, org_id: str, rpc: Callable[[storage_pb2_grpc.StorageStub, Any], Awaitable[None]]
-    ) -> None:
-        token = self._signer.sign(TokenClaims(
-            org_id=org_id, operations=(HOLD,), read_prefixes=(),
-            write_prefixes=(), expires_at=time.time() + 60, subject="coordinator:holds",
-        ))  # fmt: skip
-        async with channel(self._address, self._credentials) as ch:  # type: ignore[arg-type]
-            try:
-                await rpc(storage_pb2_grpc.StorageStub(ch), storage_metadata(token))
-            except grpc.RpcError as exc:
-                raise from_rpc_error(exc) from None
+        await self._storage.release(org_id, holder)
 
     def _spawn(self, what: str, attempt: Callable[[], Awaitable[None]]) -> None:
         async def with_retry() -> None:
@@ -287,10 +276,11 @@ class JobHolds:
         self._renew_timer = loop.call_later(self._ttl_s / 3, self._renew)
 
     def _renew(self) -> None:
-        for job_id in list(self._held):
-            job = self._jobs.jobs.get(job_id)
-            if job is None or job.state in FINISHED:
-                self._held.discard(job_id)
+        for job_id, job in list(self._held.items()):
+            if job is None:
+                continue  # its submit is still pinning
+            if job.state in FINISHED:
+                del self._held[job_id]
             else:
                 self._take(job)
         self._schedule_renewal()

@@ -1,4 +1,9 @@
-"""Jobs: submit, read, cancel, and every state change (persisted, timestamped, an event)."""
+"""Jobs: submit, read, cancel, and every state change (persisted, timestamped, an event).
+
+Every change is published on the job topic (coordinator/changes.py): the scheduler,
+billing and the storage holds learn of jobs only from there, so this module knows none
+of them. Only the mount pins (`MountPins`) are asked before a job exists.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,11 @@ import logging
 import operator
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from c3.errors import FailedPrecondition, NotFound
 from c3.v1 import agent_pb2, common_pb2
+from coordinator.changes import CancelRequested, JobChange, JobChanged, Topic
 from coordinator.convert import fill_startup
 from coordinator.events import EventLog
 from coordinator.lifecycle import (
@@ -23,12 +29,9 @@ from coordinator.lifecycle import (
     parse_enum,
 )
 from coordinator.model import Job, Transition
-from coordinator.repo import Repository
+from coordinator.repository import Repository
 from coordinator.residency import ResidentJobs
 from coordinator.secrets_util import new_id
-
-if TYPE_CHECKING:
-    from coordinator.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +59,24 @@ class MountPins(Protocol):
 
 class JobService:
     def __init__(
-        self, repo: Repository, events: EventLog, log_cap_bytes: int, keep_finished_s: float
+        self,
+        repo: Repository,
+        events: EventLog,
+        changes: Topic[JobChange],
+        log_cap_bytes: int,
+        keep_finished_s: float,
+        pins: MountPins | None = None,
     ) -> None:
         self._repo = repo
         self.events = events
+        self._changes = changes
         self._log_cap = log_cap_bytes
         self._keep_finished_s = keep_finished_s
         self._resident = ResidentJobs(keep_finished_s, lambda job: events.forget(job.id))
         # The jobs in memory: every unfinished one and the recently finished (residency.py).
         self.jobs = self._resident.by_id
         self._watchers: dict[str, set[asyncio.Queue[Job]]] = {}
-        self.scheduler: Scheduler  # wired by the app (the two call each other)
-        # Called after every transition (billing meters RUNNING -> finished).
-        self.on_transition: list[Callable[[Job, State], None]] = []
-        self.pins: MountPins | None = None  # wired by JobHolds; None: mounts are not pinned
+        self._pins = pins  # None: mounts are not pinned
 
     async def load(self) -> list[Job]:
         now = time.time()
@@ -96,7 +103,12 @@ class JobService:
         exit_code: int | None = None,
         message: str | None = None,
     ) -> asyncio.Future[None]:
-        """Apply one legal state change; returns a future resolved once it is durable."""
+        """Apply one legal state change; returns a future resolved once it is durable.
+
+        Never called from inside the delivery of another change (Topic.publish refuses):
+        a subscriber that wants a job to move on schedules it for after."""
+        if self._changes.delivering:
+            raise RuntimeError(f"job {job.id}: transition to {target.name} during another's delivery")
         check_transition(job.id, job.state, target)
         now = time.time()
         previous, job.state = job.state, target
@@ -120,8 +132,6 @@ class JobService:
         saved = self.save(job)
         if target in FINISHED:
             self._resident.finished(job, saved)
-        for hook in self.on_transition:
-            hook(job, target)
         status = common_pb2.StatusChange(
             state=int(target),  # type: ignore[arg-type]
             failure_reason=int(job.failure_reason),  # type: ignore[arg-type]
@@ -131,7 +141,7 @@ class JobService:
         if target == State.RUNNING:  # followers show where the startup time went
             fill_startup(status.startup, job.startup)
         durable = self.events.append(common_pb2.JobEvent(job_id=job.id, status=status))
-        self.scheduler.job_state_changed(job, previous, target)
+        self._changes.publish(JobChanged(job, previous, target, job.agent_id))
         return durable
 
     def save(self, job: Job) -> asyncio.Future[None]:
@@ -146,14 +156,17 @@ class JobService:
         spec: common_pb2.JobSpec,
         prefer_agent_id: str = "",
         supersedes_job_id: str = "",
+        created: Callable[[], None] = lambda: None,
     ) -> Job:
+        """A new job; `created` runs once it exists, before its commit is waited for (the
+        servicer has the scheduler place it then, not a loop turn later)."""
         superseded = await self.find(org_id, supersedes_job_id) if supersedes_job_id else None
         job_id = f"j-{new_id(5)}"
         hold_agent_id = ""
-        if self.pins is not None:
+        if self._pins is not None:
             # Before the job exists, so no agent can be handed it and no `data rm` can
             # remove a version it mounts; a refusal leaves no job and the old one running.
-            await self.pins.pin(org_id, [(job_id, spec)])
+            await self._pins.pin(org_id, [(job_id, spec)])
         try:
             if superseded is not None and superseded.state not in FINISHED:
                 # Cancel first, so the agent is told to stop the old run before anything else.
@@ -162,29 +175,34 @@ class JobService:
                 if on_agent and prefer_agent_id and superseded.agent_id == prefer_agent_id:
                     hold_agent_id = prefer_agent_id
         except BaseException:
-            if self.pins is not None:
-                self.pins.unpin(org_id, job_id)
+            if self._pins is not None:
+                self._pins.unpin(org_id, job_id)
             raise
         job, durable = self._create(org_id, job_id, spec, prefer_agent_id, hold_agent_id)
+        created()
         await durable
         return job
 
     async def submit_many(
-        self, org_id: str, requests: Sequence[tuple[common_pb2.JobSpec, str]]
+        self,
+        org_id: str,
+        requests: Sequence[tuple[common_pb2.JobSpec, str]],
+        created: Callable[[], None] = lambda: None,
     ) -> list[Job]:
         """New jobs from (spec, prefer_agent_id) pairs, in order. Every mount of every job
-        is held before any job exists, so a refusal (naming its entry) creates none."""
+        is held before any job exists, so a refusal (naming its entry) creates none.
+        `created` runs after each job is made, as for `submit`."""
         job_ids = [f"j-{new_id(5)}" for _ in requests]
-        if self.pins is not None:
+        if self._pins is not None:
             entries = [(job_id, spec) for job_id, (spec, _) in zip(job_ids, requests, strict=True)]
-            await self.pins.pin(org_id, entries, name_entries=True)
-        created = [
-            self._create(org_id, job_id, spec, prefer_agent_id, "")
-            for job_id, (spec, prefer_agent_id) in zip(job_ids, requests, strict=True)
-        ]
-        for _, durable in created:
+            await self._pins.pin(org_id, entries, name_entries=True)
+        made = []
+        for job_id, (spec, prefer_agent_id) in zip(job_ids, requests, strict=True):
+            made.append(self._create(org_id, job_id, spec, prefer_agent_id, ""))
+            created()  # each job is placed as it exists, not after the whole batch
+        for _, durable in made:
             await durable  # every job shares the batch's commit: one wait in practice
-        return [job for job, _ in created]
+        return [job for job, _ in made]
 
     def _create(
         self,
@@ -208,15 +226,13 @@ class JobService:
         job.transitions.append(Transition(State.PENDING, now, "submitted"))
         self._repo.add_transition(job.id, 0, job.transitions[0])
         self.save(job)
-        for hook in self.on_transition:
-            hook(job, State.PENDING)
         durable = self.events.append(
             common_pb2.JobEvent(
                 job_id=job.id,
                 status=common_pb2.StatusChange(state=common_pb2.JOB_STATE_PENDING),
             )
         )
-        self.scheduler.enqueue(job)
+        self._changes.publish(JobChanged(job, None, State.PENDING, ""))
         return job, durable
 
     async def find(self, org_id: str, job_id: str) -> Job:
@@ -273,16 +289,19 @@ class JobService:
         for job in jobs:
             note = reason or "canceled by user"
             if job.state == State.PENDING:
-                self.scheduler.forget(job)
                 last = self.transition(job, State.CANCELED, note, message=note)
             elif job.state in ON_AGENT and not job.cancel_requested:
                 job.cancel_requested = True
                 job.message = "cancel requested; waiting for the agent to stop the script"
                 last = self.save(job)
-                self.scheduler.push_cancel(job, State.CANCELED, note)
+                self.request_cancel(job, State.CANCELED, note)
         if last is not None:
             await last
         return jobs
+
+    def request_cancel(self, job: Job, state: State, reason: str) -> None:
+        """Ask the job's agent to stop it; it becomes `state` once the agent reports so."""
+        self._changes.publish(CancelRequested(job, state, reason))
 
     async def mark_synced(self, org_id: str, job_id: str) -> Job:
         job = await self.find(org_id, job_id)
@@ -368,7 +387,7 @@ class JobService:
             for job_id in job_ids
             if (job := self.jobs.get(job_id)) is not None and job.state in ON_AGENT
         }
-        await self._repo.db.barrier()  # what the points count is committed now
+        await self._repo.barrier()  # what the points count is committed now
         return agent_pb2.ResumeLogs(next_index=points)
 
     def is_finished(self, job: Job) -> bool:

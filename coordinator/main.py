@@ -100,14 +100,13 @@ def parse_args(argv: list[str] | None) -> CoordinatorConfig:
 
 
 async def serve(config: CoordinatorConfig) -> None:
-    app = await Coordinator.start(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    logging.getLogger(__name__).info("shutting down")
-    await app.stop()
+    async with await Coordinator.start(config):
+        await stop.wait()
+        logging.getLogger(__name__).info("shutting down")
 
 
 def main(argv: list[str] | None = None) -> None:

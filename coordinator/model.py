@@ -100,3 +100,15 @@ class AgentRecord:
     capabilities: bytes  # serialized AgentCapabilities, as last registered
     registered_at: float
     revoked: bool = False
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What one finished job cost its org (coordinator/billing.py)."""
+
+    job_id: str
+    org_id: str
+    amount_minor: int
+    millis: int
+    gpu_profile: str
+    at: float

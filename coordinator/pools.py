@@ -1,8 +1,8 @@
 """Warm pools: per profile keep `baseline` idle agents, grow toward pending demand up to
 `cap` through a provider, and release extra idle agents after the idle timeout.
 
-Every change (a job queued, an agent idle, connected or lost) calls `kick()`, which runs
-one reconcile pass on the next loop turn; timers cover idle timeouts, registration
+The scheduler tells of every change (a job queued, an agent idle, connected or lost) on
+the agent topic; each calls `kick()`, which runs one reconcile pass on the next loop turn; timers cover idle timeouts, registration
 timeouts and retry backoff. Each started agent has a watcher (the provider's
 `watch_start`) until it registers: it keeps the pending jobs' message saying where the
 start stands, and turns an agent that ended before registering into a failure at once
@@ -16,99 +16,78 @@ import asyncio
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Iterable, Mapping
+from typing import Any, Protocol
 
-from c3.v1 import agent_pb2
 from coordinator.agents import AgentState
-from coordinator.catalog import Catalog
+from coordinator.changes import AgentChange, Topic
 from coordinator.lifecycle import State
 from coordinator.model import Job
 from coordinator.placement import fits
-from coordinator.poolconfig import PoolPolicy
+from coordinator.poolstate import BACKOFF_START_S, Pool, PoolBoard, Starting
 from coordinator.providers.base import Provider, ProvisionError
-
-if TYPE_CHECKING:
-    from coordinator.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
-_BACKOFF_START_S = 1.0
 _BACKOFF_MAX_S = 60.0
 
 
-@dataclass(eq=False)
-class _Starting:
-    handle: Any
-    launch_id: str  # the agent registers with it (AgentCapabilities.launch_id)
-    since: float
-    phrase: str  # where the start stands, for users (from the provider)
-    timer: asyncio.TimerHandle | None = None  # the registration timeout
-    watcher: asyncio.Task[None] | None = None  # the provider's watch_start
+class PoolHost(Protocol):
+    """What the pools need of the scheduler."""
 
-    def stop_watching(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.watcher is not None:
-            self.watcher.cancel()
+    def known_agents(self) -> Iterable[AgentState]: ...
 
+    def pending_jobs(self) -> Iterable[Job]: ...
 
-@dataclass(eq=False)
-class Pool:
-    policy: PoolPolicy
-    caps: agent_pb2.AgentCapabilities
-    provider: Provider
-    starting: list[_Starting] = field(default_factory=list)
-    members: dict[str, Any] = field(default_factory=dict)  # agent id -> handle or None
-    in_flight: int = 0  # provision() calls not yet returned
-    # launch id -> agent id, for agents that registered before provision() returned.
-    registered_early: dict[str, str] = field(default_factory=dict)
-    error: str = ""
-    backoff: float = _BACKOFF_START_S
-    retry_at: float = 0.0
+    def release(self, agent: AgentState) -> None: ...
+
+    def refresh_pending(self) -> None: ...
 
 
 class PoolManager:
     def __init__(
         self,
-        scheduler: Scheduler,
-        policies: tuple[PoolPolicy, ...],
-        providers: dict[str, Provider],
-        catalog: Catalog,
+        board: PoolBoard,
+        providers: Mapping[str, Provider],
+        scheduler: PoolHost,
+        agent_changes: Topic[AgentChange],
+        classes: frozenset[str],
     ) -> None:
+        self._board = board
         self._scheduler = scheduler
-        self._providers = providers
-        self._classes = catalog.classes
-        self.pools: list[Pool] = []
-        for policy in policies:
-            profile = catalog.profile(policy.profile)
-            caps = agent_pb2.AgentCapabilities(
-                profile=policy.profile, gpu_class=profile.gpu_class if profile else "",
-                gpu_count=profile.gpu_count if profile else 0, provider=policy.provider,
-            )  # fmt: skip
-            self.pools.append(Pool(policy, caps, providers[policy.provider]))
+        self.providers = dict(providers)
+        self._classes = classes
+        self.pools = board.pools
         self._scheduled = False
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._watchers: set[asyncio.Task[None]] = set()  # cancelled ones may still be ending
         self._timers: list[asyncio.TimerHandle] = []
+        agent_changes.subscribe(self._on_agent_change)
+        self.kick()
 
-    # -- hooks from the scheduler --------------------------------------------------------
+    def provider_of(self, pool: Pool) -> Provider:
+        return self.providers[pool.policy.provider]
+
+    # -- what the scheduler tells ----------------------------------------------------------
+    def _on_agent_change(self, change: AgentChange) -> None:
+        agent = change.agent
+        if change.kind == "connected" and agent is not None:
+            self.agent_connected(agent)
+        elif change.kind == "disconnected" and agent is not None:
+            self.agent_disconnected(agent)
+        elif change.kind == "lost" and agent is not None:
+            self.agent_lost(agent)
+        else:
+            self.kick()
+
     def kick(self) -> None:
         if not self._scheduled and not self._closed:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._reconcile)
 
-    def _pool_of(self, agent: AgentState) -> Pool | None:
-        for pool in self.pools:
-            if agent.caps.profile == pool.policy.profile and (
-                agent.caps.provider == pool.policy.provider
-            ):
-                return pool
-        return None
-
     def agent_connected(self, agent: AgentState) -> None:
-        pool = self._pool_of(agent)
+        pool = self._board.pool_of(agent)
         if pool is None:
             return
         agent.pool = pool.policy.name
@@ -125,45 +104,25 @@ class PoolManager:
             elif launch_id and pool.in_flight:
                 pool.registered_early[launch_id] = agent.id
             pool.members[agent.id] = handle
-        pool.error, pool.backoff = "", _BACKOFF_START_S
+        pool.error, pool.backoff = "", BACKOFF_START_S
         self.kick()
 
     def agent_disconnected(self, agent: AgentState) -> None:
-        pool = self._pool_of(agent)
+        pool = self._board.pool_of(agent)
         if agent.releasing and pool is not None and agent.id in pool.members:
             # A released agent finished and left: make sure its process/allocation ends.
             handle = pool.members.pop(agent.id)
             if handle is not None:
-                self._spawn(pool.provider.release(handle))
+                self._spawn(self.provider_of(pool).release(handle))
         self.kick()
 
     def agent_lost(self, agent: AgentState) -> None:
-        pool = self._pool_of(agent)
+        pool = self._board.pool_of(agent)
         if pool is not None and agent.id in pool.members:
             handle = pool.members.pop(agent.id)
             if handle is not None:
-                self._spawn(pool.provider.release(handle))
+                self._spawn(self.provider_of(pool).release(handle))
         self.kick()
-
-    def message_for(self, job: Job) -> str:
-        pin = job.spec.provider
-        if pin and pin not in self._providers and not any(
-            a.connected and a.caps.provider == pin for a in self._scheduler.known_agents()
-        ):
-            return f"provider {pin} unavailable"
-        for pool in self.pools:
-            if not fits(job.spec, pool.caps, self._classes):
-                continue
-            if pool.error:
-                return f"provider {pool.policy.provider}: {pool.error}; retrying"
-            if pool.starting:
-                return (
-                    f"provisioning a {pool.policy.profile} agent through "
-                    f"{pool.policy.provider} ({pool.starting[0].phrase})"
-                )
-            if pool.in_flight:
-                return f"provisioning a {pool.policy.profile} agent through {pool.policy.provider}"
-        return ""
 
     # -- the reconcile pass ----------------------------------------------------------------
     def _members(self, pool: Pool) -> list[AgentState]:
@@ -214,7 +173,7 @@ class PoolManager:
     async def _provision(self, pool: Pool) -> None:
         launch_id = f"{pool.policy.name}-{secrets.token_hex(6)}"
         try:
-            handle = await pool.provider.provision(
+            handle = await self.provider_of(pool).provision(
                 pool.policy.profile, pool.caps.gpu_count, launch_id
             )
         except ProvisionError as exc:
@@ -226,17 +185,17 @@ class PoolManager:
         early = pool.registered_early.pop(launch_id, None)
         self._forget_early(pool)
         if self._closed:
-            await pool.provider.release(handle)
+            await self.provider_of(pool).release(handle)
             return
         if early is not None:  # it registered before provision() returned
             if early in pool.members:
                 pool.members[early] = handle
             else:  # and has already left again
-                self._spawn(pool.provider.release(handle))
+                self._spawn(self.provider_of(pool).release(handle))
             self.kick()
             return
-        what = pool.provider.describe(handle)
-        started = _Starting(
+        what = self.provider_of(pool).describe(handle)
+        started = Starting(
             handle, launch_id, time.monotonic(), f"{what}, waiting for it to register"
         )
         loop = asyncio.get_running_loop()
@@ -256,20 +215,20 @@ class PoolManager:
         if not pool.in_flight:
             pool.registered_early.clear()
 
-    async def _watch(self, pool: Pool, started: _Starting) -> None:
+    async def _watch(self, pool: Pool, started: Starting) -> None:
         def progress(phrase: str) -> None:
             if phrase != started.phrase:
                 started.phrase = phrase
                 self.kick()  # pending jobs re-read message_for
 
         try:
-            await pool.provider.watch_start(started.handle, progress)
+            await self.provider_of(pool).watch_start(started.handle, progress)
         except ProvisionError as exc:
             if started in pool.starting and not self._closed:
                 pool.starting.remove(started)
                 started.watcher = None  # this task, ending now
                 started.stop_watching()
-                self._spawn(pool.provider.release(started.handle))
+                self._spawn(self.provider_of(pool).release(started.handle))
                 self._failed(pool, str(exc))
         except Exception:  # a provider bug must not end the pool; the timeout still runs
             log.exception("pool %s: watching %s failed", pool.policy.name, started.phrase)
@@ -282,13 +241,13 @@ class PoolManager:
         pool.backoff = min(pool.backoff * 2, _BACKOFF_MAX_S)
         self.kick()
 
-    def _register_timeout(self, pool: Pool, started: _Starting) -> None:
+    def _register_timeout(self, pool: Pool, started: Starting) -> None:
         if started not in pool.starting:
             return
         pool.starting.remove(started)
         started.stop_watching()
-        self._spawn(pool.provider.release(started.handle))
-        what = pool.provider.describe(started.handle)
+        self._spawn(self.provider_of(pool).release(started.handle))
+        what = self.provider_of(pool).describe(started.handle)
         self._failed(
             pool, f"{what} did not register within {pool.policy.register_timeout_s:.0f}s"
         )
@@ -299,7 +258,7 @@ class PoolManager:
         self._timers = [t for t in self._timers if not t.cancelled()]
         self._timers.append(loop.call_later(max(0.0, delay) + 0.01, self.kick))
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -325,5 +284,5 @@ class PoolManager:
                 started.stop_watching()
             pool.starting.clear()
             pool.members.clear()
-            releases += [pool.provider.release(h) for h in handles]
+            releases += [self.provider_of(pool).release(h) for h in handles]
         await asyncio.gather(*releases, return_exceptions=True)

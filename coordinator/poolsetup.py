@@ -7,13 +7,14 @@ from pathlib import Path
 
 from coordinator.accounts import Accounts
 from coordinator.catalog import Catalog
+from coordinator.changes import AgentChange, Topic
 from coordinator.config import CoordinatorConfig
 from coordinator.poolconfig import ProviderOptions, load_pool_config
-from coordinator.pools import PoolManager
+from coordinator.pools import PoolHost, PoolManager
+from coordinator.poolstate import KnownAgents, PoolBoard
 from coordinator.providers.base import AgentLaunch, Provider
 from coordinator.providers.local import LocalProvider
 from coordinator.providers.slurm import SlurmProvider
-from coordinator.scheduler import Scheduler
 
 
 def _write_secret(path: Path, secret: str) -> None:
@@ -25,18 +26,26 @@ def _write_secret(path: Path, secret: str) -> None:
     os.replace(tmp, path)
 
 
-async def start_pools(
-    config: CoordinatorConfig,
-    accounts: Accounts,
-    scheduler: Scheduler,
-    catalog: Catalog,
-    address: str,
-) -> PoolManager | None:
+def pool_board(config: CoordinatorConfig, catalog: Catalog, agents: KnownAgents) -> PoolBoard | None:
+    """The pools `--pool-config` asks for (None: no pool), before anything starts them."""
     if config.pool_config is None:
         return None
-    pool_config = load_pool_config(
-        config.pool_config, frozenset(p.code for p in catalog.profiles)
-    )
+    pool_config = load_pool_config(config.pool_config, frozenset(p.code for p in catalog.profiles))
+    return PoolBoard(pool_config, catalog, agents)
+
+
+async def start_pools(
+    config: CoordinatorConfig,
+    board: PoolBoard,
+    accounts: Accounts,
+    scheduler: PoolHost,
+    agent_changes: Topic[AgentChange],
+    catalog: Catalog,
+    address: str,
+) -> PoolManager:
+    """Providers for the pools, and the manager that starts their agents (dialing
+    `address`, the coordinator as bound)."""
+    pool_config = board.config
     work_dir = config.agents_dir or config.data_dir / "agents"
     secret_file = work_dir / "provisioning-secret"
     # A provisioning secret of its own, so provider-started agents can enrol.
@@ -55,7 +64,4 @@ async def start_pools(
                 extra_agent_args=options.agent_args,
                 status_interval_s=options.status_interval_s,
             )
-    manager = PoolManager(scheduler, pool_config.pools, providers, catalog)
-    scheduler.pool = manager
-    manager.kick()
-    return manager
+    return PoolManager(board, providers, scheduler, agent_changes, catalog.classes)

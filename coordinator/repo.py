@@ -1,16 +1,19 @@
-"""Repository: the only module that knows the table layout (so PostgreSQL can follow)."""
+"""The SQLite repository: every SQL statement the coordinator runs is in this module
+(the schema is in coordinator/db.py, the engine under it). It implements the interface in
+coordinator/repository.py, which is all the rest of the coordinator sees."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Collection, Container, Sequence
+from pathlib import Path
 from typing import Any
 
 from c3.v1 import common_pb2
 from coordinator.db import FINISHED_STATES_SQL, LIVE_STATES_SQL, Database
 from coordinator.lifecycle import Reason, State
-from coordinator.model import AgentRecord, ApiKey, Job, Org, Startup, Transition
+from coordinator.model import AgentRecord, ApiKey, Charge, Job, Org, Startup, Transition
 
 _UPSERT_ORG = "INSERT OR REPLACE INTO orgs VALUES (?,?,?,?,?)"
 _UPSERT_KEY = "INSERT OR REPLACE INTO api_keys VALUES (?,?,?,?,?,?,?,?,?)"
@@ -20,6 +23,9 @@ _UPSERT_JOB = "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?)"
 _INSERT_TRANSITION = "INSERT OR REPLACE INTO transitions VALUES (?,?,?,?,?)"
 _INSERT_EVENT = "INSERT INTO events VALUES (?,?,?)"
 _INSERT_PENDING_RELEASE = "INSERT OR REPLACE INTO pending_releases VALUES (?,?)"
+_INSERT_OPERATOR = "INSERT OR REPLACE INTO operator_orgs VALUES (?)"
+_UPSERT_ONE_TIME = "INSERT OR REPLACE INTO one_time_secrets VALUES (?,?)"
+_UPSERT_CHARGE = "INSERT OR REPLACE INTO charges VALUES (?,?,?,?,?,?)"
 
 # Job fields kept in the JSON `data` column (everything but id/org/state/spec/transitions).
 _JOB_DATA_FIELDS = (
@@ -67,9 +73,19 @@ def _job_row(job: Job) -> tuple[object, ...]:
     return (job.id, job.org_id, int(job.state), job.created_at, job.spec_bytes, _encode_json(data))
 
 
-class Repository:
+class SqliteRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteRepository:
+        return cls(await Database.open(path))
+
+    async def barrier(self) -> None:
+        await self.db.barrier()
+
+    async def close(self) -> None:
+        await self.db.close()
 
     # -- orgs and keys ---------------------------------------------------------------
     def put_org(self, org: Org) -> asyncio.Future[None]:
@@ -105,6 +121,19 @@ class Repository:
     async def load_provisioning_secrets(self) -> list[tuple[str, bytes, bytes]]:
         rows = await self.db.fetchall("SELECT id, salt, digest FROM provisioning_secrets")
         return [(r[0], bytes(r[1]), bytes(r[2])) for r in rows]
+
+    def put_operator(self, org_id: str) -> asyncio.Future[None]:
+        return self.db.write(_INSERT_OPERATOR, (org_id,))
+
+    async def load_operators(self) -> set[str]:
+        return {r[0] for r in await self.db.fetchall("SELECT org_id FROM operator_orgs")}
+
+    def put_one_time_secret(self, secret_id: str, used_at: float) -> asyncio.Future[None]:
+        return self.db.write(_UPSERT_ONE_TIME, (secret_id, used_at))
+
+    async def load_one_time_secrets(self) -> dict[str, float]:
+        rows = await self.db.fetchall("SELECT id, used_at FROM one_time_secrets")
+        return {r[0]: float(r[1]) for r in rows}
 
     # -- agents ------------------------------------------------------------------------
     def put_agent(self, agent: AgentRecord) -> asyncio.Future[None]:
@@ -221,6 +250,16 @@ class Repository:
     async def pending_releases(self) -> list[tuple[str, str]]:
         rows = await self.db.fetchall("SELECT job_id, org_id FROM pending_releases")
         return [(r[0], r[1]) for r in rows]
+
+    # -- billing -----------------------------------------------------------------------
+    def put_charge(self, c: Charge) -> asyncio.Future[None]:
+        return self.db.write(
+            _UPSERT_CHARGE, (c.job_id, c.org_id, c.amount_minor, c.millis, c.gpu_profile, c.at)
+        )
+
+    async def load_charges(self) -> list[Charge]:
+        rows = await self.db.fetchall("SELECT * FROM charges")
+        return [Charge(r[0], r[1], int(r[2]), int(r[3]), r[4], float(r[5])) for r in rows]
 
     # -- events ------------------------------------------------------------------------
     def add_event(self, event: common_pb2.JobEvent) -> asyncio.Future[None]:

@@ -1,11 +1,13 @@
-"""Push dispatch: a fair pending queue, the idle agents, and the agents' liveness.
+"""Push dispatch: a fair pending queue and the idle agents.
 
 Work moves the instant something changes: a submitted job looks for an idle agent, a
 freed agent takes the next pending job it fits (orgs served in turn), and an assignment
-goes straight into the agent's stream. Timers, not polling, handle loss detection (one
-TimerHandle per agent, pushed back on every message), time limits and supersede holds.
-Every job state change passes through `job_state_changed`, which keeps the agents'
-slots, the orgs' concurrency counts and the time-limit timers in step.
+goes straight into the agent's stream. Timers, not polling, handle time limits and
+supersede holds (agent liveness is coordinator/liveness.py). The scheduler learns of job
+changes from the job topic: each one keeps the agents' slots, the orgs' concurrency counts
+and the time-limit timers in step at once, while the placements that follow (a freed agent
+taking the next job, a new job looking for an agent) run just after, on the next loop
+turn, so no transition is ever made while another is being delivered.
 """
 
 from __future__ import annotations
@@ -13,63 +15,111 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
-from c3.tokens import READ, WRITE, TokenClaims, TokenSigner
 from c3.v1 import agent_pb2
-from coordinator.agents import AgentRegistry, AgentState
+from coordinator.agents import AgentState
+from coordinator.changes import AgentChange, AgentEvent, CancelRequested, JobChange, Topic
 from coordinator.convert import job_to_proto
 from coordinator.events import timestamp
 from coordinator.fairqueue import FairQueue
-from coordinator.jobs import JobService
 from coordinator.lifecycle import FINISHED, ON_AGENT, Reason, State
 from coordinator.model import Job, Startup
 from coordinator.placement import IdleIndex, fits, waiting_reason
 from coordinator.timelimits import TimeLimits
 
-if TYPE_CHECKING:
-    from coordinator.pools import PoolManager
-
 log = logging.getLogger(__name__)
 
-# A job token outlives its time limit by this much (upload of artifacts happens after).
-_TOKEN_GRACE_S = 3600.0
-_TOKEN_NO_LIMIT_S = 7 * 24 * 3600.0
 # A job assigned during the current stream is only declared gone after it is missing
 # from two heartbeats and at least this old (a heartbeat may cross the assignment).
 _RECONCILE_MIN_AGE_S = 1.0
 
 
+class Jobs(Protocol):
+    """What the scheduler needs of the job service."""
+
+    @property
+    def jobs(self) -> Mapping[str, Job]: ...
+
+    def transition(
+        self,
+        job: Job,
+        target: State,
+        note: str = "",
+        *,
+        reason: Reason | None = None,
+        exit_code: int | None = None,
+        message: str | None = None,
+    ) -> asyncio.Future[None]: ...
+
+    def save(self, job: Job) -> asyncio.Future[None]: ...
+
+
+class Agents(Protocol):
+    """The agents the coordinator knows (coordinator/agents.py's registry)."""
+
+    @property
+    def states(self) -> Mapping[str, AgentState]: ...
+
+    @property
+    def gpu_names(self) -> set[str]: ...
+
+    @property
+    def providers(self) -> set[str]: ...
+
+
+class JobGrants(Protocol):
+    """Where a job's agent reaches storage, and the token it does so with."""
+
+    @property
+    def storage_address(self) -> str: ...
+
+    def for_job(self, job: Job, now: float) -> str: ...
+
+
+class WaitReasons(Protocol):
+    """Why a pending job waits, when something besides the agents knows (warm pools)."""
+
+    def message_for(self, job: Job) -> str: ...
+
+
 class Scheduler:
     def __init__(
         self,
-        jobs: JobService,
-        agents: AgentRegistry,
+        jobs: Jobs,
+        job_changes: Topic[JobChange],
+        agents: Agents,
+        agent_changes: Topic[AgentChange],
         classes: frozenset[str],
-        signer: TokenSigner,
-        storage_address: str,
-        loss_after_s: float,
+        grants: JobGrants,
         limit_of: Callable[[str], tuple[int, str]] = lambda org_id: (0, ""),
         time_limit_grace_s: float = 30.0,
         supersede_hold_s: float = 2.0,
+        waits: WaitReasons | None = None,
     ) -> None:
         self._jobs = jobs
         self._agents = agents
+        self._agent_changes = agent_changes
         self._classes = classes
-        self._signer = signer
-        self._storage_address = storage_address
-        self._loss_after = loss_after_s
+        self._grants = grants
+        self._waits = waits
         self._hold_s = supersede_hold_s
         self._pending = FairQueue(limit_of)
         self._idle = IdleIndex(classes)
         self._held: dict[str, list[Job]] = {}
         self._limits = TimeLimits(time_limit_grace_s, self.push_cancel, self._force_timeout)
-        self.pool: PoolManager | None = None
+        # Placements that follow a change, run on the next loop turn in the order queued.
+        self._follow_ups: deque[Callable[[], None]] = deque()
+        self._settle_later: asyncio.Handle | None = None
+        job_changes.subscribe(self._on_change)
 
     # -- restart -------------------------------------------------------------------------
-    def restore(self, jobs: list[Job]) -> None:
-        """After a restart: pending jobs queue again; jobs on agents wait for them to return."""
+    def restore(self, jobs: list[Job]) -> list[AgentState]:
+        """After a restart: pending jobs queue again; jobs on agents wait for them to return.
+        Returns the agents that hold jobs (they are lost unless they come back in time)."""
+        holding: dict[str, AgentState] = {}
         for job in jobs:
             if job.state == State.PENDING:
                 self._pending.add(job)
@@ -82,7 +132,62 @@ class Scheduler:
                 agent.running.add(job.id)
                 if job.state == State.RUNNING:
                     self._limits.started(job)
-                self.touch(agent)
+                holding[agent.id] = agent
+        return list(holding.values())
+
+    # -- job changes ---------------------------------------------------------------------
+    def _on_change(self, change: JobChange) -> None:
+        """Every job change, as it happens: bookkeeping now, placements just after."""
+        if isinstance(change, CancelRequested):
+            self.push_cancel(change.job, change.state, change.reason)
+            return
+        job, old, new = change.job, change.previous, change.target
+        if old is None:
+            self._follow_up(lambda: self._place_new(job))
+            return
+        if old == State.PENDING and new in FINISHED:
+            self.forget(job)
+        if new in ON_AGENT and old not in ON_AGENT:
+            self._pending.started(job.org_id)
+        if new == State.RUNNING:
+            self._limits.started(job)
+        if old in ON_AGENT and new not in ON_AGENT:
+            self._limits.stopped(job)
+            off_limit = self._pending.stopped(job.org_id)
+            agent = self._agents.states.get(change.agent_id)
+            if agent is not None:
+                agent.running.discard(job.id)
+                agent.missing.discard(job.id)
+                if agent.free:
+                    freed = agent
+                    self._follow_up(lambda: self._agent_free(freed) if freed.free else None)
+            if off_limit:
+                org_id = job.org_id
+                self._follow_up(lambda: self._dispatch_org(org_id))
+
+    def _follow_up(self, work: Callable[[], None]) -> None:
+        self._follow_ups.append(work)
+        if self._settle_later is None:
+            self._settle_later = asyncio.get_running_loop().call_soon(self.settle)
+
+    def settle(self) -> None:
+        """Make the placements that follow the changes so far. Runs on the next loop turn
+        by itself; a caller that just applied changes outside any transition (the gateway,
+        after each agent message) calls it at once, so a freed agent gets its next job
+        without waiting for the rest of the loop's ready work."""
+        if self._settle_later is not None:
+            self._settle_later.cancel()  # a no-op when it is what runs this
+            self._settle_later = None
+        while self._follow_ups:
+            work = self._follow_ups.popleft()
+            try:
+                work()
+            except Exception:  # a bug in one placement must not strand the ones after it
+                log.exception("placement after a job change failed")
+
+    def _place_new(self, job: Job) -> None:
+        if job.state == State.PENDING:  # not canceled meanwhile
+            self.enqueue(job)
 
     # -- jobs ----------------------------------------------------------------------------
     def enqueue(self, job: Job, front: bool = False) -> None:
@@ -95,7 +200,7 @@ class Scheduler:
                 return
         self._pending.add(job, front)
         self._set_message(job)
-        self._kick_pool()
+        self._tell("waiting")
 
     def _hold(self, job: Job) -> bool:
         """Keep a superseding job for the agent of the job it replaces; False: don't wait."""
@@ -159,29 +264,11 @@ class Scheduler:
         self._jobs.transition(job, State.SCHEDULING, f"assigned to agent {agent.id}", message="")
         assignment = agent_pb2.Assignment(
             job=job_to_proto(job),
-            storage_token=self._job_token(job, now),
-            storage_address=self._storage_address,
+            storage_token=self._grants.for_job(job, now),
+            storage_address=self._grants.storage_address,
             assigned_at=timestamp(now),
         )
         agent.send(agent_pb2.CoordinatorMessage(assignment=assignment))
-
-    def _job_token(self, job: Job, now: float) -> str:
-        limit = job.spec.time_limit_seconds
-        ttl = limit + _TOKEN_GRACE_S if limit else _TOKEN_NO_LIMIT_S
-        manifests = [job.spec.workspace_manifest_digest]
-        manifests += [m.manifest_digest for m in job.spec.datasets if m.manifest_digest]
-        read_paths = [f"/jobs/{job.id}/"]
-        read_paths += [m.resolved_path for m in job.spec.datasets if m.resolved_path]
-        claims = TokenClaims(
-            org_id=job.org_id,
-            operations=(READ, WRITE),
-            read_prefixes=tuple(read_paths),
-            write_prefixes=(f"/jobs/{job.id}/",),
-            expires_at=now + ttl,
-            subject=f"job:{job.id}",
-            read_manifests=tuple(manifests),
-        )
-        return self._signer.sign(claims)
 
     def push_cancel(self, job: Job, state: State, reason: str) -> None:
         agent = self._agents.states.get(job.agent_id)
@@ -193,24 +280,6 @@ class Scheduler:
 
     def _force_timeout(self, job: Job, why: str) -> None:
         self._jobs.transition(job, State.TIMED_OUT, why, message=why)
-
-    def job_state_changed(self, job: Job, old: State, new: State) -> None:
-        """Called by JobService for every transition, after the job holds its new state."""
-        if new in ON_AGENT and old not in ON_AGENT:
-            self._pending.started(job.org_id)
-        if new == State.RUNNING:
-            self._limits.started(job)
-        if old in ON_AGENT and new not in ON_AGENT:
-            self._limits.stopped(job)
-            off_limit = self._pending.stopped(job.org_id)
-            agent = self._agents.states.get(job.agent_id)
-            if agent is not None:
-                agent.running.discard(job.id)
-                agent.missing.discard(job.id)
-                if agent.free:
-                    self._agent_free(agent)
-            if off_limit:
-                self._dispatch_org(job.org_id)
 
     def _dispatch_org(self, org_id: str) -> None:
         """The org may run more: place its pending jobs on idle agents, in order."""
@@ -231,9 +300,9 @@ class Scheduler:
         elif self._pending.at_limit(job.org_id):
             message = self._pending.limit_message(job.org_id)
         else:
-            message = self.pool.message_for(job) if self.pool is not None else ""
+            message = self._waits.message_for(job) if self._waits is not None else ""
             pin = job.spec.provider
-            if not message and pin and self.pool is None and not any(
+            if not message and pin and self._waits is None and not any(
                 a.connected and a.caps.provider == pin for a in self._agents.states.values()
             ):
                 message = f"provider {pin} unavailable (no agents and no pool for it)"
@@ -253,9 +322,9 @@ class Scheduler:
         """Re-state why each pending job waits (agents came or went, a provider failed)."""
         self._refresh(self._pending.jobs())
 
-    def _kick_pool(self) -> None:
-        if self.pool is not None:
-            self.pool.kick()
+    def _tell(self, kind: AgentEvent, agent: AgentState | None = None) -> None:
+        if self._agent_changes.heard:  # no warm pool: nobody listens
+            self._agent_changes.publish(AgentChange(kind, agent))
 
     # -- agents --------------------------------------------------------------------------
     def _agent_free(self, agent: AgentState) -> None:
@@ -269,7 +338,7 @@ class Scheduler:
         if agent.free:
             agent.idle_since = time.monotonic()
             self._idle.add(agent)
-            self._kick_pool()
+            self._tell("idle", agent)
 
     def _next_held(self, agent: AgentState) -> Job | None:
         for job in list(self._held.get(agent.id, ())):
@@ -288,9 +357,7 @@ class Scheduler:
         agent.outbox = outbox
         agent.connected_at = time.time()
         agent.missing.clear()
-        self.touch(agent)
-        if self.pool is not None:
-            self.pool.agent_connected(agent)
+        self._tell("connected", agent)  # a warm pool claims it before it takes a job
         if agent.free:
             self._agent_free(agent)
         self.refresh_pending()
@@ -303,8 +370,7 @@ class Scheduler:
             return
         agent.outbox = None
         self._idle.discard(agent)
-        if self.pool is not None:
-            self.pool.agent_disconnected(agent)
+        self._tell("disconnected", agent)
         self.refresh_pending()
 
     def release(self, agent: AgentState) -> None:
@@ -348,30 +414,10 @@ class Scheduler:
             )
             agent.send(agent_pb2.CoordinatorMessage(cancel=cancel))
 
-    def touch(self, agent: AgentState) -> None:
-        """The agent was heard from. Called for every message it sends, so it only notes
-        the time; the one loss timer re-arms itself for the rest when it fires early."""
-        loop = asyncio.get_running_loop()
-        agent.heard_at = loop.time()
-        agent.last_seen = time.time()
-        if agent.loss_timer is None:
-            agent.loss_timer = loop.call_at(agent.heard_at + self._loss_after, self._lost, agent)
-
-    def _lost(self, agent: AgentState) -> None:
-        loop = asyncio.get_running_loop()
-        silent_until = agent.heard_at + self._loss_after
-        if silent_until > loop.time():
-            agent.loss_timer = loop.call_at(silent_until, self._lost, agent)
-            return
-        log.warning("agent %s silent for %.1fs: lost", agent.id, self._loss_after)
-        self.lost(agent, f"agent {agent.id} lost")
-
     def lost(self, agent: AgentState, why: str) -> None:
-        """The agent is gone for good (silent too long, or revoked): its jobs follow the
-        agent-loss rules now (requeued if their script had not started, else AGENT_LOST)."""
-        if agent.loss_timer is not None:
-            agent.loss_timer.cancel()
-        agent.loss_timer = None
+        """The agent is gone for good (silent too long, or revoked; coordinator/liveness.py
+        calls this): its jobs follow the agent-loss rules now (requeued if their script had
+        not started, else AGENT_LOST)."""
         if agent.outbox is not None:
             outbox = agent.outbox
             self.disconnected(agent, outbox)
@@ -381,8 +427,7 @@ class Scheduler:
             if job is not None and job.state in ON_AGENT:
                 self._agent_gone(job, why)
             agent.running.discard(job_id)
-        if self.pool is not None:
-            self.pool.agent_lost(agent)
+        self._tell("lost", agent)
 
     def _agent_gone(self, job: Job, why: str) -> None:
         if job.cancel_requested:
@@ -398,9 +443,11 @@ class Scheduler:
 
     def stop(self) -> None:
         self._limits.close()
+        self._follow_ups.clear()
+
+    def close_streams(self) -> None:
+        """End every agent's stream (on shutdown, so the server need not wait for them)."""
         for agent in self._agents.states.values():
-            if agent.loss_timer is not None:
-                agent.loss_timer.cancel()
             if agent.outbox is not None:
                 agent.outbox.put_nowait(None)
 

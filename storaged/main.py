@@ -111,14 +111,13 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = await StoragedServer.start(config, verifier)
-    logging.getLogger("storaged").info("serving on %s, data in %s", server.address, args.data_dir)
-    if args.ready_file is not None:
-        _write_ready(args.ready_file, server.address)
-    try:
+    async with await StoragedServer.start(config, verifier) as server:
+        logging.getLogger("storaged").info(
+            "serving on %s, data in %s", server.address, args.data_dir
+        )
+        if args.ready_file is not None:
+            _write_ready(args.ready_file, server.address)
         await stop.wait()
-    finally:
-        await server.stop()
 
 
 def main(argv: list[str] | None = None) -> None:

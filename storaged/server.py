@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from c3 import grpcutil
+from c3.service import Probe, Service, Steps, build
 from c3.tokens import TokenVerifier
+from storaged import auth
 from storaged.backend import LocalDiskBackend
 from storaged.catalog import Catalog
 from storaged.gc import GcStats, collect_garbage
@@ -35,12 +36,23 @@ class StoragedConfig:
     server_credentials: Any = None
 
 
-class StoragedServer:
-    def __init__(self, config: StoragedConfig, server: grpcutil.Server, store: BlobStore) -> None:
+class StoragedServer(Service):
+    """A running storaged: `await StoragedServer.start(config, verifier)`, then `stop()`
+    (or `async with`). A start that fails half-way leaves nothing open (c3/service.py)."""
+
+    def __init__(
+        self,
+        steps: Steps,
+        config: StoragedConfig,
+        server: grpcutil.Server,
+        store: BlobStore,
+        grace: list[float | None],
+    ) -> None:
+        super().__init__(steps.hand_over())
         self.config = config
         self.grpc = server
         self.store = store
-        self._gc_task: asyncio.Task[None] | None = None
+        self._grace = grace  # how long the server's stop lets calls finish (stop(grace))
 
     @property
     def port(self) -> int:
@@ -52,39 +64,52 @@ class StoragedServer:
         return f"{host}:{self.port}"
 
     @classmethod
-    async def start(cls, config: StoragedConfig, verifier: TokenVerifier) -> StoragedServer:
+    async def start(
+        cls, config: StoragedConfig, verifier: TokenVerifier, probe: Probe | None = None
+    ) -> StoragedServer:
+        return await build(lambda steps: cls._build(steps, config, verifier), probe)
+
+    @classmethod
+    async def _build(
+        cls, steps: Steps, config: StoragedConfig, verifier: TokenVerifier
+    ) -> StoragedServer:
+        steps.step("metadata")
         config.data_dir.mkdir(parents=True, exist_ok=True)
         meta = await Metadata.open(config.data_dir / "meta.sqlite")
+        steps.on_stop(meta.close)
+        steps.step("blob store")
         backend = await asyncio.to_thread(LocalDiskBackend, config.data_dir)
         store = BlobStore(backend, meta, max_blob_bytes=config.max_blob_bytes)
-        service = StorageService(verifier, store, Catalog(meta, store))
+        steps.on_stop_sync(store.close)
+        steps.step("server")
+        service = StorageService(store, Catalog(meta, store))
         server = await grpcutil.create_server(
             config.listen,
             [(add_storage_service, service, SERVICE_NAME)],
             server_credentials=config.server_credentials,
+            auth=auth.rules(verifier),
         )
-        self = cls(config, server, store)
+        grace: list[float | None] = [1.0]
+        steps.on_stop(lambda: server.stop(grace[0]))
         if config.gc_interval_seconds > 0:
-            self._gc_task = asyncio.create_task(self._gc_loop())
-        return self
+            steps.step("garbage collection")
+            steps.task(_gc_loop(store, config), "storaged-gc")
+        return cls(steps, config, server, store, grace)
 
     async def collect_garbage(self, grace_seconds: float | None = None) -> GcStats:
         grace = self.config.gc_grace_seconds if grace_seconds is None else grace_seconds
         return await collect_garbage(self.store, grace)
 
-    async def _gc_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.gc_interval_seconds)
-            try:
-                await self.collect_garbage()
-            except Exception:  # a failed GC round must not take the server down
-                log.exception("garbage collection failed")
-
     async def stop(self, grace: float | None = 1.0) -> None:
-        if self._gc_task is not None:
-            self._gc_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._gc_task
-        await self.grpc.stop(grace)
-        self.store.close()
-        await self.store.meta.close()
+        if not self.stopped:
+            self._grace[0] = grace
+        await super().stop()
+
+
+async def _gc_loop(store: BlobStore, config: StoragedConfig) -> None:
+    while True:
+        await asyncio.sleep(config.gc_interval_seconds)
+        try:
+            await collect_garbage(store, config.gc_grace_seconds)
+        except Exception:  # a failed GC round must not take the server down
+            log.exception("garbage collection failed")

@@ -40,7 +40,7 @@ async def test_local_pool_baseline_burst_and_shrink(tmp_path: Path) -> None:
         app, key = stack.app, stack.api_key
         assert app.pools is not None
         pool = app.pools.pools[0]
-        provider = pool.provider
+        provider = app.pools.provider_of(pool)
 
         def members() -> int:
             return sum(1 for a in app.scheduler.known_agents() if a.pool == "cpu"
@@ -108,7 +108,7 @@ async def test_local_agent_that_exits_before_registering_fails_at_once(tmp_path:
     async with pool_stack(tmp_path, BROKEN_POOL) as stack:
         app, key = stack.app, stack.api_key
         assert app.pools is not None
-        provider = app.pools.pools[0].provider
+        provider = app.pools.provider_of(app.pools.pools[0])
         md = bearer(key)
         async with channel(app.address) as ch:
             c = client(ch)
@@ -208,7 +208,7 @@ providers:
 """
     async with pool_stack(tmp_path, pools) as stack:
         app = stack.app
-        manager = app.scheduler.pool
+        manager = app.pools
         assert manager is not None
         pool = manager.pools[0]
         await eventually(lambda: len(pool.starting) == 2, what="two starts")

@@ -24,6 +24,7 @@ echo "after restart marker"
 @pytest.mark.faults
 @pytest.mark.faults
 @pytest.mark.faults
+@pytest.mark.faults
 def test_follow_survives_coordinator_restart_without_gap(tmp_path: Path) -> None:
     with running_stack(tmp_path / "home") as env:
         project = tmp_path / "ticker"
@@ -62,6 +63,7 @@ def test_follow_survives_coordinator_restart_without_gap(tmp_path: Path) -> None
         assert offline.stdout.count("tick 40") == 1 and "after restart marker" in offline.stdout
 
 
+@pytest.mark.integration
 @pytest.mark.integration
 @pytest.mark.integration
 @pytest.mark.integration

@@ -44,6 +44,7 @@ def daemon_pid(env: dict[str, str]) -> int:
 @pytest.mark.integration
 @pytest.mark.integration
 @pytest.mark.integration
+@pytest.mark.integration
 def test_autostart_private_socket_and_single_instance(env: dict[str, str]) -> None:
     assert daemon_pid(env) == 0
     started = c3ctl(env, "daemon", "restart")
@@ -65,6 +66,7 @@ def test_autostart_private_socket_and_single_instance(env: dict[str, str]) -> No
 @pytest.mark.integration
 @pytest.mark.integration
 @pytest.mark.integration
+@pytest.mark.integration
 def test_stale_socket_is_replaced(env: dict[str, str]) -> None:
     path = socket_path(env)
     path.parent.mkdir(parents=True, mode=0o700)
@@ -77,6 +79,7 @@ def test_stale_socket_is_replaced(env: dict[str, str]) -> None:
     assert daemon_pid(env) > 0
 
 
+@pytest.mark.integration
 @pytest.mark.integration
 @pytest.mark.integration
 @pytest.mark.integration
@@ -96,6 +99,7 @@ def test_socket_of_another_user_is_refused(env: dict[str, str], tmp_path: Path) 
     assert path.exists()  # not deleted behind the owner's back
 
 
+@pytest.mark.integration
 @pytest.mark.integration
 @pytest.mark.integration
 @pytest.mark.integration
@@ -124,6 +128,7 @@ def test_daemon_of_another_version_is_restarted(env: dict[str, str], tmp_path: P
 @pytest.mark.integration
 @pytest.mark.integration
 @pytest.mark.integration
+@pytest.mark.integration
 def test_daemon_install_prints_unit_without_systemd(env: dict[str, str]) -> None:
     result = c3ctl(env, "daemon", "install", "--print")
     assert result.returncode == 0
@@ -131,6 +136,7 @@ def test_daemon_install_prints_unit_without_systemd(env: dict[str, str]) -> None
     assert f"Environment=C3_HOME={env['C3_HOME']}" in result.stdout
 
 
+@pytest.mark.faults
 @pytest.mark.faults
 @pytest.mark.faults
 @pytest.mark.faults

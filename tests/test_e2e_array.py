@@ -200,15 +200,15 @@ async def test_cancel_during_submit_still_reports_every_accepted_member(stack) -
     coordinator = CoordinatorClient(Target(app.address, boot.api_key))
     reported: list[common_pb2.Job] = []
     sent = asyncio.Event()
-    real_call = coordinator.call
+    real_submit = coordinator.stub.SubmitJobs
 
-    async def call(method: str, request: Any) -> Any:
-        answer = asyncio.ensure_future(real_call(method, request))
+    async def submit_jobs(request: Any, **kwargs: Any) -> Any:
+        answer = asyncio.ensure_future(real_submit(request, **kwargs))
         await asyncio.sleep(0)  # let the call go out before saying so
         sent.set()
         return await answer
 
-    coordinator.call = call  # type: ignore[method-assign]
+    coordinator.stub.SubmitJobs = submit_jobs  # type: ignore[method-assign]
     submit = asyncio.create_task(
         _submit_through_cancel(coordinator, array_entries(spec(), 3), reported.append)
     )
@@ -218,7 +218,7 @@ async def test_cancel_during_submit_still_reports_every_accepted_member(stack) -
     with pytest.raises(asyncio.CancelledError):
         await submit
     assert [(j.spec.array_index, j.spec.array_size) for j in reported] == [(0, 3), (1, 3), (2, 3)]
-    listed = await coordinator.call("ListJobs", pb.ListJobsRequest())
+    listed = await coordinator.stub.ListJobs(pb.ListJobsRequest())
     assert {j.id for j in listed.jobs} == {j.id for j in reported}
     await coordinator.close()
 

@@ -18,7 +18,6 @@ from c3.storage.client import StorageClient
 from c3.tokens import ALL_OPERATIONS, HOLD, TokenClaims, TokenSigner
 from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.repo import Repository
 from storaged.server import StoragedServer
 from tests.harness.coordinator import Stack, config_for_test, spec, start_coordinator, start_stack
 from tests.harness.coordinator import client as coordinator_client
@@ -228,7 +227,7 @@ async def test_a_release_lost_while_storage_was_down_is_redone_at_restart(tmp_pa
         job = (await stub.SubmitJob(pb.SubmitJobRequest(spec=spec(datasets=[mount])), metadata=md)).job
         await srv.stop(0)
         await stub.CancelJob(pb.CancelJobRequest(job_ids=[job.id]), metadata=md)
-    assert await Repository(app.db).pending_releases() == [(job.id, boot.org_id)]
+    assert await app.repo.pending_releases() == [(job.id, boot.org_id)]
     await app.stop()
 
     srv = await start_storaged(tmp_path / "store", signer, listen=address, gc=False)
@@ -243,7 +242,7 @@ async def test_a_release_lost_while_storage_was_down_is_redone_at_restart(tmp_pa
         await eventually(released, what="the restarted coordinator releases the hold")
 
         async def recorded_done() -> bool:
-            return not await Repository(app.db).pending_releases()
+            return not await app.repo.pending_releases()
 
         await eventually(recorded_done, what="the release is recorded as done")
         await app.stop()

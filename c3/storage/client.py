@@ -80,7 +80,7 @@ class StorageClient:
     ) -> None:
         self.address = address
         self._token = token
-        self._channel = grpcutil.channel(address, credentials)
+        self._channel = grpcutil.channel(address, credentials, service="storage")
         self._stub = storage_pb2_grpc.StorageStub(self._channel)
         # PutBlobs and PutBlobStream with requests already serialized on the thread pool
         # (c3.storage.wire's encoders), so the event loop never copies payloads.

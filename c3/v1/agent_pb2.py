@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from c3.v1 import common_pb2 as c3_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x63\x33/v1/agent.proto\x12\x05\x63\x33.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12\x63\x33/v1/common.proto\"\xc4\x01\n\x11\x41gentCapabilities\x12\x0f\n\x07profile\x18\x01 \x01(\t\x12\x11\n\tgpu_class\x18\x02 \x01(\t\x12\x11\n\tgpu_count\x18\x03 \x01(\r\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x06 \x01(\r\x12\x0e\n\x06\x64ocker\x18\x07 \x01(\x08\x12\x0f\n\x07sandbox\x18\x08 \x01(\x08\x12\x10\n\x08hostname\x18\t \x01(\t\x12\x11\n\tlaunch_id\x18\n \x01(\t\"\x9c\x01\n\x14RegisterAgentRequest\x12\x0e\n\x06secret\x18\x01 \x01(\t\x12.\n\x0c\x63\x61pabilities\x18\x02 \x01(\x0b\x32\x18.c3.v1.AgentCapabilities\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63\x61\x63hed_projects\x18\x04 \x03(\t\x12\x19\n\x11\x63\x61\x63hed_env_hashes\x18\x05 \x03(\t\"\\\n\x15RegisterAgentResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\ncredential\x18\x02 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\r\"X\n\tHeartbeat\x12\x17\n\x0frunning_job_ids\x18\x01 \x03(\t\x12\x17\n\x0f\x63\x61\x63hed_projects\x18\x02 \x03(\t\x12\x19\n\x11\x63\x61\x63hed_env_hashes\x18\x03 \x03(\t\"\x98\x02\n\x0fJobStatusUpdate\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x1e\n\x05state\x18\x02 \x01(\x0e\x32\x0f.c3.v1.JobState\x12,\n\x0e\x66\x61ilure_reason\x18\x03 \x01(\x0e\x32\x14.c3.v1.FailureReason\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t\x12(\n\x07startup\x18\x06 \x01(\x0b\x32\x17.c3.v1.StartupBreakdown\x12\x16\n\x0e\x61rtifacts_path\x18\x07 \x01(\t\x12\x19\n\x11\x61rtifacts_version\x18\x08 \x01(\r\x12&\n\x02\x61t\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x08LogBatch\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x1d\n\x05lines\x18\x02 \x03(\x0b\x32\x0e.c3.v1.LogLine\"`\n\x0b\x41gentReport\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x16.c3.v1.JobStatusUpdateH\x00\x12\x1f\n\x04logs\x18\x02 \x01(\x0b\x32\x0f.c3.v1.LogBatchH\x00\x42\x06\n\x04kind\"1\n\x0c\x41gentReports\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.c3.v1.AgentReport\"\xb0\x01\n\x0c\x41gentMessage\x12%\n\theartbeat\x18\x01 \x01(\x0b\x32\x10.c3.v1.HeartbeatH\x00\x12(\n\x06status\x18\x02 \x01(\x0b\x32\x16.c3.v1.JobStatusUpdateH\x00\x12\x1f\n\x04logs\x18\x03 \x01(\x0b\x32\x0f.c3.v1.LogBatchH\x00\x12&\n\x07reports\x18\x04 \x01(\x0b\x32\x13.c3.v1.AgentReportsH\x00\x42\x06\n\x04kind\"\x86\x01\n\nAssignment\x12\x17\n\x03job\x18\x01 \x01(\x0b\x32\n.c3.v1.Job\x12\x15\n\rstorage_token\x18\x02 \x01(\t\x12\x17\n\x0fstorage_address\x18\x03 \x01(\t\x12/\n\x0b\x61ssigned_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"R\n\x10\x43\x61ncelAssignment\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x1e\n\x05state\x18\x02 \x01(\x0e\x32\x0f.c3.v1.JobState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"t\n\nResumeLogs\x12\x34\n\nnext_index\x18\x01 \x03(\x0b\x32 .c3.v1.ResumeLogs.NextIndexEntry\x1a\x30\n\x0eNextIndexEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xad\x01\n\x12\x43oordinatorMessage\x12\'\n\nassignment\x18\x01 \x01(\x0b\x32\x11.c3.v1.AssignmentH\x00\x12)\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32\x17.c3.v1.CancelAssignmentH\x00\x12\x11\n\x07release\x18\x03 \x01(\x08H\x00\x12(\n\x0bresume_logs\x18\x04 \x01(\x0b\x32\x11.c3.v1.ResumeLogsH\x00\x42\x06\n\x04kind2\x94\x01\n\x0c\x41gentGateway\x12\x45\n\x08Register\x12\x1b.c3.v1.RegisterAgentRequest\x1a\x1c.c3.v1.RegisterAgentResponse\x12=\n\x07\x43onnect\x12\x13.c3.v1.AgentMessage\x1a\x19.c3.v1.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x63\x33/v1/agent.proto\x12\x05\x63\x33.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12\x63\x33/v1/common.proto\"\xef\x01\n\x11\x41gentCapabilities\x12\x0f\n\x07profile\x18\x01 \x01(\t\x12\x11\n\tgpu_class\x18\x02 \x01(\t\x12\x11\n\tgpu_count\x18\x03 \x01(\r\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x06 \x01(\r\x12\x0e\n\x06\x64ocker\x18\x07 \x01(\x08\x12\x0f\n\x07sandbox\x18\x08 \x01(\x08\x12\x10\n\x08hostname\x18\t \x01(\t\x12\x11\n\tlaunch_id\x18\n \x01(\t\x12\x11\n\tgpu_model\x18\x0b \x01(\t\x12\x16\n\x0egpu_memory_mib\x18\x0c \x01(\x04\"\x9c\x01\n\x14RegisterAgentRequest\x12\x0e\n\x06secret\x18\x01 \x01(\t\x12.\n\x0c\x63\x61pabilities\x18\x02 \x01(\x0b\x32\x18.c3.v1.AgentCapabilities\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63\x61\x63hed_projects\x18\x04 \x03(\t\x12\x19\n\x11\x63\x61\x63hed_env_hashes\x18\x05 \x03(\t\"\\\n\x15RegisterAgentResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\ncredential\x18\x02 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\r\"X\n\tHeartbeat\x12\x17\n\x0frunning_job_ids\x18\x01 \x03(\t\x12\x17\n\x0f\x63\x61\x63hed_projects\x18\x02 \x03(\t\x12\x19\n\x11\x63\x61\x63hed_env_hashes\x18\x03 \x03(\t\"\x98\x02\n\x0fJobStatusUpdate\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x1e\n\x05state\x18\x02 \x01(\x0e\x32\x0f.c3.v1.JobState\x12,\n\x0e\x66\x61ilure_reason\x18\x03 \x01(\x0e\x32\x14.c3.v1.FailureReason\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t\x12(\n\x07startup\x18\x06 \x01(\x0b\x32\x17.c3.v1.StartupBreakdown\x12\x16\n\x0e\x61rtifacts_path\x18\x07 \x01(\t\x12\x19\n\x11\x61rtifacts_version\x18\x08 \x01(\r\x12&\n\x02\x61t\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x08LogBatch\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x1d\n\x05lines\x18\x02 \x03(\x0b\x32\x0e.c3.v1.LogLine\"`\n\x0b\x41gentReport\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x16.c3.v1.JobStatusUpdateH\x00\x12\x1f\n\x04logs\x18\x02 \x01(\x0b\x32\x0f.c3.v1.LogBatchH\x00\x42\x06\n\x04kind\"1\n\x0c\x41gentReports\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.c3.v1.AgentReport\"\xb0\x01\n\x0c\x41gentMessage\x12%\n\theartbeat\x18\x01 \x01(\x0b\x32\x10.c3.v1.HeartbeatH\x00\x12(\n\x06status\x18\x02 \x01(\x0b\x32\x16.c3.v1.JobStatusUpdateH\x00\x12\x1f\n\x04logs\x18\x03 \x01(\x0b\x32\x0f.c3.v1.LogBatchH\x00\x12&\n\x07reports\x18\x04 \x01(\x0b\x32\x13.c3.v1.AgentReportsH\x00\x42\x06\n\x04kind\"\x86\x01\n\nAssignment\x12\x17\n\x03job\x18\x01 \x01(\x0b\x32\n.c3.v1.Job\x12\x15\n\rstorage_token\x18\x02 \x01(\t\x12\x17\n\x0fstorage_address\x18\x03 \x01(\t\x12/\n\x0b\x61ssigned_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"R\n\x10\x43\x61ncelAssignment\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x1e\n\x05state\x18\x02 \x01(\x0e\x32\x0f.c3.v1.JobState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"t\n\nResumeLogs\x12\x34\n\nnext_index\x18\x01 \x03(\x0b\x32 .c3.v1.ResumeLogs.NextIndexEntry\x1a\x30\n\x0eNextIndexEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xad\x01\n\x12\x43oordinatorMessage\x12\'\n\nassignment\x18\x01 \x01(\x0b\x32\x11.c3.v1.AssignmentH\x00\x12)\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32\x17.c3.v1.CancelAssignmentH\x00\x12\x11\n\x07release\x18\x03 \x01(\x08H\x00\x12(\n\x0bresume_logs\x18\x04 \x01(\x0b\x32\x11.c3.v1.ResumeLogsH\x00\x42\x06\n\x04kind2\x94\x01\n\x0c\x41gentGateway\x12\x45\n\x08Register\x12\x1b.c3.v1.RegisterAgentRequest\x1a\x1c.c3.v1.RegisterAgentResponse\x12=\n\x07\x43onnect\x12\x13.c3.v1.AgentMessage\x1a\x19.c3.v1.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,33 +36,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESUMELOGS_NEXTINDEXENTRY']._loaded_options = None
   _globals['_RESUMELOGS_NEXTINDEXENTRY']._serialized_options = b'8\001'
   _globals['_AGENTCAPABILITIES']._serialized_start=82
-  _globals['_AGENTCAPABILITIES']._serialized_end=278
-  _globals['_REGISTERAGENTREQUEST']._serialized_start=281
-  _globals['_REGISTERAGENTREQUEST']._serialized_end=437
-  _globals['_REGISTERAGENTRESPONSE']._serialized_start=439
-  _globals['_REGISTERAGENTRESPONSE']._serialized_end=531
-  _globals['_HEARTBEAT']._serialized_start=533
-  _globals['_HEARTBEAT']._serialized_end=621
-  _globals['_JOBSTATUSUPDATE']._serialized_start=624
-  _globals['_JOBSTATUSUPDATE']._serialized_end=904
-  _globals['_LOGBATCH']._serialized_start=906
-  _globals['_LOGBATCH']._serialized_end=963
-  _globals['_AGENTREPORT']._serialized_start=965
-  _globals['_AGENTREPORT']._serialized_end=1061
-  _globals['_AGENTREPORTS']._serialized_start=1063
-  _globals['_AGENTREPORTS']._serialized_end=1112
-  _globals['_AGENTMESSAGE']._serialized_start=1115
-  _globals['_AGENTMESSAGE']._serialized_end=1291
-  _globals['_ASSIGNMENT']._serialized_start=1294
-  _globals['_ASSIGNMENT']._serialized_end=1428
-  _globals['_CANCELASSIGNMENT']._serialized_start=1430
-  _globals['_CANCELASSIGNMENT']._serialized_end=1512
-  _globals['_RESUMELOGS']._serialized_start=1514
-  _globals['_RESUMELOGS']._serialized_end=1630
-  _globals['_RESUMELOGS_NEXTINDEXENTRY']._serialized_start=1582
-  _globals['_RESUMELOGS_NEXTINDEXENTRY']._serialized_end=1630
-  _globals['_COORDINATORMESSAGE']._serialized_start=1633
-  _globals['_COORDINATORMESSAGE']._serialized_end=1806
-  _globals['_AGENTGATEWAY']._serialized_start=1809
-  _globals['_AGENTGATEWAY']._serialized_end=1957
+  _globals['_AGENTCAPABILITIES']._serialized_end=321
+  _globals['_REGISTERAGENTREQUEST']._serialized_start=324
+  _globals['_REGISTERAGENTREQUEST']._serialized_end=480
+  _globals['_REGISTERAGENTRESPONSE']._serialized_start=482
+  _globals['_REGISTERAGENTRESPONSE']._serialized_end=574
+  _globals['_HEARTBEAT']._serialized_start=576
+  _globals['_HEARTBEAT']._serialized_end=664
+  _globals['_JOBSTATUSUPDATE']._serialized_start=667
+  _globals['_JOBSTATUSUPDATE']._serialized_end=947
+  _globals['_LOGBATCH']._serialized_start=949
+  _globals['_LOGBATCH']._serialized_end=1006
+  _globals['_AGENTREPORT']._serialized_start=1008
+  _globals['_AGENTREPORT']._serialized_end=1104
+  _globals['_AGENTREPORTS']._serialized_start=1106
+  _globals['_AGENTREPORTS']._serialized_end=1155
+  _globals['_AGENTMESSAGE']._serialized_start=1158
+  _globals['_AGENTMESSAGE']._serialized_end=1334
+  _globals['_ASSIGNMENT']._serialized_start=1337
+  _globals['_ASSIGNMENT']._serialized_end=1471
+  _globals['_CANCELASSIGNMENT']._serialized_start=1473
+  _globals['_CANCELASSIGNMENT']._serialized_end=1555
+  _globals['_RESUMELOGS']._serialized_start=1557
+  _globals['_RESUMELOGS']._serialized_end=1673
+  _globals['_RESUMELOGS_NEXTINDEXENTRY']._serialized_start=1625
+  _globals['_RESUMELOGS_NEXTINDEXENTRY']._serialized_end=1673
+  _globals['_COORDINATORMESSAGE']._serialized_start=1676
+  _globals['_COORDINATORMESSAGE']._serialized_end=1849
+  _globals['_AGENTGATEWAY']._serialized_start=1852
+  _globals['_AGENTGATEWAY']._serialized_end=2000
 # @@protoc_insertion_point(module_scope)

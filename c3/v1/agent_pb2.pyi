@@ -22,6 +22,11 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class AgentCapabilities(_message.Message):
+    """What an agent has. It reports its GPUs (model, count, memory); the coordinator decides
+    the catalog profile and class from them and fills `profile` and `gpu_class` in, unless
+    the agent names a profile itself (c3-agent --profile, or a simulated agent).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROFILE_FIELD_NUMBER: _builtins.int
@@ -34,6 +39,8 @@ class AgentCapabilities(_message.Message):
     SANDBOX_FIELD_NUMBER: _builtins.int
     HOSTNAME_FIELD_NUMBER: _builtins.int
     LAUNCH_ID_FIELD_NUMBER: _builtins.int
+    GPU_MODEL_FIELD_NUMBER: _builtins.int
+    GPU_MEMORY_MIB_FIELD_NUMBER: _builtins.int
     profile: _builtins.str
     gpu_class: _builtins.str
     gpu_count: _builtins.int
@@ -48,6 +55,9 @@ class AgentCapabilities(_message.Message):
     """Set by the provider that started this agent (c3-agent --launch-id), so the warm pool
     knows exactly which of its starts registered; empty for agents started by hand.
     """
+    gpu_model: _builtins.str
+    """The GPUs' model as nvidia-smi names it ("NVIDIA L40S"); empty: no GPU."""
+    gpu_memory_mib: _builtins.int
     def __init__(
         self,
         *,
@@ -61,10 +71,12 @@ class AgentCapabilities(_message.Message):
         sandbox: _builtins.bool = ...,
         hostname: _builtins.str = ...,
         launch_id: _builtins.str = ...,
+        gpu_model: _builtins.str = ...,
+        gpu_memory_mib: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "docker", b"docker", "gpu_class", b"gpu_class", "gpu_count", b"gpu_count", "hostname", b"hostname", "launch_id", b"launch_id", "profile", b"profile", "provider", b"provider", "region", b"region", "sandbox", b"sandbox"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "docker", b"docker", "gpu_class", b"gpu_class", "gpu_count", b"gpu_count", "gpu_memory_mib", b"gpu_memory_mib", "gpu_model", b"gpu_model", "hostname", b"hostname", "launch_id", b"launch_id", "profile", b"profile", "provider", b"provider", "region", b"region", "sandbox", b"sandbox"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
