@@ -9,19 +9,21 @@ import os
 from pathlib import Path
 
 import pytest
+from sandboxtools import host_sandbox
 from test_agent_integration import Stack, push_workspace, start_stack, submit_and_wait
 
-from agent.cgroups import CgroupManager, detect_cgroups
+from agent.cgroups import CgroupManager, agent_key, detect_cgroups
 from agent.diskwatch import tree_bytes, watch_disk
 from agent.logbatch import LogBatcher
 from agent.resources import HostTotals, ResourceShare, ShareOverrides, compute_share, parse_size
 from agent.runner import ScriptRun
-from agent.sandbox import JobLayout, LaunchSpec, probe_bwrap
+from agent.sandbox import JobLayout, LaunchSpec
 from c3.v1 import agent_pb2, common_pb2
 
 S = common_pb2
 HOST = HostTotals(memory_bytes=64 << 30, cpus=32, processes=32768, disk_bytes=1 << 40)
-MANAGER, CGROUP_PROBLEM = detect_cgroups()
+MANAGER, CGROUP_PROBLEM = detect_cgroups(f"t{os.getpid()}")
+SANDBOX = host_sandbox()
 needs_cgroups = pytest.mark.skipif(MANAGER is None, reason=CGROUP_PROBLEM or "cgroups")
 
 ALLOC_128M = "import sys; b = bytearray(128 << 20); b[::4096] = b'x' * len(b[::4096]); print('survived')"
@@ -86,9 +88,9 @@ async def _run(tmp_path: Path, script: str, share: ResourceShare) -> tuple[objec
 
     logs = LogBatcher("j", send)
     logs.start()
-    group = MANAGER.create(f"job-test-{os.getpid()}", share)
-    sandboxed = await probe_bwrap() is None
-    run = ScriptRun(LaunchSpec(layout=layout, script="run.sh"), sandboxed=sandboxed, logs=logs,
+    group = MANAGER.create(MANAGER.job_group_name("test"), share)
+    run = ScriptRun(LaunchSpec(layout=layout, script="run.sh", cgroup_view=group.view()),
+                    sandbox=SANDBOX, logs=logs,
                     cgroup=group)
     await run.start()
     result = await run.wait()
@@ -168,9 +170,8 @@ async def _oom_then_next(stack: Stack, tmp_path: Path) -> None:
     assert ok.state == S.JOB_STATE_COMPLETED
     assert "fine" in [e.log.text for e in events if e.HasField("log")]
     full, _ = await submit_and_wait(stack, script="fill.sh", workspace_manifest_digest=digest)
-    assert (full.state, full.failure_reason) == (S.JOB_STATE_FAILED,
-                                                 S.FAILURE_REASON_WORKSPACE_ERROR)
+    assert (full.state, full.failure_reason) == (S.JOB_STATE_FAILED, S.FAILURE_REASON_DISK_LIMIT)
     assert "disk limit" in full.message
+    # Only this agent's groups (its data dir's key): other agents' on this host are theirs.
     assert MANAGER is not None
-    leftover = [p for parent in MANAGER.parents.values() for p in parent.glob("job-*")]
-    assert leftover == []
+    assert MANAGER.for_agent(agent_key(stack.data_dir / "agent")).own_groups() == []
