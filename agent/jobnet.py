@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,18 +160,49 @@ async def host_addresses() -> HostAddresses:
     return HostAddresses(tuple(v4), tuple(v6), bool(route6.strip()))
 
 
+# Deletes this agent's namespaces once the agent is gone, however it ended (even
+# SIGKILL): it waits for EOF on a pipe only the agent holds. pasta quits by itself when
+# its namespace is deleted.
+_REAPER = r"""read _ignored
+for f in /run/netns/"$2"*; do [ -e "$f" ] && "$1" netns delete "${f##*/}"; done
+exit 0
+"""
+
+
 @dataclass
 class NetnsPool:
-    """Egress namespaces of one agent, named `c3-<key>-<n>`, one made ahead."""
+    """Egress namespaces of one agent, named `c3-<key>-<pid>-<n>`, one made ahead."""
 
     key: str
     _counter: int = 0
     _spare: asyncio.Task[Netns] | None = None
     _live: set[str] = field(default_factory=set)
+    _reaper: int = -1  # write end of the reaper's pipe (closed when this process ends)
+    _reaper_proc: subprocess.Popen[bytes] | None = None
 
     @property
     def prefix(self) -> str:
         return f"c3-{self.key}-"
+
+    async def _start_reaper(self) -> None:
+        if self._reaper >= 0:
+            return
+        read, write = os.pipe()
+        try:
+            ip = shutil.which("ip", path="/usr/sbin:/usr/bin:/sbin:/bin") or "ip"
+            # A plain Popen, not asyncio's: asyncio kills a child still running when its
+            # loop goes away, and this one must outlive the agent.
+            self._reaper_proc = await asyncio.to_thread(
+                subprocess.Popen, ["/bin/sh", "-c", _REAPER, "c3-netns-reaper", ip,
+                                   f"{self.prefix}{os.getpid()}-"],
+                stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True)
+        except BaseException:
+            os.close(write)
+            raise
+        finally:
+            os.close(read)
+        self._reaper = write
 
     async def sweep(self) -> list[str]:
         """Remove namespaces a previous run of this agent left (killed, crashed); pasta
@@ -184,6 +216,7 @@ class NetnsPool:
         return removed
 
     async def _make(self) -> Netns:
+        await self._start_reaper()
         self._counter += 1
         name = f"{self.prefix}{os.getpid()}-{self._counter}"
         self._live.add(name)
