@@ -49,7 +49,7 @@ async def test_missing_and_stale_lock_name_the_fix(project: JobLayout, tmp_path:
     # dependency would fail offline for a reason of its own.)
     (project.workspace / "py" / "pyproject.toml").write_text(
         PYPROJECT.replace('version = "0.1.0"', 'version = "0.2.0"'))
-    with pytest.raises(EnvError, match="uv.lock is out of date with pyproject.toml; run `uv lock`"):
+    with pytest.raises(EnvError, match=r"uv\.lock is out of date with pyproject\.toml; run `uv lock`"):
         await cache.ensure(project.workspace, "py", "", print)
     assert cache.cached_hashes() == []
 
