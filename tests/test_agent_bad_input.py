@@ -262,3 +262,56 @@ async def test_an_environment_build_stops_within_2s_of_cancel_or_time_limit(
         while _sleepers(token):
             assert time.monotonic() < deadline, "the environment build outlived the job"
             await asyncio.sleep(0.05)
+
+
+class HangingStorage:
+    """A storaged that accepts the job's first call and never answers it."""
+
+    def __init__(self) -> None:
+        self.called = asyncio.Event()
+
+    def set_token(self, token: str) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def get_manifest(self, digest: str) -> None:
+        self.called.set()
+        await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize("how", ["cancel", "time_limit"])
+async def test_a_hung_workspace_fetch_ends_within_2s_of_cancel_or_time_limit(
+        tmp_path: Path, how: str) -> None:
+    from agent.discovery import HostInfo
+    from agent.jobs import JobExecutor
+    from c3.v1 import agent_pb2
+
+    storage = HangingStorage()
+    finals: list[agent_pb2.JobStatusUpdate] = []
+    over = asyncio.Event()
+
+    def emit(message: agent_pb2.AgentMessage) -> None:
+        if message.HasField("status") and message.status.state in (
+                S.JOB_STATE_CANCELED, S.JOB_STATE_TIMED_OUT, S.JOB_STATE_FAILED):
+            finals.append(message.status)
+            over.set()
+
+    executor = JobExecutor(data_dir=tmp_path, host=HostInfo("cpu", "cpu", (), "host"),
+                           sandbox=None, unsandboxed_ok=True, emit=emit,
+                           storage_factory=lambda address, token: storage)
+    spec = S.JobSpec(project="demo", script="run.sh", workspace_manifest_digest="ab" * 32,
+                     time_limit_seconds=1 if how == "time_limit" else 0)
+    executor.assign(agent_pb2.Assignment(job=S.Job(id="j-fetch", spec=spec),
+                                         storage_address="storage:1", storage_token="t"))
+    await asyncio.wait_for(storage.called.wait(), 10)
+    stopped = time.monotonic()
+    if how == "cancel":
+        executor.cancel("j-fetch", S.JOB_STATE_CANCELED, "the user asked")
+    await asyncio.wait_for(over.wait(), 3 if how == "time_limit" else 2)
+    want = S.JOB_STATE_CANCELED if how == "cancel" else S.JOB_STATE_TIMED_OUT
+    assert [f.state for f in finals] == [want]
+    assert time.monotonic() - stopped < 2.0 + (1 if how == "time_limit" else 0)
+    assert executor.running_job_ids() == []
+    await executor.shutdown()
