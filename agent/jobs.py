@@ -120,6 +120,8 @@ class JobExecutor:
             else None
         self.network_problem = network_problem
         self.artifact_limits = artifact_limits
+        # The last job's namespace, kept for the same org's next job: (org id, namespace).
+        self._kept_netns: tuple[str, Netns] | None = None
         self._emit = emit
         self._on_idle = on_idle
         self._storage = StoragePool(storage_factory or (lambda addr, tok: StorageClient(addr, tok)))
@@ -196,6 +198,9 @@ class JobExecutor:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._storage.close()
         if self.netpool is not None:
+            if self._kept_netns is not None:
+                await self.netpool.release(self._kept_netns[1])
+                self._kept_netns = None
             await self.netpool.close()
 
     # -- one job -----------------------------------------------------------------------
@@ -301,12 +306,12 @@ class JobExecutor:
         # The job's cgroup and its other dirs are made while the workspace is fetched,
         # and its network namespace (made ahead, after the previous job) is taken.
         prepared = asyncio.create_task(self._prepare(job.id, layout, with_cgroup=not image))
-        network = asyncio.create_task(self._network(image))
+        network = asyncio.create_task(self._network(image, job.org_id))
         try:
             return await self._start_and_wait(active, assignment, logs, layout, received,
                                               image, prepared, network)
         finally:
-            await self._drop(await _settled(prepared), await _settled(network))
+            await self._drop(await _settled(prepared), await _settled(network), job.org_id)
 
     async def _start_and_wait(self, active: _Active, assignment: agent_pb2.Assignment,
                               logs: LogBatcher, layout: JobLayout, received: float,
@@ -416,19 +421,28 @@ class JobExecutor:
 
         return await asyncio.to_thread(blocking)
 
-    async def _network(self, image: str) -> Netns | None:
-        """The job's network namespace (egress), made ahead after the previous job."""
+    async def _network(self, image: str, org_id: str) -> Netns | None:
+        """The job's network namespace (egress): the previous job's when it was the same
+        org's (nothing of a job outlives it there: its processes and sockets are gone, it
+        could change no address, route or rule), else a fresh one made ahead. Another org
+        never gets a namespace an earlier org's job used."""
         if self.netpool is None or image:
             return None
+        kept, self._kept_netns = self._kept_netns, None
+        if kept is not None:
+            if kept[0] == org_id:
+                return kept[1]
+            self._hold(asyncio.create_task(self.netpool.release(kept[1])))
         try:
             return await self.netpool.take()
         except OSError as exc:
             raise JobFailed(S.FAILURE_REASON_INTERNAL,
                             f"could not make the job's network namespace: {exc}") from exc
 
-    async def _drop(self, group: JobCgroup | None, netns: Netns | None) -> None:
-        """After any job: its cgroup and namespace go, and so does any cgroup an earlier
-        job of this agent left; the next job's namespace is made ahead."""
+    async def _drop(self, group: JobCgroup | None, netns: Netns | None, org_id: str) -> None:
+        """After any job: its cgroup goes, and so does any cgroup an earlier job of this
+        agent left; its namespace is kept for the same org's next job and a fresh one is
+        made ahead for any other."""
         cgroups = self.cgroups
         keep = frozenset(cgroups.job_group_name(j) for j in self._active) if cgroups else None
 
@@ -442,7 +456,7 @@ class JobExecutor:
         await asyncio.to_thread(blocking)
         if self.netpool is not None:
             if netns is not None:
-                self._hold(asyncio.create_task(self.netpool.release(netns)))
+                self._kept_netns = (org_id, netns)
             self.netpool.prepare()
 
     async def _fetch(self, active: _Active, client: Any, layout: JobLayout,

@@ -27,8 +27,10 @@ from agent.sandbox import (
     Tools,
     job_host_ids,
     launch_argv,
+    stage_mounts,
 )
 from agent.seccomp import build_filter, this_arch
+from agent.stage import stage_root, sweep
 
 log = logging.getLogger(__name__)
 
@@ -54,26 +56,32 @@ async def trial(policy: SandboxPolicy, netns: str = "", work: Path | None = None
             for path in (layout.root, layout.workspace, layout.artifacts, layout.tmp,
                          layout.workspace / "probe.sh"):
                 os.chown(path, *policy.host_ids)
+        spec = LaunchSpec(layout=layout, script="probe.sh", netns=netns)
         try:
-            launch = launch_argv(LaunchSpec(layout=layout, script="probe.sh", netns=netns),
-                                 policy)
+            launch = launch_argv(spec, policy)
         except (OSError, ValueError) as exc:
             return f"trial sandbox could not be prepared: {exc}"
+        try:
+            staged = stage_mounts(spec, policy)
+        except OSError as exc:
+            launch.close()
+            return f"trial sandbox could not be staged: {exc}"
         try:
             proc = await asyncio.create_subprocess_exec(
                 *launch.argv, cwd=launch.cwd, env={"PATH": SYSTEM_PATH},
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
                 pass_fds=launch.fds)
+            _, err = await asyncio.wait_for(proc.communicate(), TRIAL_TIMEOUT_S)
         except OSError as exc:
             return f"bubblewrap trial run failed: {exc}"
-        finally:
-            launch.close()
-        try:
-            _, err = await asyncio.wait_for(proc.communicate(), TRIAL_TIMEOUT_S)
         except TimeoutError:
             proc.kill()
             await proc.wait()
             return "bubblewrap trial run did not finish"
+        finally:
+            launch.close()
+            if staged is not None:
+                staged.unmount()
         if proc.returncode != 0:
             text = err.decode(errors="replace").strip()
             return f"bubblewrap trial run failed: {text or f'exit {proc.returncode}'}"
@@ -92,7 +100,11 @@ async def choose_sandbox(data_dir: Path, network: JobNetwork, key: str,
                          tools=Tools.find())
     candidates = []
     if os.geteuid() == 0:
-        candidates.append(replace(base, staged=True, host_ids=job_host_ids(data_dir)))
+        root = stage_root(key)
+        left = sweep(root)  # a killed run of this agent may have left mounts there
+        if left:
+            log.info("unmounted what a previous run left staged for %d job(s)", len(left))
+        candidates.append(replace(base, stage_root=root, host_ids=job_host_ids(data_dir)))
     candidates.append(base)
     policy: SandboxPolicy | None = None
     problems = []

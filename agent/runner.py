@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from agent.cgroups import JobCgroup, enter_cgroup_argv
 from agent.logbatch import LogBatcher
-from agent.sandbox import LaunchSpec, SandboxPolicy, launch_argv
-from agent.stage import hand_over
+from agent.sandbox import LaunchSpec, SandboxPolicy, launch_argv, stage_mounts
+from agent.stage import Stage, hand_over
 from c3.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ class ScriptRun:
         self._stop_ending = Ending.CANCELED
         self._stop_reason = ""
         self._proc: asyncio.subprocess.Process | None = None
+        self._stage: Stage | None = None
         self.started_at = 0.0
 
     def stop(self, ending: Ending = Ending.CANCELED, reason: str = "") -> None:
@@ -100,10 +101,12 @@ class ScriptRun:
 
     async def start(self) -> None:
         """Spawn the script (raises InvalidArgument for a bad script/workdir, OSError)."""
-        if self.sandbox is not None and self.sandbox.host_ids is not None:
-            # The agent wrote the job's dirs; they become the job's own host uid's.
-            await asyncio.to_thread(hand_over, self.spec.layout.root, *self.sandbox.host_ids)
         launch = launch_argv(self.spec, self.sandbox)
+        try:
+            await asyncio.to_thread(self._stage_dirs)
+        except BaseException:
+            launch.close()
+            raise
         argv = launch.argv
         if self.cgroup is not None:
             argv = enter_cgroup_argv(self.cgroup.procs_files, argv)
@@ -119,8 +122,22 @@ class ScriptRun:
                 start_new_session=True,  # own process group: cancel reaches every child
                 pass_fds=launch.fds,
             )
+        except BaseException:
+            await asyncio.to_thread(self._unstage)
+            raise
         finally:
             launch.close()
+
+    def _stage_dirs(self) -> None:
+        """Blocking: the job's dirs become its host uid's, then are staged for its sandbox."""
+        if self.sandbox is not None and self.sandbox.host_ids is not None:
+            hand_over(self.spec.layout.root, *self.sandbox.host_ids)
+        self._stage = stage_mounts(self.spec, self.sandbox)
+
+    def _unstage(self) -> None:
+        if self._stage is not None:
+            self._stage.unmount()
+            self._stage = None
 
     @property
     def pid(self) -> int:
@@ -181,6 +198,7 @@ class ScriptRun:
             if not exited.done():
                 self._signal_group(signal.SIGKILL)
                 exited.cancel()
+            await asyncio.to_thread(self._unstage)
         code = proc.returncode if proc.returncode is not None else -1
         oom = self.cgroup is not None and self.cgroup.oom_killed()
         pids = self.cgroup is not None and self.cgroup.pids_limited()

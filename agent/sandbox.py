@@ -9,7 +9,7 @@ its environment at /c3/env, the host's /usr read-only, a synthesised /etc
 (`agent.devices`), and nothing else of the host: no agent state, no credentials, no other
 job. bubblewrap reads its arguments from a file descriptor, so not even `/proc/1/cmdline`
 names a host path, and on a root agent the job's directories are staged through overlays
-(`agent.stage`) so `/proc/self/mountinfo` names none either. A root agent also runs
+first (`agent.stage`, `stage_mounts`) so `/proc/self/mountinfo` names none either. A root agent also runs
 bubblewrap itself as an unprivileged host uid of its own, so the job's processes are
 nobody in particular to the host, not root without capabilities.
 
@@ -116,10 +116,7 @@ class Tools:
     bash: str = "/bin/bash"
     bwrap: str = BWRAP
     nsenter: str = "/usr/bin/nsenter"
-    unshare: str = "/usr/bin/unshare"
     setpriv: str = "/usr/bin/setpriv"
-    mount: str = "/usr/bin/mount"
-    mkdir: str = "/usr/bin/mkdir"
 
     @classmethod
     def find(cls) -> Tools:
@@ -127,8 +124,7 @@ class Tools:
             return shutil.which(name, path=SYSTEM_PATH) or default
         d = cls()
         return cls(*(which(Path(getattr(d, f)).name, getattr(d, f))
-                     for f in ("sh", "bash", "bwrap", "nsenter", "unshare", "setpriv",
-                               "mount", "mkdir")))
+                     for f in ("sh", "bash", "bwrap", "nsenter", "setpriv")))
 
 
 @dataclass(frozen=True)
@@ -136,13 +132,22 @@ class SandboxPolicy:
     """How this agent sandboxes jobs (decided once at start, see agent.probe)."""
 
     network: JobNetwork = JobNetwork.NONE
-    # bubblewrap runs as this host (uid, gid) instead of the agent's own; needs `staged`.
+    # bubblewrap runs as this host (uid, gid) instead of the agent's own; needs staging.
     host_ids: tuple[int, int] | None = None
-    staged: bool = False  # job dirs staged through overlays (agent.stage); root only
+    # Where job dirs are staged through overlays (agent.stage); None: bound as they are.
+    stage_root: Path | None = None
     seccomp: bytes | None = None
     dev_root: Path = Path("/dev")
     proc_root: Path = Path("/proc")
     tools: Tools = field(default_factory=Tools)
+
+    @property
+    def staged(self) -> bool:
+        return self.stage_root is not None
+
+    def stage_dir(self, spec: LaunchSpec) -> Path:
+        assert self.stage_root is not None
+        return self.stage_root / spec.layout.root.name
 
     def describe(self) -> str:
         who = (f"host uid {self.host_ids[0]}" if self.host_ids else "the agent's uid")
@@ -274,7 +279,8 @@ def bwrap_args(spec: LaunchSpec, policy: SandboxPolicy, command: Sequence[str],
     """bubblewrap's options (passed through `--args FD`, never on its command line, so
     the job's `/proc/1/cmdline` is `bwrap --args N -- bash /workspace/<script>`); the data
     fds it reads are appended to `fds`."""
-    staged = {d.target: d.staged for d in staged_dirs(spec)} if policy.staged else {}
+    staged = ({d.target: str(policy.stage_dir(spec) / d.target) for d in staged_dirs(spec)}
+              if policy.staged else {})
     job_root = staged.get("job", str(spec.layout.root))
     args = ["--unshare-user", "--uid", str(jobetc.JOB_UID), "--gid", str(jobetc.JOB_GID),
             "--disable-userns", "--cap-drop", "ALL", "--unshare-pid", "--unshare-ipc",
@@ -337,8 +343,9 @@ def bwrap_args(spec: LaunchSpec, policy: SandboxPolicy, command: Sequence[str],
 def bwrap_argv(spec: LaunchSpec, policy: SandboxPolicy, command: Sequence[str]
                ) -> tuple[list[str], list[int]]:
     """The whole launch chain for a sandboxed `command`: (argv, fds it inherits). As root:
-    enter the job's network namespace, stage its dirs, drop to the job's host uid, then
-    bubblewrap with its arguments read from a file descriptor."""
+    enter the job's network namespace, drop to the job's host uid, then bubblewrap with
+    its arguments read from a file descriptor. (The job's dirs are staged first:
+    `stage_mounts`.)"""
     fds: list[int] = []
     try:
         args = bwrap_args(spec, policy, command, fds)
@@ -349,8 +356,6 @@ def bwrap_argv(spec: LaunchSpec, policy: SandboxPolicy, command: Sequence[str]
             uid, gid = policy.host_ids
             argv = [t.setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--",
                     *argv]
-        if policy.staged:
-            argv = stage.stage_argv(t.unshare, t.sh, t.mount, t.mkdir, staged_dirs(spec), argv)
         if spec.netns:
             argv = [t.nsenter, f"--net={NETNS_DIR / spec.netns}", "--", *argv]
     except BaseException:
@@ -358,6 +363,14 @@ def bwrap_argv(spec: LaunchSpec, policy: SandboxPolicy, command: Sequence[str]
             os.close(fd)
         raise
     return argv, fds
+
+
+def stage_mounts(spec: LaunchSpec, policy: SandboxPolicy | None) -> stage.Stage | None:
+    """Mount what the sandbox of `spec` binds (blocking; unmount it after the job), or
+    None when `policy` does not stage."""
+    if policy is None or not policy.staged or spec.docker_image:
+        return None
+    return stage.Stage.mount(policy.stage_dir(spec), staged_dirs(spec))
 
 
 def launch_argv(spec: LaunchSpec, policy: SandboxPolicy | None) -> Launch:
@@ -374,9 +387,6 @@ def launch_argv(spec: LaunchSpec, policy: SandboxPolicy | None) -> Launch:
         return Launch(docker_run_argv(spec, script, spec.share), host_cwd, docker_client_env())
     if policy is not None:
         argv, fds = bwrap_argv(spec, policy, [bash, f"{SANDBOX_WORKSPACE}/{script}"])
-        if policy.staged:
-            stage.prepare_dirs(staged_dirs(spec))
-        # The chain starts in / (never in a job dir it is about to stage over).
         return Launch(argv, Path("/"), job_environment(spec, True), fds)
     return Launch([bash, str(spec.layout.workspace / script)], host_cwd,
                   job_environment(spec, False))

@@ -42,7 +42,7 @@ from agent.sandbox import JobLayout, LaunchSpec
 from c3.grpcutil import bearer
 from c3.v1 import agent_pb2, common_pb2
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.testing import client, eventually
+from coordinator.testing import client, eventually, push_tree
 
 S = common_pb2
 PROBE = Path(__file__).with_name("sandbox_escape_probe.py")
@@ -330,3 +330,34 @@ async def test_a_job_given_one_gpu_of_four_sees_only_that_node(
                                 "nvidiactl"]
     assert "nvidia1" in lines and not any(ln.startswith("OPENED") for ln in lines)
     assert "cuda=1" in lines
+
+
+async def test_another_org_never_gets_a_network_namespace_an_earlier_orgs_job_used(
+        tmp_path: Path) -> None:
+    async with start_stack(tmp_path) as stack:
+        _, rival_key = await stack.coordinator.accounts.create_org_with_admin("rival", "free")
+        ws = tmp_path / "ws"
+        ws.mkdir()
+        (ws / "run.sh").write_text("readlink /proc/self/ns/net\n")
+
+        async def namespace(key: str) -> str:
+            c, md = client(stack.channel), bearer(key)
+            digest = await push_tree(stack.channel, key, ws)  # each org its own blobs
+            job = (await c.SubmitJob(pb.SubmitJobRequest(spec=S.JobSpec(
+                project="demo", script="run.sh", workspace_manifest_digest=digest)),
+                metadata=md)).job
+            await eventually(lambda: stack.coordinator.jobs.jobs[job.id].state
+                             in (S.JOB_STATE_COMPLETED, S.JOB_STATE_FAILED), 60, "the job to end")
+            assert stack.coordinator.jobs.jobs[job.id].state == S.JOB_STATE_COMPLETED, \
+                stack.coordinator.jobs.jobs[job.id].message
+            events = c.StreamJobEvents(pb.StreamJobEventsRequest(job_id=job.id), metadata=md)
+            return [e.log.text async for e in events
+                    if e.HasField("log") and e.log.text.startswith("net:")][0]
+
+        first = await namespace(stack.api_key)
+        assert await namespace(stack.api_key) == first  # the same org's redeploy: kept
+        rival = await namespace(rival_key)
+        assert rival != first  # another org: a namespace no earlier job used
+        # Back to the first org: not the rival's. (Not compared with `first`: the kernel
+        # may give a later namespace the number of one deleted meanwhile.)
+        assert await namespace(stack.api_key) != rival
