@@ -72,7 +72,7 @@ pytestmark = [
 class Decoy:
     """A TCP (or abstract unix) server on the host that records every connection."""
 
-    def __init__(self, family: int, address: object) -> None:
+    def __init__(self, family: int, address: tuple[str, int] | str) -> None:
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         if family == socket.AF_INET6:
             self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
