@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sandboxtools import host_sandbox
 
-from agent.envs import EnvCache, EnvError, find_uv
+from agent.envs import EnvCache, EnvError, build_environment, find_uv
 from agent.logbatch import LogBatcher
 from agent.runner import run_script
 from agent.sandbox import SANDBOX_VENV, JobLayout, LaunchSpec
@@ -94,3 +94,16 @@ async def test_an_unreadable_lock_is_an_env_error_naming_the_file(project: JobLa
     cache = EnvCache(tmp_path / "envs")
     with pytest.raises(EnvError, match=r"python\.project py: cannot read uv\.lock: .*deploy again"):
         await cache.ensure(project.workspace, "py", "", print)
+
+
+def test_an_environment_build_sees_none_of_the_agents_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A dependency's build script is the job's code: it runs with uv's environment.
+    monkeypatch.setenv("C3_AGENT_SECRET", "s3cr3t-provisioning")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    env = build_environment(tmp_path / "uv-cache", tmp_path / "venv")
+    assert "s3cr3t-provisioning" not in env.values() and "hunter2" not in env.values()
+    assert env["HTTPS_PROXY"] == "http://proxy.internal:3128"  # how to reach the index
+    assert env["UV_PROJECT_ENVIRONMENT"] == str(tmp_path / "venv")
