@@ -29,7 +29,8 @@ from c3.dockerref import validate_image
 
 def docker_run_argv(spec: LaunchSpec, script: str, share: ResourceShare | None = None,
                     docker: str = "docker") -> list[str]:
-    """`docker run` for one job: `bash /workspace/<script>` in the image."""
+    """`docker run` for one job: `bash /workspace/<script>` (or the job's command, which
+    docker itself looks up and runs: 127 when it is not found) in the image."""
     image = validate_image(spec.docker_image)
     workdir = spec.workdir.strip("/")
     argv = [docker, "run", "--rm", "--init", "--pull", "missing",
@@ -61,6 +62,8 @@ def docker_run_argv(spec: LaunchSpec, script: str, share: ResourceShare | None =
             argv += ["--pids-limit", str(share.pids_max)]
         if share.shm_bytes:
             argv += ["--shm-size", str(share.shm_bytes)]
+    if spec.command:
+        return [*argv, image, *spec.command]
     return [*argv, image, "bash", f"{SANDBOX_WORKSPACE}/{script}"]
 
 

@@ -355,7 +355,7 @@ class JobExecutor:
                                 docker_user=f"{ids[0]}:{ids[1]}" if ids else "1000:1000",
                                 docker_egress=self.netpool is not None,
                                 share=share, array_index=spec.array_index,
-                                array_size=spec.array_size,
+                                array_size=spec.array_size, command=tuple(spec.command),
                                 netns=netns.name if netns is not None else "",
                                 cgroup_view=group.view() if group is not None else ())
             # The time limit is the deadline set at pickup (_run), not the runner's own.

@@ -102,6 +102,8 @@ class LaunchSpec:
     netns: str = ""
     # The job's cgroup dirs, shown read-only at /sys/fs/cgroup: (controller or "", dir).
     cgroup_view: tuple[tuple[str, Path], ...] = ()
+    # `c3 run -- CMD ARGS...`: this argv instead of `bash <script>` (script is then unused).
+    command: tuple[str, ...] = ()
 
     def gpu_indices(self) -> list[int]:
         return [int(i) for i in self.cuda_visible_devices.split(",") if i.strip().isdigit()]
@@ -373,10 +375,27 @@ def stage_mounts(spec: LaunchSpec, policy: SandboxPolicy | None) -> stage.Stage 
     return stage.Stage.mount(policy.stage_dir(spec), staged_dirs(spec))
 
 
+# Runs a job's command argv: bash looks only argv[0] up on the job's PATH and execs it with
+# the arguments as positional parameters ("$@" is never re-split or expanded), so every
+# argument arrives byte for byte; a command that is not found exits 127, one that cannot
+# run 126, as in a shell.
+EXEC_COMMAND = (
+    'case $1 in */*) ;; *) type -P -- "$1" >/dev/null || '
+    '{ printf "c3: %s: command not found (PATH=%s)\\n" "$1" "$PATH" >&2; exit 127; };; esac; '
+    'exec -- "$@"'
+)
+
+
 def launch_argv(spec: LaunchSpec, policy: SandboxPolicy | None) -> Launch:
-    """What runs `bash <script>` for this job: in the sandbox `policy`, or bare (None)."""
-    script = check_script(spec.layout, spec.script, spec.workdir)
+    """What runs `bash <script>` (or the job's command) for this job: in the sandbox
+    `policy`, or bare (None)."""
     bash = shutil.which("bash", path=SYSTEM_PATH) or "/bin/bash"
+    if spec.command:
+        script = ""
+        command = [bash, "-c", EXEC_COMMAND, "c3", *spec.command]
+    else:
+        script = check_script(spec.layout, spec.script, spec.workdir)
+        command = [bash, f"{SANDBOX_WORKSPACE}/{script}"]
     workdir = spec.workdir.strip("/")
     host_cwd = spec.layout.workspace / workdir if workdir else spec.layout.workspace
     if not host_cwd.is_dir():
@@ -386,7 +405,8 @@ def launch_argv(spec: LaunchSpec, policy: SandboxPolicy | None) -> Launch:
 
         return Launch(docker_run_argv(spec, script, spec.share), host_cwd, docker_client_env())
     if policy is not None:
-        argv, fds = bwrap_argv(spec, policy, [bash, f"{SANDBOX_WORKSPACE}/{script}"])
+        argv, fds = bwrap_argv(spec, policy, command)
         return Launch(argv, Path("/"), job_environment(spec, True), fds)
-    return Launch([bash, str(spec.layout.workspace / script)], host_cwd,
-                  job_environment(spec, False))
+    if not spec.command:
+        command = [bash, str(spec.layout.workspace / script)]
+    return Launch(command, host_cwd, job_environment(spec, False))

@@ -12,11 +12,6 @@ from c3ctl import render, session
 from c3ctl.aio import run
 
 
-def _money(minor: int, currency: str) -> str:
-    symbol = {"GBP": "£", "USD": "$", "EUR": "€"}.get(currency or "GBP", "")
-    return f"{'-' if minor < 0 else ''}{symbol}{abs(minor) / 100:.2f}"
-
-
 @click.command()
 @click.option("--json", "as_json", is_flag=True)
 def whoami(as_json: bool) -> None:
@@ -123,8 +118,8 @@ def balance(history: bool, as_json: bool) -> None:
                                           "seconds": c.seconds, "gpu_profile": c.gpu_profile}
                                          for c in b.charges]}))
         return
-    render.out.print(f"balance       {_money(b.balance_minor, b.currency)}")
-    render.out.print(f"this month    {_money(b.month_spend_minor, b.currency)}")
+    render.out.print(f"balance       {render.money(b.balance_minor, b.currency)}")
+    render.out.print(f"this month    {render.money(b.month_spend_minor, b.currency)}")
     render.out.print(f"storage       {render.human_bytes(b.storage_bytes)}")
     render.out.print(f"plan          {b.plan}")
     if history and b.charges:
@@ -132,7 +127,7 @@ def balance(history: bool, as_json: bool) -> None:
         for column in ("JOB", "PROFILE", "SECONDS", "AMOUNT"):
             table.add_column(column)
         for c in b.charges:
-            table.add_row(c.job_id, c.gpu_profile, f"{c.seconds:.0f}", _money(c.amount_minor, b.currency))
+            table.add_row(c.job_id, c.gpu_profile, f"{c.seconds:.0f}", render.money(c.amount_minor, b.currency))
         render.out.print(table)
 
 

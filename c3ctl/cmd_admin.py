@@ -16,7 +16,6 @@ from c3.errors import InvalidArgument, from_rpc_error
 from c3.v1 import admin_pb2, admin_pb2_grpc
 from c3ctl import render, session
 from c3ctl.aio import run
-from c3ctl.cmd_accounts import _money
 
 
 def parse_amount(text: str) -> int:
@@ -86,7 +85,7 @@ def org_list(as_json: bool) -> None:
     for column in ("ID", "NAME", "PLAN", "BALANCE", ""):
         table.add_column(column)
     for o in reply.orgs:
-        table.add_row(o.id, o.name, o.plan, _money(o.balance_minor, "GBP"),
+        table.add_row(o.id, o.name, o.plan, render.money(o.balance_minor, "GBP"),
                       "operator" if o.operator else "")  # fmt: skip
     render.out.print(table)
 
@@ -100,8 +99,8 @@ def topup(org: str, amount: str) -> None:
     reply = run(_admin_call("TopUp", admin_pb2.TopUpRequest(org=org, amount_minor=minor)))
     assert isinstance(reply, admin_pb2.TopUpResponse)
     render.err.print(
-        f"topped up {reply.org.name} by {_money(minor, reply.currency)}; "
-        f"balance now {_money(reply.org.balance_minor, reply.currency)}"
+        f"topped up {reply.org.name} by {render.money(minor, reply.currency)}; "
+        f"balance now {render.money(reply.org.balance_minor, reply.currency)}"
     )
 
 

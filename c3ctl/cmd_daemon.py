@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -64,7 +65,9 @@ def daemon_logs() -> None:
 
 @click.command("ls-files")
 @click.option("--ignored", is_flag=True, help="Show what is left out and which rule excluded it.")
-def ls_files(ignored: bool) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object: files with path and size (with --ignored: path and rule).")
+def ls_files(ignored: bool, as_json: bool) -> None:
     """Print exactly what a deploy would ship, with sizes and totals."""
     root = project_config.find_project_file(Path.cwd()).parent.resolve()
 
@@ -77,6 +80,14 @@ def ls_files(ignored: bool) -> None:
             return reply
 
     reply = run(go())
+    if as_json:
+        if ignored:
+            data: dict[str, object] = {"ignored": [{"path": f.path, "rule": f.rule} for f in reply.files]}
+        else:
+            data = {"files": [{"path": f.path, "size": f.size} for f in reply.files],
+                    "total_files": len(reply.files), "total_size": reply.total_size}
+        click.echo(json.dumps(data))
+        return
     for f in reply.files:
         click.echo(f"{f.path}\t{f.rule}" if ignored else f"{render.human_bytes(f.size):>10}  {f.path}")
     if not ignored:

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import click
 import grpc
-from rich.markup import escape
+from google.protobuf.timestamp_pb2 import Timestamp
 
+import c3ctl
 from c3 import config as project_config
 from c3.errors import from_rpc_error
 from c3.limits import MAX_JOBS_PER_SUBMIT
 from c3.v1 import common_pb2, daemon_pb2
-from c3ctl import render, session
+from c3ctl import exitcodes, render, session
 from c3ctl.aio import run
 from c3ctl.daemon_client import DaemonConnection
+from c3ctl.runview import Mode, RunView, mode_of
 
 
 def job_summary(job: common_pb2.Job) -> dict[str, object]:
@@ -36,9 +39,6 @@ def job_summary(job: common_pb2.Job) -> dict[str, object]:
     return summary
 
 
-SUCCESS = (common_pb2.JOB_STATE_COMPLETED, common_pb2.JOB_STATE_SYNCED)
-
-
 def _check_array(array: int, follow: bool, watch_mode: bool) -> None:
     if not 1 <= array <= MAX_JOBS_PER_SUBMIT:
         raise click.UsageError(f"--array {array}: give the number of jobs, 1 to {MAX_JOBS_PER_SUBMIT}")
@@ -49,39 +49,6 @@ def _check_array(array: int, follow: bool, watch_mode: bool) -> None:
         )
     if watch_mode:
         raise click.UsageError("--array cannot be combined with --watch: watch mode runs one job per save")
-
-
-def show_event(
-    event: daemon_pb2.DeployEvent, *, follow: bool, as_json: bool
-) -> common_pb2.Job | None:
-    """Print one deploy event; returns the job when the event says it finished."""
-    kind = event.WhichOneof("kind")
-    if kind == "progress":
-        render.progress(event.progress)
-    elif kind == "pushed":
-        render.progress_done()
-        if not as_json:
-            render.err.print(f"[dim]{render.push_stats(event.pushed)}[/]")
-    elif kind == "notice":
-        render.err.print(f"[dim]{escape(event.notice)}[/]")
-    elif kind == "submitted":
-        job = event.submitted
-        if as_json:
-            click.echo(json.dumps(job_summary(job)))
-        else:
-            member = f" {escape(render.array_label(job.spec))}" if job.spec.array_size else ""
-            render.err.print(
-                f"submitted [bold]{job.id}[/]{member} ({job.spec.project}, gpu {job.spec.gpu or 'any'})"
-            )
-            if not follow:
-                click.echo(job.id)
-    elif kind == "job_event":
-        render.job_event(event.job_event)
-    elif kind == "finished":
-        if event.finished.state in SUCCESS:
-            render.err.print(f"[dim]artifacts: c3ctl pull {event.finished.id}[/]")
-        return event.finished
-    return None
 
 
 class _Detach:
@@ -102,19 +69,25 @@ class _Detach:
         )
 
 
-async def _deploy(
-    project_dir: Path, follow: bool, provider: str, as_json: bool, array: int, detach: _Detach
-) -> int:
-    creds = session.credentials(project_dir)
-    request = daemon_pb2.DeployRequest(
-        project_dir=str(project_dir),
-        follow=follow,
-        provider=provider,
-        api_key=creds.api_key,
-        coordinator_address=creds.coordinator_address,
-        tls=creds.daemon_tls,
-        array=array,
-    )
+def verbosity_options(command: Callable[..., None]) -> Callable[..., None]:
+    """-v/--verbose and -q/--quiet, for every command that follows a run."""
+    command = click.option("-q", "--quiet", is_flag=True,
+                           help="Print only the job's own output.")(command)
+    return click.option("-v", "--verbose", is_flag=True,
+                        help="Also print every state change and c3 message.")(command)
+
+
+def requested_now() -> Timestamp:
+    """When the user ran this command (c3ctl's own start included): timing lines count
+    from here."""
+    ts = Timestamp()
+    ts.FromNanoseconds(int(c3ctl.STARTED_AT * 1e9))
+    return ts
+
+
+async def follow_deploy(request: daemon_pb2.DeployRequest, view: RunView, detach: _Detach) -> int:
+    """Run one Deploy call through the daemon; the exit status tells how its job ended
+    (0 for a deploy that is not followed)."""
     exit_code = 0
     async with DaemonConnection() as daemon:
         await daemon.ensure_running()
@@ -122,15 +95,41 @@ async def _deploy(
             async for event in daemon.stub.Deploy(request):
                 if event.HasField("submitted"):
                     detach.job_ids.append(event.submitted.id)
-                finished = show_event(event, follow=follow, as_json=as_json)
-                if finished is not None and finished.state not in SUCCESS:
-                    exit_code = 1
+                finished = view.handle(event)
+                if finished is not None:
+                    exit_code = exitcodes.for_job(finished)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
+        finally:
+            view.end()
     return exit_code
 
 
-@click.command()
+def deploy_request(project_dir: Path, *, follow: bool, provider: str, array: int = 0,
+                   command: Sequence[str] = (), gpu: str = "", time_limit_seconds: int = 0,
+                   ) -> daemon_pb2.DeployRequest:
+    creds = session.credentials(project_dir)
+    return daemon_pb2.DeployRequest(
+        project_dir=str(project_dir), follow=follow, provider=provider,
+        api_key=creds.api_key, coordinator_address=creds.coordinator_address,
+        tls=creds.daemon_tls, array=array, command=list(command), gpu=gpu,
+        time_limit_seconds=time_limit_seconds, requested_at=requested_now(),
+    )
+
+
+def run_followed(request: daemon_pb2.DeployRequest, view: RunView) -> NoReturn:
+    """Deploy (following when the request says so) and exit as the job ended."""
+    detach = _Detach()
+    try:
+        code = run(follow_deploy(request, view, detach))
+    except KeyboardInterrupt:
+        view.end()
+        render.err.print(f"\n{detach.message()}")
+        raise SystemExit(exitcodes.INTERRUPTED) from None
+    raise SystemExit(code)
+
+
+@click.command(epilog=exitcodes.HELP)
 @click.option("-f", "--follow", is_flag=True, help="Stream the job's status and output until it ends.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object describing the job (one line per job with --array).")
@@ -140,8 +139,14 @@ async def _deploy(
 @click.option("--array", "array", type=int, default=None, metavar="N",
               help=f"Push once and submit N jobs of this spec (1..{MAX_JOBS_PER_SUBMIT}), a sweep: each job "
               "gets C3_ARRAY_INDEX (0..N-1) and C3_ARRAY_SIZE (N); their ids print one per line.")
-def deploy(follow: bool, as_json: bool, provider: str, watch_mode: bool, array: int | None) -> None:
-    """Push the project (nearest .c3 upward) and run it."""
+@verbosity_options
+def deploy(follow: bool, as_json: bool, provider: str, watch_mode: bool, array: int | None,
+           verbose: bool, quiet: bool) -> None:
+    """Push the project (nearest .c3 upward) and run it.
+
+    With -f, the exit status is the job's: see "Exit status" below.
+    """
+    mode = mode_of(verbose, quiet)
     if array is not None:
         _check_array(array, follow, watch_mode)
     if watch_mode:
@@ -149,16 +154,14 @@ def deploy(follow: bool, as_json: bool, provider: str, watch_mode: bool, array: 
             raise click.UsageError("--watch streams every run; it cannot be combined with --json")
         from c3ctl.cmd_watch import watch_project
 
-        watch_project(provider)
+        watch_project(provider, (), mode)
         return
     if as_json and follow:
         raise click.UsageError("--json cannot be combined with -f: use `c3ctl logs -f JOB` to follow")
     cfg_path = project_config.find_project_file(Path.cwd())
     project_config.load_project(cfg_path)  # fail fast, with file:line, before any daemon work
-    detach = _Detach()
-    try:
-        code = run(_deploy(cfg_path.parent.resolve(), follow, provider, as_json, array or 0, detach))
-    except KeyboardInterrupt:
-        render.err.print(f"\n{detach.message()}")
-        raise SystemExit(130) from None
-    raise SystemExit(code)
+    request = deploy_request(cfg_path.parent.resolve(), follow=follow, provider=provider,
+                             array=array or 0)
+    # Without -f: the lines deploy always printed (and the job id on stdout).
+    run_followed(request, RunView(mode if follow else Mode.VERBOSE, follow=follow, as_json=as_json))
+

@@ -19,8 +19,9 @@ from c3.storage_client import StorageClient
 from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2
 from c3ctl import render, session
 from c3ctl.aio import run
-from c3ctl.cmd_deploy import job_summary
+from c3ctl.cmd_deploy import job_summary, verbosity_options
 from c3ctl.daemon_client import DaemonConnection
+from c3ctl.runview import RunView, event_json, mode_of
 
 ARTIFACTS_DIR = "c3-artifacts"
 # squeue --state choices: the job states as users see them (lowercase, no prefix).
@@ -129,20 +130,38 @@ def squeue(as_json: bool, limit: int, follow: bool, state_names: tuple[str, ...]
 @click.command()
 @click.argument("job_id")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming until the job ends.")
-def logs(job_id: str, follow: bool) -> None:
-    """Print a job's output (and status changes)."""
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per event (seq, at, kind, stream/state, text...).")
+@click.option("-t", "--timestamps", is_flag=True, help="Start each output line with its time (UTC).")
+@click.option("--tail", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Only the last N output lines (then, with -f, what comes).")
+@verbosity_options
+def logs(job_id: str, follow: bool, as_json: bool, timestamps: bool, tail: int,
+         verbose: bool, quiet: bool) -> None:
+    """Print a job's output: a timing line before its first line, and how it ended."""
+    mode = mode_of(verbose, quiet)
+    if as_json and (verbose or quiet or timestamps):
+        raise click.UsageError("--json prints every event as it is; it takes no -v, -q or -t")
+    view = RunView(mode, timestamps=timestamps)
 
     async def go() -> None:
         creds = session.credentials()
         request = daemon_pb2.LogsRequest(
-            job_id=job_id, follow=follow, api_key=creds.api_key,
+            job_id=job_id, follow=follow, api_key=creds.api_key, tail=tail,
             coordinator_address=creds.coordinator_address, tls=creds.daemon_tls,
         )
         async with DaemonConnection() as daemon:
             await daemon.ensure_running()
             try:
-                async for event in daemon.stub.Logs(request):
-                    render.job_event(event)
+                if as_json:
+                    async for event in daemon.stub.Logs(request):
+                        click.echo(event_json(event))
+                    return
+                try:
+                    async for deploy_event in daemon.stub.Follow(request):
+                        view.handle(deploy_event)
+                finally:
+                    view.end()
             except grpc.RpcError as exc:
                 raise from_rpc_error(exc) from None
 

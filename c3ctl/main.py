@@ -1,6 +1,7 @@
 """c3ctl (alias c3): the command line.
 
-Exit codes: 0 ok, 1 job or user error, 2 usage, 3 a service could not be reached.
+Exit codes: 0 ok, 1 user error, 2 usage, 3 a service could not be reached; `run` and
+`deploy -f` exit as their job did (c3ctl/exitcodes.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ COMMANDS = {
     "init": "c3ctl.cmd_init:init",
     "deploy": "c3ctl.cmd_deploy:deploy",
     "watch": "c3ctl.cmd_watch:watch",
+    "run": "c3ctl.cmd_run:run_command",
     "squeue": "c3ctl.cmd_jobs:squeue",
     "logs": "c3ctl.cmd_jobs:logs",
     "cancel": "c3ctl.cmd_jobs:cancel",
@@ -57,7 +59,9 @@ class LazyGroup(click.Group):
         return command
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Exit status: 0 ok, 1 user error, 2 usage error, 3 a service could not be "
+             "reached; `run` and `deploy -f` exit as their job did (see `c3 run --help`).")
 @click.version_option(__version__, prog_name="c3ctl")
 def cli() -> None:
     """c3: edit locally, run on a warm remote GPU."""

@@ -45,6 +45,11 @@ def human_bytes(n: float) -> str:
     return f"{n} B"
 
 
+def money(minor: int, currency: str) -> str:
+    symbol = {"GBP": "£", "USD": "$", "EUR": "€"}.get(currency or "GBP", "")
+    return f"{'-' if minor < 0 else ''}{symbol}{abs(minor) / 100:.2f}"
+
+
 def human_duration(seconds: float) -> str:
     seconds = int(seconds)
     h, rest = divmod(seconds, 3600)

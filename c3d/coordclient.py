@@ -60,5 +60,18 @@ class CoordinatorClient:
         finally:
             call.cancel()
 
+    async def watch_job(self, job_id: str) -> AsyncIterator[common_pb2.Job]:
+        """The job now, then each change of it (server-pushed), until cancelled."""
+        call = self.stub.WatchJobs(
+            coordinator_pb2.WatchJobsRequest(job_id=job_id), metadata=self.metadata
+        )
+        try:
+            async for job in call:
+                yield job
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        finally:
+            call.cancel()
+
     async def close(self) -> None:
         await self.channel.close()

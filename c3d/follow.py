@@ -30,12 +30,13 @@ def reconnect_notice(job_id: str, text: str) -> common_pb2.JobEvent:
 
 
 async def follow_events(
-    client: CoordinatorClient, history: History, job_id: str, *, live: bool = True
+    client: CoordinatorClient, history: History, job_id: str, *, live: bool = True,
+    after_seq: int = 0,
 ) -> AsyncIterator[common_pb2.JobEvent]:
-    """Every event of the job exactly once: stored ones first, then from the coordinator
-    (resuming after the last stored seq), until the job is final."""
-    last = 0
-    for event in await history.events(job_id):
+    """Every event of the job after `after_seq` exactly once: stored ones first, then from
+    the coordinator (resuming after the last stored seq), until the job is final."""
+    last = after_seq
+    for event in await history.events(job_id, after_seq):
         last = event.seq
         yield event
     if await history.is_finished(job_id):

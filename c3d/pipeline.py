@@ -7,7 +7,8 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,13 +17,13 @@ from c3 import workspace
 from c3.errors import ConfigError, InvalidArgument, NotFound
 from c3.limits import MAX_JOBS_PER_SUBMIT
 from c3.storage_client import StorageClient
-from c3.treepush import TreePush, TreePusher, server_identity
+from c3.treepush import FileInfo, TreePush, TreePusher, server_identity
 from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2, storage_pb2
 from c3d.connections import Connections
 from c3d.coordclient import CoordinatorClient
-from c3d.follow import follow_events
 from c3d.history import History
 from c3d.projects import Projects
+from c3d.runfollow import RunClock, follow_run
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -35,17 +36,21 @@ class Pusher:
         self.projects = projects
         self.history = history
         self.trees = TreePusher(projects.hashes)
+        # Per project root: the workspace its latest run shipped (a run's header names what
+        # changed since).
+        self.last_runs: dict[Path, WorkspacePush] = {}
 
     async def push_workspace(
         self, root: Path, storage: StorageClient, server_key: str,
         progress: ProgressFeed | None = None,
-    ) -> tuple[str, daemon_pb2.PushStats]:
+    ) -> WorkspacePush:
         """The project's workspace, from its live index (only changed files are hashed)."""
         started = time.monotonic()
         project = await self.projects.get(root)
         snap = await project.index.snapshot()
         pushed = await self.trees.push_tree(root, snap.tree, snap.files, storage, server_key, progress)
-        return pushed.digest, _stats(pushed, snap.stats.files_scanned, snap.stats.files_hashed, started)
+        stats = _stats(pushed, snap.stats.files_scanned, snap.stats.files_hashed, started)
+        return WorkspacePush(pushed.digest, stats, snap.files)
 
     async def push_directory(
         self, root: Path, storage: StorageClient, server_key: str,
@@ -56,6 +61,13 @@ class Pusher:
         files = await asyncio.to_thread(workspace.scan, root)
         pushed, hashed = await self.trees.push_files(root, files, storage, server_key, progress)
         return pushed.digest, _stats(pushed, hashed.files_scanned, hashed.files_hashed, started)
+
+
+@dataclass(frozen=True)
+class WorkspacePush:
+    digest: str
+    stats: daemon_pb2.PushStats
+    files: dict[str, FileInfo]  # what shipped: path -> (digest, size, executable, stat)
 
 
 def _stats(pushed: TreePush, scanned: int, hashed: int, started: float) -> daemon_pb2.PushStats:
@@ -205,78 +217,182 @@ async def resolve_datasets(
         )
 
 
+# A run's header names at most this many changed paths (and counts the rest).
+MAX_HEADER_PATHS = 20
+
+
+def changed_paths(
+    pushed: WorkspacePush, previous: WorkspacePush, touched: Collection[str] = ()
+) -> list[str]:
+    """Paths whose content or executable bit differs from the previous run's, and those
+    saved since (`touched`) that ship: sorted. Only paths that ship now or shipped then,
+    so an editor's temp file that came and went, or an ignored file, is never named."""
+    files, before = pushed.files, previous.files
+    changed = {p for p in touched if p in files}
+    if pushed.digest != previous.digest:
+        changed.update(
+            p for p, info in files.items()
+            if (old := before.get(p)) is None or old[0] != info[0] or old[2] != info[2]
+        )
+        changed.update(p for p in before if p not in files)
+    return sorted(changed)
+
+
+def run_header(
+    run: int, job_id: str, pushed: WorkspacePush, previous: WorkspacePush | None,
+    touched: Collection[str] = (),
+) -> daemon_pb2.RunHeader:
+    header = daemon_pb2.RunHeader(
+        run=run, job_id=job_id, files=len(pushed.files), bytes_total=pushed.stats.bytes_total,
+        bytes_sent=pushed.stats.bytes_sent, first=previous is None,
+    )
+    if previous is not None:
+        changed = changed_paths(pushed, previous, touched)
+        header.changed.extend(changed[:MAX_HEADER_PATHS])
+        header.changed_total = len(changed)
+    return header
+
+
+def apply_overrides(spec: common_pb2.JobSpec, request: daemon_pb2.DeployRequest) -> None:
+    """What the command line says over the .c3 file: provider, gpu, time, the command."""
+    if request.provider:
+        spec.provider = request.provider
+    if request.gpu:
+        spec.gpu = request.gpu
+    if request.time_limit_seconds:
+        spec.time_limit_seconds = request.time_limit_seconds
+    if request.command:
+        spec.command.extend(request.command)
+
+
+@dataclass
+class Deployment:
+    """One deploy: `submit()` pushes, resolves datasets and submits (yielding its events);
+    `follow()` then streams the submitted job as its follower sees it.
+
+    `reference` is when the user acted (the save, or the command) as a wall-clock time:
+    the run's timing line counts from it. `touched` are paths the watcher saw saved since
+    the previous run; with `skip_unchanged`, a deploy whose workspace is the previous run's
+    and none of whose shipped files was saved stops before submitting (`skipped`)."""
+
+    request: daemon_pb2.DeployRequest
+    pusher: Pusher
+    connections: Connections
+    run: int = 0
+    reference: float = field(default_factory=time.time)
+    since: str = "command"
+    supersedes: common_pb2.Job | None = None
+    on_submitted: Callable[[common_pb2.Job], None] | None = None
+    # Called just before the submit call (watch mode stops showing the run this replaces).
+    on_submitting: Callable[[], None] | None = None
+    touched: Collection[str] = ()
+    skip_unchanged: bool = False
+    jobs: list[common_pb2.Job] = field(default_factory=list, init=False)
+    skipped: bool = field(default=False, init=False)
+    _client: CoordinatorClient | None = field(default=None, init=False)
+    _storage: StorageClient | None = field(default=None, init=False)
+    _pushed_at: float = field(default=0.0, init=False)
+
+    async def submit(self) -> AsyncIterator[daemon_pb2.DeployEvent]:
+        request, pusher, connections = self.request, self.pusher, self.connections
+        started = time.perf_counter()
+        _check_array(request)  # before anything is pushed
+        project_dir = Path(request.project_dir)
+        cfg_path = project_config.find_project_file(project_dir)
+        cfg = await asyncio.to_thread(project_config.load_project, cfg_path)
+        project = await pusher.projects.get(cfg.root)
+        if not request.command:
+            rule = await asyncio.to_thread(project.index.matcher.explain, cfg.script, False)
+            if rule is not None:
+                raise ConfigError(
+                    f"{cfg.path}: script: {cfg.script} is left out of the workspace by {rule}; "
+                    f"remove that rule or add `!{cfg.script}` to .c3ignore"
+                )
+        target = connections.target(request)
+        client = self._client = await connections.coordinator(target)
+        storage = self._storage = await connections.storage(target)
+        server_key = server_identity(connections.storage_address(target), request.api_key)
+        feed = ProgressFeed("upload")
+        push = asyncio.create_task(pusher.push_workspace(cfg.root, storage, server_key, feed))
+        try:
+            async for event in with_progress(push, feed):
+                yield event
+        finally:
+            push.cancel()
+        pushed = push.result()
+        previous = pusher.last_runs.get(cfg.root)
+        if (self.skip_unchanged and previous is not None and pushed.digest == previous.digest
+                and not any(p in pushed.files for p in self.touched)):
+            self.skipped = True
+            return
+        # Held back until the job is submitted, so that the run's header (which names the
+        # job) comes first.
+        later = [daemon_pb2.DeployEvent(pushed=pushed.stats)]
+        mounts = []
+        dataset_bytes = 0
+        async for mount, ds_stats in resolve_datasets(cfg, storage, pusher, server_key):
+            mounts.append(mount)
+            if ds_stats is not None:
+                dataset_bytes += ds_stats.bytes_sent
+                later.append(daemon_pb2.DeployEvent(
+                    notice=f"dataset {mount.resolved_path} v{mount.version}: "
+                    f"{ds_stats.blobs_new} new blobs, {ds_stats.bytes_sent} bytes sent"
+                ))
+        spec = project_config.job_spec(cfg, workspace_manifest_digest=pushed.digest)
+        del spec.datasets[:]
+        spec.datasets.extend(mounts)
+        apply_overrides(spec, request)
+        entries = array_entries(spec, request.array)
+        if self.supersedes is not None:  # watch mode: always a single job
+            old = await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=self.supersedes.id))
+            entries[0].supersedes_job_id = self.supersedes.id
+            entries[0].prefer_agent_id = old.job.agent_id
+        pushed_at = time.perf_counter()
+        self._pushed_at = time.time()
+        if self.on_submitting is not None:
+            self.on_submitting()
+        self.jobs = await _submit_through_cancel(client, entries, self.on_submitted)
+        log.debug(
+            "deploy %s: prepare+push %.1f ms, submit %.1f ms", self.jobs[0].id,
+            (pushed_at - started) * 1000, (time.perf_counter() - pushed_at) * 1000,
+        )
+        pusher.last_runs[cfg.root] = pushed
+        if len(self.jobs) == 1:
+            # A watch's first run names the whole workspace, not what changed before it.
+            since = previous if self.run != 1 else None
+            header = run_header(self.run, self.jobs[0].id, pushed, since, self.touched)
+            header.bytes_sent += dataset_bytes  # what the run moved, local datasets included
+            yield daemon_pb2.DeployEvent(header=header)
+        for event in later:
+            yield event
+        for job in self.jobs:  # in array_index order: SubmitJobs answers in request order
+            yield daemon_pb2.DeployEvent(submitted=job)
+
+    def follow(self) -> AsyncIterator[daemon_pb2.DeployEvent]:
+        """The submitted job's events until it ends, with timing line and final record."""
+        (job,) = self.jobs
+        assert self._client is not None and self._storage is not None
+        storage = self._storage
+
+        async def storage_client() -> StorageClient:
+            return storage
+
+        return follow_run(
+            self._client, storage_client, self.pusher.history, job.id,
+            timing=RunClock(self.since, self.reference, self._pushed_at),
+        )
+
+
 async def deploy(
     request: daemon_pb2.DeployRequest,
     pusher: Pusher,
     connections: Connections,
-    *,
-    supersedes: common_pb2.Job | None = None,
-    on_submitted: Callable[[common_pb2.Job], None] | None = None,
 ) -> AsyncIterator[daemon_pb2.DeployEvent]:
-    """One deploy. With `supersedes`, that earlier run is cancelled once this one is
-    accepted and its agent (which holds the blobs and environment) is preferred."""
-    started = time.perf_counter()
-    _check_array(request)  # before anything is pushed
-    project_dir = Path(request.project_dir)
-    cfg_path = project_config.find_project_file(project_dir)
-    cfg = await asyncio.to_thread(project_config.load_project, cfg_path)
-    project = await pusher.projects.get(cfg.root)
-    rule = await asyncio.to_thread(project.index.matcher.explain, cfg.script, False)
-    if rule is not None:
-        raise ConfigError(
-            f"{cfg.path}: script: {cfg.script} is left out of the workspace by {rule}; "
-            f"remove that rule or add `!{cfg.script}` to .c3ignore"
-        )
-    target = connections.target(request)
-    client = await connections.coordinator(target)
-    storage = await connections.storage(target)
-    server_key = server_identity(connections.storage_address(target), request.api_key)
-    feed = ProgressFeed("upload")
-    push = asyncio.create_task(pusher.push_workspace(cfg.root, storage, server_key, feed))
-    try:
-        async for event in with_progress(push, feed):
+    """One deploy, followed when the request says so (the Deploy call)."""
+    reference = request.requested_at.ToNanoseconds() / 1e9 if request.HasField("requested_at") else time.time()
+    deployment = Deployment(request, pusher, connections, reference=reference)
+    async for event in deployment.submit():
+        yield event
+    if request.follow:
+        async for event in deployment.follow():
             yield event
-    finally:
-        push.cancel()
-    digest, stats = push.result()
-    yield daemon_pb2.DeployEvent(pushed=stats)
-    mounts = []
-    async for mount, ds_stats in resolve_datasets(cfg, storage, pusher, server_key):
-        mounts.append(mount)
-        if ds_stats is not None:
-            yield daemon_pb2.DeployEvent(
-                notice=f"dataset {mount.resolved_path} v{mount.version}: "
-                f"{ds_stats.blobs_new} new blobs, {ds_stats.bytes_sent} bytes sent"
-            )
-    spec = project_config.job_spec(cfg, workspace_manifest_digest=digest)
-    del spec.datasets[:]
-    spec.datasets.extend(mounts)
-    if request.provider:
-        spec.provider = request.provider
-    entries = array_entries(spec, request.array)
-    if supersedes is not None:  # watch mode: always a single job
-        previous = await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=supersedes.id))
-        entries[0].supersedes_job_id = supersedes.id
-        entries[0].prefer_agent_id = previous.job.agent_id
-    pushed_at = time.perf_counter()
-    jobs = await _submit_through_cancel(client, entries, on_submitted)
-    submitted_at = time.perf_counter()
-    for job in jobs:  # in array_index order: SubmitJobs answers in request order
-        yield daemon_pb2.DeployEvent(submitted=job)
-    if not request.follow:
-        return
-    (job,) = jobs
-    first = True
-    async for job_event in follow_events(client, pusher.history, job.id):
-        if first and job_event.HasField("log"):
-            first = False
-            log.debug(
-                "deploy %s: prepare+push %.1f ms, submit %.1f ms, first log line %.1f ms",
-                job.id, (pushed_at - started) * 1000, (submitted_at - pushed_at) * 1000,
-                (time.perf_counter() - submitted_at) * 1000,
-            )
-        yield daemon_pb2.DeployEvent(job_event=job_event)
-    final = await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=job.id))
-    yield daemon_pb2.DeployEvent(finished=final.job)
-
-

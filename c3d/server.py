@@ -14,10 +14,12 @@ from grpc import aio
 import c3
 from c3 import workspace
 from c3.errors import InvalidArgument, Unavailable, Unimplemented
+from c3.storage_client import StorageClient
 from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2, daemon_pb2_grpc
 from c3d.connections import Connections
-from c3d.follow import follow_events
+from c3d.coordclient import CoordinatorClient
 from c3d.pipeline import Pusher, deploy
+from c3d.runfollow import follow_run, tail_events
 from c3d.watchmode import WatchState, watch
 
 
@@ -42,16 +44,36 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
     async def Logs(
         self, request: daemon_pb2.LogsRequest, context: aio.ServicerContext
     ) -> AsyncIterator[common_pb2.JobEvent]:
+        client = await self._check_access(request)
+        async for event in tail_events(
+            client, self.pusher.history, request.job_id, live=request.follow, tail=request.tail
+        ):
+            yield event
+
+    async def Follow(
+        self, request: daemon_pb2.LogsRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[daemon_pb2.DeployEvent]:
+        client = await self._check_access(request)
+        target = self.connections.target(request)
+
+        async def storage() -> StorageClient:
+            return await self.connections.storage(target)
+
+        async for event in follow_run(
+            client, storage, self.pusher.history, request.job_id, live=request.follow,
+            tail=request.tail,
+        ):
+            yield event
+
+    async def _check_access(self, request: daemon_pb2.LogsRequest) -> CoordinatorClient:
+        """The coordinator client for a logs request, once the caller may see the job."""
         client = await self.connections.coordinator(self.connections.target(request))
         # The local history is shared by every key used on this machine: the caller's
         # key must see the job before any stored event is served (another org's job
         # answers NotFound). Offline, the local history still answers.
         with contextlib.suppress(Unavailable):
             await client.call("GetJob", coordinator_pb2.GetJobRequest(job_id=request.job_id))
-        async for event in follow_events(
-            client, self.pusher.history, request.job_id, live=request.follow
-        ):
-            yield event
+        return client
 
     async def ListFiles(
         self, request: daemon_pb2.ListFilesRequest, context: aio.ServicerContext

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from c3.v1 import common_pb2, coordinator_pb2
 from coordinator.events import timestamp
-from coordinator.model import ApiKey, Job
+from coordinator.model import ApiKey, Job, Startup
 
 
 def job_to_proto(job: Job) -> common_pb2.Job:
@@ -34,14 +34,17 @@ def job_to_proto(job: Job) -> common_pb2.Job:
     for t in job.transitions:
         added = msg.transitions.add(state=int(t.state), note=t.note)  # type: ignore[arg-type]
         added.at.FromNanoseconds(int(t.at * 1e9))
-    s, out = job.startup, msg.startup
+    fill_startup(msg.startup, job.startup)
+    return msg
+
+
+def fill_startup(out: common_pb2.StartupBreakdown, s: Startup) -> None:
     out.allocation_ms = s.allocation_ms
     out.agent_pickup_ms = s.agent_pickup_ms
     out.workspace_fetch_ms = s.workspace_fetch_ms
     out.environment_ms = s.environment_ms
     out.script_start_ms = s.script_start_ms
     out.warm_pool_hit = s.warm_pool_hit
-    return msg
 
 
 def key_to_proto(key: ApiKey) -> coordinator_pb2.ApiKeyInfo:

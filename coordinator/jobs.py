@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from c3.errors import FailedPrecondition, NotFound
 from c3.v1 import agent_pb2, common_pb2
+from coordinator.convert import fill_startup
 from coordinator.events import EventLog
 from coordinator.lifecycle import (
     FINISHED,
@@ -121,17 +122,15 @@ class JobService:
             self._resident.finished(job, saved)
         for hook in self.on_transition:
             hook(job, target)
-        durable = self.events.append(
-            common_pb2.JobEvent(
-                job_id=job.id,
-                status=common_pb2.StatusChange(
-                    state=int(target),  # type: ignore[arg-type]
-                    failure_reason=int(job.failure_reason),  # type: ignore[arg-type]
-                    exit_code=job.exit_code,
-                    message=job.message or note,
-                ),
-            )
+        status = common_pb2.StatusChange(
+            state=int(target),  # type: ignore[arg-type]
+            failure_reason=int(job.failure_reason),  # type: ignore[arg-type]
+            exit_code=job.exit_code,
+            message=job.message or note,
         )
+        if target == State.RUNNING:  # followers show where the startup time went
+            fill_startup(status.startup, job.startup)
+        durable = self.events.append(common_pb2.JobEvent(job_id=job.id, status=status))
         self.scheduler.job_state_changed(job, previous, target)
         return durable
 

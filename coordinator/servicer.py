@@ -142,14 +142,20 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         caller = self._caller(context)
         queue = self._jobs.watch(caller.org.id)
         try:
-            current = await self._jobs.list_jobs(
-                caller.org.id, request.states, request.project, request.limit
-            )
+            if request.job_id:
+                current = [await self._jobs.find(caller.org.id, request.job_id)]
+            else:
+                current = await self._jobs.list_jobs(
+                    caller.org.id, request.states, request.project, request.limit
+                )
             for job in current:
                 yield job_to_proto(job)
             while True:
                 job = await queue.get()
-                if not request.project or job.spec.project == request.project:
+                if request.job_id:
+                    if job.id == request.job_id:
+                        yield job_to_proto(job)
+                elif not request.project or job.spec.project == request.project:
                     yield job_to_proto(job)
         finally:
             self._jobs.unwatch(caller.org.id, queue)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import PurePosixPath
 
 from c3.dockerref import validate_image
@@ -12,6 +12,8 @@ from c3.limits import MAX_JOBS_PER_SUBMIT
 from c3.v1 import common_pb2
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
+# A command's argv in all (bytes of its arguments): well under the kernel's ARG_MAX.
+MAX_COMMAND_BYTES = 128 * 1024
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -32,9 +34,12 @@ def validate_spec(
         raise InvalidArgument(
             f"spec.project {spec.project!r} must be lowercase letters, digits and hyphens"
         )
-    if not spec.script:
+    if spec.command:
+        _check_command(spec.command)
+    elif not spec.script:
         raise InvalidArgument("spec.script is empty: set `script:` in .c3")
-    _relative("script", spec.script)
+    if spec.script:
+        _relative("script", spec.script)
     if spec.workdir:
         _relative("workdir", spec.workdir)
     if not _DIGEST.match(spec.workspace_manifest_digest):
@@ -63,6 +68,22 @@ def validate_spec(
     for out in spec.output:
         _relative("output", out)
     _check_array(spec)
+
+
+def _check_command(command: Sequence[str]) -> None:
+    if not command[0]:
+        raise InvalidArgument("spec.command[0] is empty: name the program to run")
+    for i, arg in enumerate(command):
+        if "\0" in arg:
+            raise InvalidArgument(
+                f"spec.command[{i}] contains a NUL byte, which no program can receive"
+            )
+    size = sum(len(arg.encode()) + 1 for arg in command)
+    if size > MAX_COMMAND_BYTES:
+        raise InvalidArgument(
+            f"spec.command is {size} bytes, over the limit of {MAX_COMMAND_BYTES}: put long "
+            "arguments in a file in the project and pass its path"
+        )
 
 
 def _check_array(spec: common_pb2.JobSpec) -> None:

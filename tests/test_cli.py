@@ -66,7 +66,7 @@ def test_completion_scripts(tmp_path: Path) -> None:
 def test_help_lists_every_documented_verb(tmp_path: Path) -> None:
     result = c3ctl(clean_env(tmp_path / "home"), "--help")
     for verb in ("init", "deploy", "squeue", "logs", "cancel", "pull", "data", "list", "balance",
-                 "apikey", "whoami", "watch", "ls-files", "status", "up", "down", "daemon"):
+                 "apikey", "whoami", "watch", "run", "ls-files", "status", "up", "down", "daemon"):
         assert f"  {verb} " in result.stdout, verb
 
 

@@ -21,7 +21,7 @@ from c3.grpcutil import bearer
 from c3.v1 import common_pb2, daemon_pb2
 from c3.v1 import coordinator_pb2 as pb
 from c3ctl import render
-from c3ctl.cmd_deploy import show_event
+from c3ctl.runview import Mode, RunView
 from c3d.coordclient import CoordinatorClient, Target
 from c3d.pipeline import _submit_through_cancel, array_entries, deploy
 from coordinator.testing import client, spec
@@ -227,8 +227,9 @@ def test_json_and_names_show_array_members_only(capsys: pytest.CaptureFixture[st
     member = common_pb2.Job(id="j-aaaaa", spec=common_pb2.JobSpec(
         project="p", job_name="lr", array_index=4, array_size=8))
     single = common_pb2.Job(id="j-bbbbb", spec=common_pb2.JobSpec(project="p"))
+    view = RunView(Mode.VERBOSE, follow=False, as_json=True)
     for job in (member, single):
-        show_event(daemon_pb2.DeployEvent(submitted=job), follow=False, as_json=True)
+        view.handle(daemon_pb2.DeployEvent(submitted=job))
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert (lines[0]["id"], lines[0]["array_index"], lines[0]["array_size"]) == ("j-aaaaa", 4, 8)
     assert lines[1]["id"] == "j-bbbbb" and "array_index" not in lines[1] and "array_size" not in lines[1]

@@ -19,7 +19,8 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
 
 
 def deploy_and_wait(env: dict[str, str], project: Path) -> tuple[str, subprocess.CompletedProcess[str]]:
-    result = c3ctl(env, "deploy", "-f", cwd=project, timeout=120)
+    # -v: the push and dataset lines are what this checks.
+    result = c3ctl(env, "deploy", "-f", "-v", cwd=project, timeout=120)
     job_id = next(
         line.split()[1] for line in result.stderr.splitlines() if line.startswith("submitted ")
     )
@@ -80,4 +81,4 @@ def test_unknown_dataset_is_refused_before_submit(stack_env: dict[str, str], tmp
     result = c3ctl(stack_env, "deploy", "-f", cwd=project)
     assert result.returncode == 1
     assert "nope" in result.stderr and "Traceback" not in result.stderr
-    assert "submitted" not in result.stderr
+    assert "submitted" not in result.stderr and "── j-" not in result.stderr

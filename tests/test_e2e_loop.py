@@ -60,9 +60,13 @@ def test_deploy_streams_live_pulls_and_dedups(stack_env: dict[str, str], tmp_pat
     rest, err = reader.rest()
     assert proc.wait(timeout=60) == 0, err
     assert "last line from the job" in rest
-    assert "COMPLETED" in err
+    # Compact: a header, the timing line, the footer, and nothing else of c3's own.
+    header, timing, footer = err.splitlines()
     # .c3, .gitignore, run.sh, src/model.py; debug.log is ignored
-    assert "4 files" in err and "4 new" in err
+    assert header.startswith(f"── {job_id} · 4 files") and "sent ──" in header
+    assert timing.startswith("first output ") and "after the command (push " in timing
+    assert footer.startswith(f"● COMPLETED {job_id} · ")
+    assert footer.endswith(f"1 artifact file: c3 pull {job_id}")
 
     pulled = c3ctl(stack_env, "pull", cwd=project)
     assert pulled.returncode == 0, pulled.stderr
@@ -88,9 +92,9 @@ def test_failed_job_exits_nonzero_with_exit_code(stack_env: dict[str, str], tmp_
     (project / ".c3").write_text("script: run.sh\n")
     (project / "run.sh").write_text("echo about to fail\nexit 7\n")
     result = c3ctl(stack_env, "deploy", "-f", cwd=project)
-    assert result.returncode == 1
+    assert result.returncode == 7, result.stderr  # the script's own exit code
     assert "about to fail" in result.stdout
-    assert "EXIT_CODE 7" in result.stderr
+    assert "(EXIT_CODE 7)" in result.stderr.splitlines()[-1]
 
 
 def test_config_error_is_one_line_without_traceback(stack_env: dict[str, str], tmp_path: Path) -> None:
@@ -131,7 +135,8 @@ def test_ctrl_c_detaches_without_cancelling(stack_env: dict[str, str], tmp_path:
     _, err = reader.rest(timeout=30)
     assert proc.wait(timeout=30) == 130
     assert "detached" in err and "keeps running" in err and "Traceback" not in err
-    job_id = next(line.split()[1] for line in err.splitlines() if line.startswith("submitted "))
+    job_id = err.splitlines()[0].split()[1]  # the header: "── j-… · 2 files …"
+    assert f"logs -f {job_id}" in err
     logs = c3ctl(stack_env, "logs", "-f", job_id)
     assert "finished anyway" in logs.stdout
     jobs = json.loads(c3ctl(stack_env, "squeue", "--json").stdout)["jobs"]

@@ -351,8 +351,10 @@ async def test_another_org_never_gets_a_network_namespace_an_earlier_orgs_job_us
             assert stack.coordinator.jobs.jobs[job.id].state == S.JOB_STATE_COMPLETED, \
                 stack.coordinator.jobs.jobs[job.id].message
             events = c.StreamJobEvents(pb.StreamJobEventsRequest(job_id=job.id), metadata=md)
-            return [e.log.text async for e in events
-                    if e.HasField("log") and e.log.text.startswith("net:")][0]
+            async for event in events:
+                if event.HasField("log") and event.log.text.startswith("net:"):
+                    return str(event.log.text)
+            raise AssertionError("the job printed no namespace")
 
         first = await namespace(stack.api_key)
         assert await namespace(stack.api_key) == first  # the same org's redeploy: kept

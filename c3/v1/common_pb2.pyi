@@ -223,6 +223,7 @@ class JobSpec(_message.Message):
     WORKDIR_FIELD_NUMBER: _builtins.int
     ARRAY_INDEX_FIELD_NUMBER: _builtins.int
     ARRAY_SIZE_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
     project: _builtins.str
     script: _builtins.str
     """Path of the script relative to the workspace root."""
@@ -253,6 +254,14 @@ class JobSpec(_message.Message):
     def output(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Directories (relative to the workspace root) uploaded as artifacts after the run."""
 
+    @_builtins.property
+    def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """`c3 run -- CMD ARGS...`: run this argv instead of `bash <script>`. argv[0] is looked
+        up on the job's PATH (its environment's bin first) and every argument reaches the
+        process exactly as given, never re-split by a shell; a command that is not found
+        exits 127. Empty: run `script`.
+        """
+
     def __init__(
         self,
         *,
@@ -271,10 +280,11 @@ class JobSpec(_message.Message):
         workdir: _builtins.str = ...,
         array_index: _builtins.int = ...,
         array_size: _builtins.int = ...,
+        command: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["array_index", b"array_index", "array_size", b"array_size", "datasets", b"datasets", "docker_image", b"docker_image", "env_hash", b"env_hash", "gpu", b"gpu", "job_name", b"job_name", "output", b"output", "project", b"project", "provider", b"provider", "python_project", b"python_project", "script", b"script", "time_limit_seconds", b"time_limit_seconds", "workdir", b"workdir", "workspace_manifest_digest", b"workspace_manifest_digest"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["array_index", b"array_index", "array_size", b"array_size", "command", b"command", "datasets", b"datasets", "docker_image", b"docker_image", "env_hash", b"env_hash", "gpu", b"gpu", "job_name", b"job_name", "output", b"output", "project", b"project", "provider", b"provider", "python_project", b"python_project", "script", b"script", "time_limit_seconds", b"time_limit_seconds", "workdir", b"workdir", "workspace_manifest_digest", b"workspace_manifest_digest"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -471,10 +481,17 @@ class StatusChange(_message.Message):
     FAILURE_REASON_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    STARTUP_FIELD_NUMBER: _builtins.int
     state: Global___JobState.ValueType
     failure_reason: Global___FailureReason.ValueType
     exit_code: _builtins.int
     message: _builtins.str
+    @_builtins.property
+    def startup(self) -> Global___StartupBreakdown:
+        """With RUNNING: where the job's startup time went (as Job.startup), so a follower can
+        show it before the first output line without asking for the job.
+        """
+
     def __init__(
         self,
         *,
@@ -482,10 +499,11 @@ class StatusChange(_message.Message):
         failure_reason: Global___FailureReason.ValueType = ...,
         exit_code: _builtins.int = ...,
         message: _builtins.str = ...,
+        startup: Global___StartupBreakdown | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["startup", b"startup"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "failure_reason", b"failure_reason", "message", b"message", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "failure_reason", b"failure_reason", "message", b"message", "startup", b"startup", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from c3.v1 import common_pb2 as c3_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x33/v1/coordinator.proto\x12\x05\x63\x33.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12\x63\x33/v1/common.proto\"d\n\x10SubmitJobRequest\x12\x1c\n\x04spec\x18\x01 \x01(\x0b\x32\x0e.c3.v1.JobSpec\x12\x17\n\x0fprefer_agent_id\x18\x02 \x01(\t\x12\x19\n\x11supersedes_job_id\x18\x03 \x01(\t\",\n\x11SubmitJobResponse\x12\x17\n\x03job\x18\x01 \x01(\x0b\x32\n.c3.v1.Job\":\n\x11SubmitJobsRequest\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.c3.v1.SubmitJobRequest\".\n\x12SubmitJobsResponse\x12\x18\n\x04jobs\x18\x01 \x03(\x0b\x32\n.c3.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\")\n\x0eGetJobResponse\x12\x17\n\x03job\x18\x01 \x01(\x0b\x32\n.c3.v1.Job\"R\n\x0fListJobsRequest\x12\x1f\n\x06states\x18\x01 \x03(\x0e\x32\x0f.c3.v1.JobState\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\",\n\x10ListJobsResponse\x12\x18\n\x04jobs\x18\x01 \x03(\x0b\x32\n.c3.v1.Job\"#\n\x10\x43\x61ncelJobRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\"-\n\x11\x43\x61ncelJobResponse\x12\x18\n\x04jobs\x18\x01 \x03(\x0b\x32\n.c3.v1.Job\"#\n\x11MarkSyncedRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"-\n\x12MarkSyncedResponse\x12\x17\n\x03job\x18\x01 \x01(\x0b\x32\n.c3.v1.Job\"K\n\x16StreamJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"S\n\x10WatchJobsRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x1f\n\x06states\x18\x03 \x03(\x0e\x32\x0f.c3.v1.JobState\"\x84\x02\n\x0fHardwareProfile\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x11\n\tgpu_class\x18\x02 \x01(\t\x12\x10\n\x08gpu_name\x18\x03 \x01(\t\x12\x11\n\tgpu_count\x18\x04 \x01(\r\x12\x0f\n\x07vram_gb\x18\x05 \x01(\r\x12\x1c\n\x14price_per_hour_minor\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\x13\n\x0b\x63pu_per_gpu\x18\x08 \x01(\r\x12\x16\n\x0eram_gb_per_gpu\x18\t \x01(\r\x12\x17\n\x0f\x64isk_gb_per_gpu\x18\n \x01(\r\x12\x11\n\tproviders\x18\x0b \x03(\t\x12\x11\n\tavailable\x18\x0c \x01(\r\"\x15\n\x13ListHardwareRequest\"@\n\x14ListHardwareResponse\x12(\n\x08profiles\x18\x01 \x03(\x0b\x32\x16.c3.v1.HardwareProfile\"|\n\x06\x43harge\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x02 \x01(\x03\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x12\x13\n\x0bgpu_profile\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"$\n\x11GetBalanceRequest\x12\x0f\n\x07history\x18\x01 \x01(\x08\"\x9d\x01\n\x12GetBalanceResponse\x12\x15\n\rbalance_minor\x18\x01 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x19\n\x11month_spend_minor\x18\x03 \x01(\x03\x12\x15\n\rstorage_bytes\x18\x04 \x01(\x04\x12\x0c\n\x04plan\x18\x05 \x01(\t\x12\x1e\n\x07\x63harges\x18\x06 \x03(\x0b\x32\r.c3.v1.Charge\"\x99\x01\n\nApiKeyInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\x05 \x01(\x08\"#\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"F\n\x14\x43reateApiKeyResponse\x12\x1e\n\x03key\x18\x01 \x01(\x0b\x32\x11.c3.v1.ApiKeyInfo\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x14\n\x12ListApiKeysRequest\"6\n\x13ListApiKeysResponse\x12\x1f\n\x04keys\x18\x01 \x03(\x0b\x32\x11.c3.v1.ApiKeyInfo\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"6\n\x14RevokeApiKeyResponse\x12\x1e\n\x03key\x18\x01 \x01(\x0b\x32\x11.c3.v1.ApiKeyInfo\"\x0f\n\rWhoAmIRequest\"q\n\x0eWhoAmIResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x10\n\x08key_name\x18\x02 \x01(\t\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12\x10\n\x08org_name\x18\x04 \x01(\t\x12\x0c\n\x04plan\x18\x05 \x01(\t\x12\r\n\x05\x61\x64min\x18\x06 \x01(\x08\".\n\x18IssueStorageTokenRequest\x12\x12\n\noperations\x18\x01 \x03(\t\"s\n\x19IssueStorageTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fstorage_address\x18\x03 \x01(\t2\xf3\x07\n\x0b\x43oordinator\x12>\n\tSubmitJob\x12\x17.c3.v1.SubmitJobRequest\x1a\x18.c3.v1.SubmitJobResponse\x12\x41\n\nSubmitJobs\x12\x18.c3.v1.SubmitJobsRequest\x1a\x19.c3.v1.SubmitJobsResponse\x12\x35\n\x06GetJob\x12\x14.c3.v1.GetJobRequest\x1a\x15.c3.v1.GetJobResponse\x12;\n\x08ListJobs\x12\x16.c3.v1.ListJobsRequest\x1a\x17.c3.v1.ListJobsResponse\x12>\n\tCancelJob\x12\x17.c3.v1.CancelJobRequest\x1a\x18.c3.v1.CancelJobResponse\x12\x41\n\nMarkSynced\x12\x18.c3.v1.MarkSyncedRequest\x1a\x19.c3.v1.MarkSyncedResponse\x12\x43\n\x0fStreamJobEvents\x12\x1d.c3.v1.StreamJobEventsRequest\x1a\x0f.c3.v1.JobEvent0\x01\x12\x32\n\tWatchJobs\x12\x17.c3.v1.WatchJobsRequest\x1a\n.c3.v1.Job0\x01\x12G\n\x0cListHardware\x12\x1a.c3.v1.ListHardwareRequest\x1a\x1b.c3.v1.ListHardwareResponse\x12\x41\n\nGetBalance\x12\x18.c3.v1.GetBalanceRequest\x1a\x19.c3.v1.GetBalanceResponse\x12G\n\x0c\x43reateApiKey\x12\x1a.c3.v1.CreateApiKeyRequest\x1a\x1b.c3.v1.CreateApiKeyResponse\x12\x44\n\x0bListApiKeys\x12\x19.c3.v1.ListApiKeysRequest\x1a\x1a.c3.v1.ListApiKeysResponse\x12G\n\x0cRevokeApiKey\x12\x1a.c3.v1.RevokeApiKeyRequest\x1a\x1b.c3.v1.RevokeApiKeyResponse\x12\x35\n\x06WhoAmI\x12\x14.c3.v1.WhoAmIRequest\x1a\x15.c3.v1.WhoAmIResponse\x12V\n\x11IssueStorageToken\x12\x1f.c3.v1.IssueStorageTokenRequest\x1a .c3.v1.IssueStorageTokenResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x33/v1/coordinator.proto\x12\x05\x63\x33.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12\x63\x33/v1/common.proto\"d\n\x10SubmitJobRequest\x12\x1c\n\x04spec\x18\x01 \x01(\x0b\x32\x0e.c3.v1.JobSpec\x12\x17\n\x0fprefer_agent_id\x18\x02 \x01(\t\x12\x19\n\x11supersedes_job_id\x18\x03 \x01(\t\",\n\x11SubmitJobResponse\x12\x17\n\x03job\x18\x01 \x01(\x0b\x32\n.c3.v1.Job\":\n\x11SubmitJobsRequest\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.c3.v1.SubmitJobRequest\".\n\x12SubmitJobsResponse\x12\x18\n\x04jobs\x18\x01 \x03(\x0b\x32\n.c3.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\")\n\x0eGetJobResponse\x12\x17\n\x03job\x18\x01 \x01(\x0b\x32\n.c3.v1.Job\"R\n\x0fListJobsRequest\x12\x1f\n\x06states\x18\x01 \x03(\x0e\x32\x0f.c3.v1.JobState\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\",\n\x10ListJobsResponse\x12\x18\n\x04jobs\x18\x01 \x03(\x0b\x32\n.c3.v1.Job\"#\n\x10\x43\x61ncelJobRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\"-\n\x11\x43\x61ncelJobResponse\x12\x18\n\x04jobs\x18\x01 \x03(\x0b\x32\n.c3.v1.Job\"#\n\x11MarkSyncedRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"-\n\x12MarkSyncedResponse\x12\x17\n\x03job\x18\x01 \x01(\x0b\x32\n.c3.v1.Job\"K\n\x16StreamJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"c\n\x10WatchJobsRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x1f\n\x06states\x18\x03 \x03(\x0e\x32\x0f.c3.v1.JobState\x12\x0e\n\x06job_id\x18\x04 \x01(\t\"\x84\x02\n\x0fHardwareProfile\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x11\n\tgpu_class\x18\x02 \x01(\t\x12\x10\n\x08gpu_name\x18\x03 \x01(\t\x12\x11\n\tgpu_count\x18\x04 \x01(\r\x12\x0f\n\x07vram_gb\x18\x05 \x01(\r\x12\x1c\n\x14price_per_hour_minor\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\x13\n\x0b\x63pu_per_gpu\x18\x08 \x01(\r\x12\x16\n\x0eram_gb_per_gpu\x18\t \x01(\r\x12\x17\n\x0f\x64isk_gb_per_gpu\x18\n \x01(\r\x12\x11\n\tproviders\x18\x0b \x03(\t\x12\x11\n\tavailable\x18\x0c \x01(\r\"\x15\n\x13ListHardwareRequest\"@\n\x14ListHardwareResponse\x12(\n\x08profiles\x18\x01 \x03(\x0b\x32\x16.c3.v1.HardwareProfile\"|\n\x06\x43harge\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x02 \x01(\x03\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x12\x13\n\x0bgpu_profile\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"$\n\x11GetBalanceRequest\x12\x0f\n\x07history\x18\x01 \x01(\x08\"\x9d\x01\n\x12GetBalanceResponse\x12\x15\n\rbalance_minor\x18\x01 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x19\n\x11month_spend_minor\x18\x03 \x01(\x03\x12\x15\n\rstorage_bytes\x18\x04 \x01(\x04\x12\x0c\n\x04plan\x18\x05 \x01(\t\x12\x1e\n\x07\x63harges\x18\x06 \x03(\x0b\x32\r.c3.v1.Charge\"\x99\x01\n\nApiKeyInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\x05 \x01(\x08\"#\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"F\n\x14\x43reateApiKeyResponse\x12\x1e\n\x03key\x18\x01 \x01(\x0b\x32\x11.c3.v1.ApiKeyInfo\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x14\n\x12ListApiKeysRequest\"6\n\x13ListApiKeysResponse\x12\x1f\n\x04keys\x18\x01 \x03(\x0b\x32\x11.c3.v1.ApiKeyInfo\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"6\n\x14RevokeApiKeyResponse\x12\x1e\n\x03key\x18\x01 \x01(\x0b\x32\x11.c3.v1.ApiKeyInfo\"\x0f\n\rWhoAmIRequest\"q\n\x0eWhoAmIResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x10\n\x08key_name\x18\x02 \x01(\t\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12\x10\n\x08org_name\x18\x04 \x01(\t\x12\x0c\n\x04plan\x18\x05 \x01(\t\x12\r\n\x05\x61\x64min\x18\x06 \x01(\x08\".\n\x18IssueStorageTokenRequest\x12\x12\n\noperations\x18\x01 \x03(\t\"s\n\x19IssueStorageTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fstorage_address\x18\x03 \x01(\t2\xf3\x07\n\x0b\x43oordinator\x12>\n\tSubmitJob\x12\x17.c3.v1.SubmitJobRequest\x1a\x18.c3.v1.SubmitJobResponse\x12\x41\n\nSubmitJobs\x12\x18.c3.v1.SubmitJobsRequest\x1a\x19.c3.v1.SubmitJobsResponse\x12\x35\n\x06GetJob\x12\x14.c3.v1.GetJobRequest\x1a\x15.c3.v1.GetJobResponse\x12;\n\x08ListJobs\x12\x16.c3.v1.ListJobsRequest\x1a\x17.c3.v1.ListJobsResponse\x12>\n\tCancelJob\x12\x17.c3.v1.CancelJobRequest\x1a\x18.c3.v1.CancelJobResponse\x12\x41\n\nMarkSynced\x12\x18.c3.v1.MarkSyncedRequest\x1a\x19.c3.v1.MarkSyncedResponse\x12\x43\n\x0fStreamJobEvents\x12\x1d.c3.v1.StreamJobEventsRequest\x1a\x0f.c3.v1.JobEvent0\x01\x12\x32\n\tWatchJobs\x12\x17.c3.v1.WatchJobsRequest\x1a\n.c3.v1.Job0\x01\x12G\n\x0cListHardware\x12\x1a.c3.v1.ListHardwareRequest\x1a\x1b.c3.v1.ListHardwareResponse\x12\x41\n\nGetBalance\x12\x18.c3.v1.GetBalanceRequest\x1a\x19.c3.v1.GetBalanceResponse\x12G\n\x0c\x43reateApiKey\x12\x1a.c3.v1.CreateApiKeyRequest\x1a\x1b.c3.v1.CreateApiKeyResponse\x12\x44\n\x0bListApiKeys\x12\x19.c3.v1.ListApiKeysRequest\x1a\x1a.c3.v1.ListApiKeysResponse\x12G\n\x0cRevokeApiKey\x12\x1a.c3.v1.RevokeApiKeyRequest\x1a\x1b.c3.v1.RevokeApiKeyResponse\x12\x35\n\x06WhoAmI\x12\x14.c3.v1.WhoAmIRequest\x1a\x15.c3.v1.WhoAmIResponse\x12V\n\x11IssueStorageToken\x12\x1f.c3.v1.IssueStorageTokenRequest\x1a .c3.v1.IssueStorageTokenResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -60,41 +60,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMJOBEVENTSREQUEST']._serialized_start=717
   _globals['_STREAMJOBEVENTSREQUEST']._serialized_end=792
   _globals['_WATCHJOBSREQUEST']._serialized_start=794
-  _globals['_WATCHJOBSREQUEST']._serialized_end=877
-  _globals['_HARDWAREPROFILE']._serialized_start=880
-  _globals['_HARDWAREPROFILE']._serialized_end=1140
-  _globals['_LISTHARDWAREREQUEST']._serialized_start=1142
-  _globals['_LISTHARDWAREREQUEST']._serialized_end=1163
-  _globals['_LISTHARDWARERESPONSE']._serialized_start=1165
-  _globals['_LISTHARDWARERESPONSE']._serialized_end=1229
-  _globals['_CHARGE']._serialized_start=1231
-  _globals['_CHARGE']._serialized_end=1355
-  _globals['_GETBALANCEREQUEST']._serialized_start=1357
-  _globals['_GETBALANCEREQUEST']._serialized_end=1393
-  _globals['_GETBALANCERESPONSE']._serialized_start=1396
-  _globals['_GETBALANCERESPONSE']._serialized_end=1553
-  _globals['_APIKEYINFO']._serialized_start=1556
-  _globals['_APIKEYINFO']._serialized_end=1709
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1711
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1746
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1748
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1818
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1820
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1840
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1842
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1896
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1898
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1935
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1937
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1991
-  _globals['_WHOAMIREQUEST']._serialized_start=1993
-  _globals['_WHOAMIREQUEST']._serialized_end=2008
-  _globals['_WHOAMIRESPONSE']._serialized_start=2010
-  _globals['_WHOAMIRESPONSE']._serialized_end=2123
-  _globals['_ISSUESTORAGETOKENREQUEST']._serialized_start=2125
-  _globals['_ISSUESTORAGETOKENREQUEST']._serialized_end=2171
-  _globals['_ISSUESTORAGETOKENRESPONSE']._serialized_start=2173
-  _globals['_ISSUESTORAGETOKENRESPONSE']._serialized_end=2288
-  _globals['_COORDINATOR']._serialized_start=2291
-  _globals['_COORDINATOR']._serialized_end=3302
+  _globals['_WATCHJOBSREQUEST']._serialized_end=893
+  _globals['_HARDWAREPROFILE']._serialized_start=896
+  _globals['_HARDWAREPROFILE']._serialized_end=1156
+  _globals['_LISTHARDWAREREQUEST']._serialized_start=1158
+  _globals['_LISTHARDWAREREQUEST']._serialized_end=1179
+  _globals['_LISTHARDWARERESPONSE']._serialized_start=1181
+  _globals['_LISTHARDWARERESPONSE']._serialized_end=1245
+  _globals['_CHARGE']._serialized_start=1247
+  _globals['_CHARGE']._serialized_end=1371
+  _globals['_GETBALANCEREQUEST']._serialized_start=1373
+  _globals['_GETBALANCEREQUEST']._serialized_end=1409
+  _globals['_GETBALANCERESPONSE']._serialized_start=1412
+  _globals['_GETBALANCERESPONSE']._serialized_end=1569
+  _globals['_APIKEYINFO']._serialized_start=1572
+  _globals['_APIKEYINFO']._serialized_end=1725
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1727
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1762
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1764
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1834
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1836
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1856
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1858
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1912
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1914
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1951
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1953
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=2007
+  _globals['_WHOAMIREQUEST']._serialized_start=2009
+  _globals['_WHOAMIREQUEST']._serialized_end=2024
+  _globals['_WHOAMIRESPONSE']._serialized_start=2026
+  _globals['_WHOAMIRESPONSE']._serialized_end=2139
+  _globals['_ISSUESTORAGETOKENREQUEST']._serialized_start=2141
+  _globals['_ISSUESTORAGETOKENREQUEST']._serialized_end=2187
+  _globals['_ISSUESTORAGETOKENRESPONSE']._serialized_start=2189
+  _globals['_ISSUESTORAGETOKENRESPONSE']._serialized_end=2304
+  _globals['_COORDINATOR']._serialized_start=2307
+  _globals['_COORDINATOR']._serialized_end=3318
 # @@protoc_insertion_point(module_scope)

@@ -310,9 +310,14 @@ class WatchJobsRequest(_message.Message):
     PROJECT_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     STATES_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
     project: _builtins.str
     limit: _builtins.int
     """The newest this many jobs are sent first (0: all), then every change."""
+    job_id: _builtins.str
+    """Only this job: it is sent first, then each change of it (project, limit and states
+    are then ignored). A follower uses it to show why a job still waits.
+    """
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.JobState.ValueType]:
         """Narrows the jobs sent first (empty: all states). Changes follow for every job of the
@@ -325,10 +330,11 @@ class WatchJobsRequest(_message.Message):
         project: _builtins.str = ...,
         limit: _builtins.int = ...,
         states: _abc.Iterable[_common_pb2.JobState.ValueType] | None = ...,
+        job_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "project", b"project", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "limit", b"limit", "project", b"project", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

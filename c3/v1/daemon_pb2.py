@@ -22,56 +22,63 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from c3.v1 import common_pb2 as c3_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x63\x33/v1/daemon.proto\x12\x05\x63\x33.v1\x1a\x12\x63\x33/v1/common.proto\"\xa2\x01\n\rDeployRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x04 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x05 \x01(\t\x12\x1d\n\x03tls\x18\x06 \x01(\x0b\x32\x10.c3.v1.ClientTls\x12\r\n\x05\x61rray\x18\x07 \x01(\r\"g\n\tClientTls\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0f\n\x07\x63\x61_file\x18\x02 \x01(\t\x12\x11\n\tcert_file\x18\x03 \x01(\t\x12\x10\n\x08key_file\x18\x04 \x01(\t\x12\x13\n\x0bserver_name\x18\x05 \x01(\t\"\x85\x01\n\tPushStats\x12\x15\n\rfiles_scanned\x18\x01 \x01(\x04\x12\x14\n\x0c\x66iles_hashed\x18\x02 \x01(\x04\x12\x11\n\tblobs_new\x18\x03 \x01(\x04\x12\x12\n\nbytes_sent\x18\x04 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x05 \x01(\x04\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\"6\n\x08Progress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\"\xd7\x01\n\x0b\x44\x65ployEvent\x12#\n\x08progress\x18\x01 \x01(\x0b\x32\x0f.c3.v1.ProgressH\x00\x12\"\n\x06pushed\x18\x02 \x01(\x0b\x32\x10.c3.v1.PushStatsH\x00\x12\x1f\n\tsubmitted\x18\x03 \x01(\x0b\x32\n.c3.v1.JobH\x00\x12$\n\tjob_event\x18\x04 \x01(\x0b\x32\x0f.c3.v1.JobEventH\x00\x12\x10\n\x06notice\x18\x05 \x01(\tH\x00\x12\x1e\n\x08\x66inished\x18\x06 \x01(\x0b\x32\n.c3.v1.JobH\x00\x42\x06\n\x04kind\"\x82\x01\n\x0cWatchRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x04 \x01(\t\x12\x1d\n\x03tls\x18\x05 \x01(\x0b\x32\x10.c3.v1.ClientTls\"%\n\x0eUnwatchRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\"\x11\n\x0fUnwatchResponse\"<\n\x15SetWatchPausedRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\x12\x0e\n\x06paused\x18\x02 \x01(\x08\"*\n\x16SetWatchPausedResponse\x12\x10\n\x08watching\x18\x01 \x01(\x08\"z\n\x0bLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x04 \x01(\t\x12\x1d\n\x03tls\x18\x05 \x01(\x0b\x32\x10.c3.v1.ClientTls\"\x7f\n\x0bPullRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0bproject_dir\x18\x02 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x04 \x01(\t\x12\x1d\n\x03tls\x18\x05 \x01(\x0b\x32\x10.c3.v1.ClientTls\"x\n\tPullEvent\x12#\n\x08progress\x18\x01 \x01(\x0b\x32\x0f.c3.v1.ProgressH\x00\x12\x0e\n\x04\x66ile\x18\x02 \x01(\tH\x00\x12\x1c\n\x06synced\x18\x03 \x01(\x0b\x32\n.c3.v1.JobH\x00\x12\x10\n\x06notice\x18\x04 \x01(\tH\x00\x42\x06\n\x04kind\"8\n\x10ListFilesRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\x12\x0f\n\x07ignored\x18\x02 \x01(\x08\"6\n\nListedFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04rule\x18\x03 \x01(\t\"I\n\x11ListFilesResponse\x12 \n\x05\x66iles\x18\x01 \x03(\x0b\x32\x11.c3.v1.ListedFile\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\"\x15\n\x13\x44\x61\x65monStatusRequest\"\x92\x01\n\x14\x44\x61\x65monStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x18\n\x10watched_projects\x18\x03 \x03(\t\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12\x18\n\x10indexed_projects\x18\x05 \x03(\t\x12\x10\n\x08warnings\x18\x06 \x03(\t\"\x11\n\x0fShutdownRequest\"\x12\n\x10ShutdownResponse2\x9a\x04\n\x06\x44\x61\x65mon\x12\x34\n\x06\x44\x65ploy\x12\x14.c3.v1.DeployRequest\x1a\x12.c3.v1.DeployEvent0\x01\x12\x32\n\x05Watch\x12\x13.c3.v1.WatchRequest\x1a\x12.c3.v1.DeployEvent0\x01\x12\x38\n\x07Unwatch\x12\x15.c3.v1.UnwatchRequest\x1a\x16.c3.v1.UnwatchResponse\x12M\n\x0eSetWatchPaused\x12\x1c.c3.v1.SetWatchPausedRequest\x1a\x1d.c3.v1.SetWatchPausedResponse\x12-\n\x04Logs\x12\x12.c3.v1.LogsRequest\x1a\x0f.c3.v1.JobEvent0\x01\x12.\n\x04Pull\x12\x12.c3.v1.PullRequest\x1a\x10.c3.v1.PullEvent0\x01\x12>\n\tListFiles\x12\x17.c3.v1.ListFilesRequest\x1a\x18.c3.v1.ListFilesResponse\x12\x41\n\x06Status\x12\x1a.c3.v1.DaemonStatusRequest\x1a\x1b.c3.v1.DaemonStatusResponse\x12;\n\x08Shutdown\x12\x16.c3.v1.ShutdownRequest\x1a\x17.c3.v1.ShutdownResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x63\x33/v1/daemon.proto\x12\x05\x63\x33.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12\x63\x33/v1/common.proto\"\x8e\x02\n\rDeployRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x04 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x05 \x01(\t\x12\x1d\n\x03tls\x18\x06 \x01(\x0b\x32\x10.c3.v1.ClientTls\x12\r\n\x05\x61rray\x18\x07 \x01(\r\x12\x0f\n\x07\x63ommand\x18\x08 \x03(\t\x12\x0b\n\x03gpu\x18\t \x01(\t\x12\x1a\n\x12time_limit_seconds\x18\n \x01(\r\x12\x30\n\x0crequested_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"g\n\tClientTls\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0f\n\x07\x63\x61_file\x18\x02 \x01(\t\x12\x11\n\tcert_file\x18\x03 \x01(\t\x12\x10\n\x08key_file\x18\x04 \x01(\t\x12\x13\n\x0bserver_name\x18\x05 \x01(\t\"\x85\x01\n\tPushStats\x12\x15\n\rfiles_scanned\x18\x01 \x01(\x04\x12\x14\n\x0c\x66iles_hashed\x18\x02 \x01(\x04\x12\x11\n\tblobs_new\x18\x03 \x01(\x04\x12\x12\n\nbytes_sent\x18\x04 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x05 \x01(\x04\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\"6\n\x08Progress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\"\x97\x01\n\tRunHeader\x12\x0b\n\x03run\x18\x01 \x01(\r\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x03 \x03(\t\x12\x15\n\rchanged_total\x18\x04 \x01(\r\x12\r\n\x05\x66irst\x18\x05 \x01(\x08\x12\r\n\x05\x66iles\x18\x06 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x07 \x01(\x04\x12\x12\n\nbytes_sent\x18\x08 \x01(\x04\"\xa9\x01\n\tRunTiming\x12\r\n\x05since\x18\x01 \x01(\t\x12\x17\n\x0f\x66irst_output_ms\x18\x02 \x01(\x01\x12\x0f\n\x07push_ms\x18\x03 \x01(\x01\x12\x10\n\x08queue_ms\x18\x04 \x01(\x01\x12\x10\n\x08\x66\x65tch_ms\x18\x05 \x01(\x01\x12\x16\n\x0e\x65nvironment_ms\x18\x06 \x01(\x01\x12\x10\n\x08start_ms\x18\x07 \x01(\x01\x12\x15\n\rwarm_pool_hit\x18\x08 \x01(\x08\"N\n\nRunSummary\x12\x1b\n\x0e\x61rtifact_files\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x10\n\x08\x63urrency\x18\x02 \x01(\tB\x11\n\x0f_artifact_files\"\xe7\x02\n\x0b\x44\x65ployEvent\x12#\n\x08progress\x18\x01 \x01(\x0b\x32\x0f.c3.v1.ProgressH\x00\x12\"\n\x06pushed\x18\x02 \x01(\x0b\x32\x10.c3.v1.PushStatsH\x00\x12\x1f\n\tsubmitted\x18\x03 \x01(\x0b\x32\n.c3.v1.JobH\x00\x12$\n\tjob_event\x18\x04 \x01(\x0b\x32\x0f.c3.v1.JobEventH\x00\x12\x10\n\x06notice\x18\x05 \x01(\tH\x00\x12\x1e\n\x08\x66inished\x18\x06 \x01(\x0b\x32\n.c3.v1.JobH\x00\x12\"\n\x06header\x18\x07 \x01(\x0b\x32\x10.c3.v1.RunHeaderH\x00\x12\"\n\x06timing\x18\x08 \x01(\x0b\x32\x10.c3.v1.RunTimingH\x00\x12\x11\n\x07waiting\x18\t \x01(\tH\x00\x12\x0f\n\x05\x65rror\x18\n \x01(\tH\x00\x12\"\n\x07summary\x18\x0b \x01(\x0b\x32\x11.c3.v1.RunSummaryB\x06\n\x04kind\"\x93\x01\n\x0cWatchRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x04 \x01(\t\x12\x1d\n\x03tls\x18\x05 \x01(\x0b\x32\x10.c3.v1.ClientTls\x12\x0f\n\x07\x63ommand\x18\x06 \x03(\t\"%\n\x0eUnwatchRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\"\x11\n\x0fUnwatchResponse\"<\n\x15SetWatchPausedRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\x12\x0e\n\x06paused\x18\x02 \x01(\x08\"*\n\x16SetWatchPausedResponse\x12\x10\n\x08watching\x18\x01 \x01(\x08\"\x88\x01\n\x0bLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x04 \x01(\t\x12\x1d\n\x03tls\x18\x05 \x01(\x0b\x32\x10.c3.v1.ClientTls\x12\x0c\n\x04tail\x18\x06 \x01(\r\"\x7f\n\x0bPullRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0bproject_dir\x18\x02 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x04 \x01(\t\x12\x1d\n\x03tls\x18\x05 \x01(\x0b\x32\x10.c3.v1.ClientTls\"x\n\tPullEvent\x12#\n\x08progress\x18\x01 \x01(\x0b\x32\x0f.c3.v1.ProgressH\x00\x12\x0e\n\x04\x66ile\x18\x02 \x01(\tH\x00\x12\x1c\n\x06synced\x18\x03 \x01(\x0b\x32\n.c3.v1.JobH\x00\x12\x10\n\x06notice\x18\x04 \x01(\tH\x00\x42\x06\n\x04kind\"8\n\x10ListFilesRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\x12\x0f\n\x07ignored\x18\x02 \x01(\x08\"6\n\nListedFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04rule\x18\x03 \x01(\t\"I\n\x11ListFilesResponse\x12 \n\x05\x66iles\x18\x01 \x03(\x0b\x32\x11.c3.v1.ListedFile\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\"\x15\n\x13\x44\x61\x65monStatusRequest\"\x92\x01\n\x14\x44\x61\x65monStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x18\n\x10watched_projects\x18\x03 \x03(\t\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12\x18\n\x10indexed_projects\x18\x05 \x03(\t\x12\x10\n\x08warnings\x18\x06 \x03(\t\"\x11\n\x0fShutdownRequest\"\x12\n\x10ShutdownResponse2\xce\x04\n\x06\x44\x61\x65mon\x12\x34\n\x06\x44\x65ploy\x12\x14.c3.v1.DeployRequest\x1a\x12.c3.v1.DeployEvent0\x01\x12\x32\n\x05Watch\x12\x13.c3.v1.WatchRequest\x1a\x12.c3.v1.DeployEvent0\x01\x12\x38\n\x07Unwatch\x12\x15.c3.v1.UnwatchRequest\x1a\x16.c3.v1.UnwatchResponse\x12M\n\x0eSetWatchPaused\x12\x1c.c3.v1.SetWatchPausedRequest\x1a\x1d.c3.v1.SetWatchPausedResponse\x12-\n\x04Logs\x12\x12.c3.v1.LogsRequest\x1a\x0f.c3.v1.JobEvent0\x01\x12.\n\x04Pull\x12\x12.c3.v1.PullRequest\x1a\x10.c3.v1.PullEvent0\x01\x12>\n\tListFiles\x12\x17.c3.v1.ListFilesRequest\x1a\x18.c3.v1.ListFilesResponse\x12\x41\n\x06Status\x12\x1a.c3.v1.DaemonStatusRequest\x1a\x1b.c3.v1.DaemonStatusResponse\x12;\n\x08Shutdown\x12\x16.c3.v1.ShutdownRequest\x1a\x17.c3.v1.ShutdownResponse\x12\x32\n\x06\x46ollow\x12\x12.c3.v1.LogsRequest\x1a\x12.c3.v1.DeployEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'c3.v1.daemon_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEPLOYREQUEST']._serialized_start=50
-  _globals['_DEPLOYREQUEST']._serialized_end=212
-  _globals['_CLIENTTLS']._serialized_start=214
-  _globals['_CLIENTTLS']._serialized_end=317
-  _globals['_PUSHSTATS']._serialized_start=320
-  _globals['_PUSHSTATS']._serialized_end=453
-  _globals['_PROGRESS']._serialized_start=455
-  _globals['_PROGRESS']._serialized_end=509
-  _globals['_DEPLOYEVENT']._serialized_start=512
-  _globals['_DEPLOYEVENT']._serialized_end=727
-  _globals['_WATCHREQUEST']._serialized_start=730
-  _globals['_WATCHREQUEST']._serialized_end=860
-  _globals['_UNWATCHREQUEST']._serialized_start=862
-  _globals['_UNWATCHREQUEST']._serialized_end=899
-  _globals['_UNWATCHRESPONSE']._serialized_start=901
-  _globals['_UNWATCHRESPONSE']._serialized_end=918
-  _globals['_SETWATCHPAUSEDREQUEST']._serialized_start=920
-  _globals['_SETWATCHPAUSEDREQUEST']._serialized_end=980
-  _globals['_SETWATCHPAUSEDRESPONSE']._serialized_start=982
-  _globals['_SETWATCHPAUSEDRESPONSE']._serialized_end=1024
-  _globals['_LOGSREQUEST']._serialized_start=1026
-  _globals['_LOGSREQUEST']._serialized_end=1148
-  _globals['_PULLREQUEST']._serialized_start=1150
-  _globals['_PULLREQUEST']._serialized_end=1277
-  _globals['_PULLEVENT']._serialized_start=1279
-  _globals['_PULLEVENT']._serialized_end=1399
-  _globals['_LISTFILESREQUEST']._serialized_start=1401
-  _globals['_LISTFILESREQUEST']._serialized_end=1457
-  _globals['_LISTEDFILE']._serialized_start=1459
-  _globals['_LISTEDFILE']._serialized_end=1513
-  _globals['_LISTFILESRESPONSE']._serialized_start=1515
-  _globals['_LISTFILESRESPONSE']._serialized_end=1588
-  _globals['_DAEMONSTATUSREQUEST']._serialized_start=1590
-  _globals['_DAEMONSTATUSREQUEST']._serialized_end=1611
-  _globals['_DAEMONSTATUSRESPONSE']._serialized_start=1614
-  _globals['_DAEMONSTATUSRESPONSE']._serialized_end=1760
-  _globals['_SHUTDOWNREQUEST']._serialized_start=1762
-  _globals['_SHUTDOWNREQUEST']._serialized_end=1779
-  _globals['_SHUTDOWNRESPONSE']._serialized_start=1781
-  _globals['_SHUTDOWNRESPONSE']._serialized_end=1799
-  _globals['_DAEMON']._serialized_start=1802
-  _globals['_DAEMON']._serialized_end=2340
+  _globals['_DEPLOYREQUEST']._serialized_start=83
+  _globals['_DEPLOYREQUEST']._serialized_end=353
+  _globals['_CLIENTTLS']._serialized_start=355
+  _globals['_CLIENTTLS']._serialized_end=458
+  _globals['_PUSHSTATS']._serialized_start=461
+  _globals['_PUSHSTATS']._serialized_end=594
+  _globals['_PROGRESS']._serialized_start=596
+  _globals['_PROGRESS']._serialized_end=650
+  _globals['_RUNHEADER']._serialized_start=653
+  _globals['_RUNHEADER']._serialized_end=804
+  _globals['_RUNTIMING']._serialized_start=807
+  _globals['_RUNTIMING']._serialized_end=976
+  _globals['_RUNSUMMARY']._serialized_start=978
+  _globals['_RUNSUMMARY']._serialized_end=1056
+  _globals['_DEPLOYEVENT']._serialized_start=1059
+  _globals['_DEPLOYEVENT']._serialized_end=1418
+  _globals['_WATCHREQUEST']._serialized_start=1421
+  _globals['_WATCHREQUEST']._serialized_end=1568
+  _globals['_UNWATCHREQUEST']._serialized_start=1570
+  _globals['_UNWATCHREQUEST']._serialized_end=1607
+  _globals['_UNWATCHRESPONSE']._serialized_start=1609
+  _globals['_UNWATCHRESPONSE']._serialized_end=1626
+  _globals['_SETWATCHPAUSEDREQUEST']._serialized_start=1628
+  _globals['_SETWATCHPAUSEDREQUEST']._serialized_end=1688
+  _globals['_SETWATCHPAUSEDRESPONSE']._serialized_start=1690
+  _globals['_SETWATCHPAUSEDRESPONSE']._serialized_end=1732
+  _globals['_LOGSREQUEST']._serialized_start=1735
+  _globals['_LOGSREQUEST']._serialized_end=1871
+  _globals['_PULLREQUEST']._serialized_start=1873
+  _globals['_PULLREQUEST']._serialized_end=2000
+  _globals['_PULLEVENT']._serialized_start=2002
+  _globals['_PULLEVENT']._serialized_end=2122
+  _globals['_LISTFILESREQUEST']._serialized_start=2124
+  _globals['_LISTFILESREQUEST']._serialized_end=2180
+  _globals['_LISTEDFILE']._serialized_start=2182
+  _globals['_LISTEDFILE']._serialized_end=2236
+  _globals['_LISTFILESRESPONSE']._serialized_start=2238
+  _globals['_LISTFILESRESPONSE']._serialized_end=2311
+  _globals['_DAEMONSTATUSREQUEST']._serialized_start=2313
+  _globals['_DAEMONSTATUSREQUEST']._serialized_end=2334
+  _globals['_DAEMONSTATUSRESPONSE']._serialized_start=2337
+  _globals['_DAEMONSTATUSRESPONSE']._serialized_end=2483
+  _globals['_SHUTDOWNREQUEST']._serialized_start=2485
+  _globals['_SHUTDOWNREQUEST']._serialized_end=2502
+  _globals['_SHUTDOWNRESPONSE']._serialized_start=2504
+  _globals['_SHUTDOWNRESPONSE']._serialized_end=2522
+  _globals['_DAEMON']._serialized_start=2525
+  _globals['_DAEMON']._serialized_end=3115
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from c3.v1 import common_pb2 as _common_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -30,6 +31,10 @@ class DeployRequest(_message.Message):
     COORDINATOR_ADDRESS_FIELD_NUMBER: _builtins.int
     TLS_FIELD_NUMBER: _builtins.int
     ARRAY_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    GPU_FIELD_NUMBER: _builtins.int
+    TIME_LIMIT_SECONDS_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
     project_dir: _builtins.str
     """Absolute path of the project directory (the one holding .c3)."""
     follow: _builtins.bool
@@ -43,9 +48,24 @@ class DeployRequest(_message.Message):
     `submitted` event per job, in index order. At most 1000; cannot be combined with
     follow. 0: a single job, not part of an array.
     """
+    gpu: _builtins.str
+    """Override the .c3 file's gpu and time for this run (empty, 0: as the file says)."""
+    time_limit_seconds: _builtins.int
     @_builtins.property
     def tls(self) -> Global___ClientTls:
         """TLS the CLI resolved from the user config; c3d dials coordinator and storage with it."""
+
+    @_builtins.property
+    def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """`c3 run -- CMD ARGS...`: run this argv instead of the .c3 file's script
+        (JobSpec.command), each argument exactly as given.
+        """
+
+    @_builtins.property
+    def requested_at(self) -> _timestamp_pb2.Timestamp:
+        """When the user ran the command: the timing line counts from here (unset: from when
+        c3d got the request).
+        """
 
     def __init__(
         self,
@@ -57,10 +77,14 @@ class DeployRequest(_message.Message):
         coordinator_address: _builtins.str = ...,
         tls: Global___ClientTls | None = ...,
         array: _builtins.int = ...,
+        command: _abc.Iterable[_builtins.str] | None = ...,
+        gpu: _builtins.str = ...,
+        time_limit_seconds: _builtins.int = ...,
+        requested_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["tls", b"tls"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["requested_at", b"requested_at", "tls", b"tls"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "array", b"array", "coordinator_address", b"coordinator_address", "follow", b"follow", "project_dir", b"project_dir", "provider", b"provider", "tls", b"tls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "array", b"array", "command", b"command", "coordinator_address", b"coordinator_address", "follow", b"follow", "gpu", b"gpu", "project_dir", b"project_dir", "provider", b"provider", "requested_at", b"requested_at", "time_limit_seconds", b"time_limit_seconds", "tls", b"tls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -160,6 +184,134 @@ class Progress(_message.Message):
 Global___Progress: _TypeAlias = Progress  # noqa: Y015
 
 @_typing.final
+class RunHeader(_message.Message):
+    """One run's header line: what changed and shipped. Sent once the job is submitted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    CHANGED_TOTAL_FIELD_NUMBER: _builtins.int
+    FIRST_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    BYTES_TOTAL_FIELD_NUMBER: _builtins.int
+    BYTES_SENT_FIELD_NUMBER: _builtins.int
+    run: _builtins.int
+    """The run's number in a watch session (1, 2, ...); 0 for a single deploy."""
+    job_id: _builtins.str
+    changed_total: _builtins.int
+    first: _builtins.bool
+    """No earlier run of the project is known to c3d: the whole workspace is new."""
+    files: _builtins.int
+    bytes_total: _builtins.int
+    bytes_sent: _builtins.int
+    """Sent for this run: the workspace's new blobs and those of its local datasets."""
+    @_builtins.property
+    def changed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Workspace paths that changed or were saved since the project's previous run, sorted,
+        at most MAX_HEADER_PATHS of them; changed_total counts them all. Only paths that
+        ship now or shipped before: never an editor's temp file or an ignored file.
+        """
+
+    def __init__(
+        self,
+        *,
+        run: _builtins.int = ...,
+        job_id: _builtins.str = ...,
+        changed: _abc.Iterable[_builtins.str] | None = ...,
+        changed_total: _builtins.int = ...,
+        first: _builtins.bool = ...,
+        files: _builtins.int = ...,
+        bytes_total: _builtins.int = ...,
+        bytes_sent: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_sent", b"bytes_sent", "bytes_total", b"bytes_total", "changed", b"changed", "changed_total", b"changed_total", "files", b"files", "first", b"first", "job_id", b"job_id", "run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunHeader: _TypeAlias = RunHeader  # noqa: Y015
+
+@_typing.final
+class RunTiming(_message.Message):
+    """How long after the save (or the command) the run's first output line arrived, and where
+    the time went. Sent once per run, just before its first output line.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_FIELD_NUMBER: _builtins.int
+    FIRST_OUTPUT_MS_FIELD_NUMBER: _builtins.int
+    PUSH_MS_FIELD_NUMBER: _builtins.int
+    QUEUE_MS_FIELD_NUMBER: _builtins.int
+    FETCH_MS_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_MS_FIELD_NUMBER: _builtins.int
+    START_MS_FIELD_NUMBER: _builtins.int
+    WARM_POOL_HIT_FIELD_NUMBER: _builtins.int
+    since: _builtins.str
+    """What the time counts from: "save" (a watch run after a save), "watch" (a watch's
+    first run), "command" (deploy -f, run), "submit" (following an existing job).
+    """
+    first_output_ms: _builtins.float
+    push_ms: _builtins.float
+    """From `since` until the job was submitted: settling, hashing, upload, datasets."""
+    queue_ms: _builtins.float
+    """Submitted -> picked up by an agent (allocation and agent pickup)."""
+    fetch_ms: _builtins.float
+    environment_ms: _builtins.float
+    start_ms: _builtins.float
+    warm_pool_hit: _builtins.bool
+    def __init__(
+        self,
+        *,
+        since: _builtins.str = ...,
+        first_output_ms: _builtins.float = ...,
+        push_ms: _builtins.float = ...,
+        queue_ms: _builtins.float = ...,
+        fetch_ms: _builtins.float = ...,
+        environment_ms: _builtins.float = ...,
+        start_ms: _builtins.float = ...,
+        warm_pool_hit: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["environment_ms", b"environment_ms", "fetch_ms", b"fetch_ms", "first_output_ms", b"first_output_ms", "push_ms", b"push_ms", "queue_ms", b"queue_ms", "since", b"since", "start_ms", b"start_ms", "warm_pool_hit", b"warm_pool_hit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunTiming: _TypeAlias = RunTiming  # noqa: Y015
+
+@_typing.final
+class RunSummary(_message.Message):
+    """What a run's footer needs besides the final job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTIFACT_FILES_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    artifact_files: _builtins.int
+    """Files committed as the job's artifacts (0: nothing to pull; unset: not known)."""
+    currency: _builtins.str
+    """The currency of Job.cost_minor."""
+    def __init__(
+        self,
+        *,
+        artifact_files: _builtins.int | None = ...,
+        currency: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_artifact_files", b"_artifact_files", "artifact_files", b"artifact_files"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_artifact_files", b"_artifact_files", "artifact_files", b"artifact_files", "currency", b"currency"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__artifact_files: _TypeAlias = _typing.Literal["artifact_files"]  # noqa: Y015
+    _WhichOneofArgType__artifact_files: _TypeAlias = _typing.Literal["_artifact_files", b"_artifact_files"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__artifact_files) -> _WhichOneofReturnType__artifact_files | None: ...
+
+Global___RunSummary: _TypeAlias = RunSummary  # noqa: Y015
+
+@_typing.final
 class DeployEvent(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -169,8 +321,17 @@ class DeployEvent(_message.Message):
     JOB_EVENT_FIELD_NUMBER: _builtins.int
     NOTICE_FIELD_NUMBER: _builtins.int
     FINISHED_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
+    TIMING_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
     notice: _builtins.str
     """A line for the user that is neither a job event nor progress."""
+    waiting: _builtins.str
+    """Why the followed job still waits (its PENDING message), sent when that changes."""
+    error: _builtins.str
+    """A run that could not be deployed (watch mode goes on with the next save)."""
     @_builtins.property
     def progress(self) -> Global___Progress: ...
     @_builtins.property
@@ -181,6 +342,14 @@ class DeployEvent(_message.Message):
     def job_event(self) -> _common_pb2.JobEvent: ...
     @_builtins.property
     def finished(self) -> _common_pb2.Job: ...
+    @_builtins.property
+    def header(self) -> Global___RunHeader: ...
+    @_builtins.property
+    def timing(self) -> Global___RunTiming: ...
+    @_builtins.property
+    def summary(self) -> Global___RunSummary:
+        """Set with `finished`."""
+
     def __init__(
         self,
         *,
@@ -190,12 +359,17 @@ class DeployEvent(_message.Message):
         job_event: _common_pb2.JobEvent | None = ...,
         notice: _builtins.str = ...,
         finished: _common_pb2.Job | None = ...,
+        header: Global___RunHeader | None = ...,
+        timing: Global___RunTiming | None = ...,
+        waiting: _builtins.str = ...,
+        error: _builtins.str = ...,
+        summary: Global___RunSummary | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["finished", b"finished", "job_event", b"job_event", "kind", b"kind", "notice", b"notice", "progress", b"progress", "pushed", b"pushed", "submitted", b"submitted"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished", b"finished", "header", b"header", "job_event", b"job_event", "kind", b"kind", "notice", b"notice", "progress", b"progress", "pushed", b"pushed", "submitted", b"submitted", "summary", b"summary", "timing", b"timing", "waiting", b"waiting"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished", b"finished", "job_event", b"job_event", "kind", b"kind", "notice", b"notice", "progress", b"progress", "pushed", b"pushed", "submitted", b"submitted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished", b"finished", "header", b"header", "job_event", b"job_event", "kind", b"kind", "notice", b"notice", "progress", b"progress", "pushed", b"pushed", "submitted", b"submitted", "summary", b"summary", "timing", b"timing", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["progress", "pushed", "submitted", "job_event", "notice", "finished"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["progress", "pushed", "submitted", "job_event", "notice", "finished", "header", "timing", "waiting", "error"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -210,12 +384,17 @@ class WatchRequest(_message.Message):
     API_KEY_FIELD_NUMBER: _builtins.int
     COORDINATOR_ADDRESS_FIELD_NUMBER: _builtins.int
     TLS_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
     project_dir: _builtins.str
     provider: _builtins.str
     api_key: _builtins.str
     coordinator_address: _builtins.str
     @_builtins.property
     def tls(self) -> Global___ClientTls: ...
+    @_builtins.property
+    def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """`c3 watch -- CMD ARGS...`: every run runs this argv instead of the script."""
+
     def __init__(
         self,
         *,
@@ -224,10 +403,11 @@ class WatchRequest(_message.Message):
         api_key: _builtins.str = ...,
         coordinator_address: _builtins.str = ...,
         tls: Global___ClientTls | None = ...,
+        command: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tls", b"tls"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "coordinator_address", b"coordinator_address", "project_dir", b"project_dir", "provider", b"provider", "tls", b"tls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "command", b"command", "coordinator_address", b"coordinator_address", "project_dir", b"project_dir", "provider", b"provider", "tls", b"tls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -318,10 +498,15 @@ class LogsRequest(_message.Message):
     API_KEY_FIELD_NUMBER: _builtins.int
     COORDINATOR_ADDRESS_FIELD_NUMBER: _builtins.int
     TLS_FIELD_NUMBER: _builtins.int
+    TAIL_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     follow: _builtins.bool
     api_key: _builtins.str
     coordinator_address: _builtins.str
+    tail: _builtins.int
+    """Only the last this many output lines already there (then, following, what comes);
+    0: everything.
+    """
     @_builtins.property
     def tls(self) -> Global___ClientTls: ...
     def __init__(
@@ -332,10 +517,11 @@ class LogsRequest(_message.Message):
         api_key: _builtins.str = ...,
         coordinator_address: _builtins.str = ...,
         tls: Global___ClientTls | None = ...,
+        tail: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tls", b"tls"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "coordinator_address", b"coordinator_address", "follow", b"follow", "job_id", b"job_id", "tls", b"tls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "coordinator_address", b"coordinator_address", "follow", b"follow", "job_id", b"job_id", "tail", b"tail", "tls", b"tls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -81,6 +81,11 @@ class DaemonStub:
                 request_serializer=c3_dot_v1_dot_daemon__pb2.ShutdownRequest.SerializeToString,
                 response_deserializer=c3_dot_v1_dot_daemon__pb2.ShutdownResponse.FromString,
                 _registered_method=True)
+        self.Follow = channel.unary_stream(
+                '/c3.v1.Daemon/Follow',
+                request_serializer=c3_dot_v1_dot_daemon__pb2.LogsRequest.SerializeToString,
+                response_deserializer=c3_dot_v1_dot_daemon__pb2.DeployEvent.FromString,
+                _registered_method=True)
 
 
 class DaemonServicer:
@@ -144,6 +149,15 @@ class DaemonServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Follow(self, request, context):
+        """A job as a follower sees it (what Deploy sends after `submitted`): its events, the
+        timing line before its first output line, why it waits, then `finished`. Logs sends
+        the bare events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DaemonServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -191,6 +205,11 @@ def add_DaemonServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=c3_dot_v1_dot_daemon__pb2.ShutdownRequest.FromString,
                     response_serializer=c3_dot_v1_dot_daemon__pb2.ShutdownResponse.SerializeToString,
+            ),
+            'Follow': grpc.unary_stream_rpc_method_handler(
+                    servicer.Follow,
+                    request_deserializer=c3_dot_v1_dot_daemon__pb2.LogsRequest.FromString,
+                    response_serializer=c3_dot_v1_dot_daemon__pb2.DeployEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -437,6 +456,33 @@ class Daemon:
             '/c3.v1.Daemon/Shutdown',
             c3_dot_v1_dot_daemon__pb2.ShutdownRequest.SerializeToString,
             c3_dot_v1_dot_daemon__pb2.ShutdownResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Follow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/c3.v1.Daemon/Follow',
+            c3_dot_v1_dot_daemon__pb2.LogsRequest.SerializeToString,
+            c3_dot_v1_dot_daemon__pb2.DeployEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,11 @@ class DaemonStub:
     ListFiles: _grpc.UnaryUnaryMultiCallable[_daemon_pb2.ListFilesRequest, _daemon_pb2.ListFilesResponse]
     Status: _grpc.UnaryUnaryMultiCallable[_daemon_pb2.DaemonStatusRequest, _daemon_pb2.DaemonStatusResponse]
     Shutdown: _grpc.UnaryUnaryMultiCallable[_daemon_pb2.ShutdownRequest, _daemon_pb2.ShutdownResponse]
+    Follow: _grpc.UnaryStreamMultiCallable[_daemon_pb2.LogsRequest, _daemon_pb2.DeployEvent]
+    """A job as a follower sees it (what Deploy sends after `submitted`): its events, the
+    timing line before its first output line, why it waits, then `finished`. Logs sends
+    the bare events.
+    """
 
 @_typing.type_check_only
 class DaemonAsyncStub(DaemonStub):
@@ -66,6 +71,11 @@ class DaemonAsyncStub(DaemonStub):
     ListFiles: _aio.UnaryUnaryMultiCallable[_daemon_pb2.ListFilesRequest, _daemon_pb2.ListFilesResponse]  # type: ignore[assignment]
     Status: _aio.UnaryUnaryMultiCallable[_daemon_pb2.DaemonStatusRequest, _daemon_pb2.DaemonStatusResponse]  # type: ignore[assignment]
     Shutdown: _aio.UnaryUnaryMultiCallable[_daemon_pb2.ShutdownRequest, _daemon_pb2.ShutdownResponse]  # type: ignore[assignment]
+    Follow: _aio.UnaryStreamMultiCallable[_daemon_pb2.LogsRequest, _daemon_pb2.DeployEvent]  # type: ignore[assignment]
+    """A job as a follower sees it (what Deploy sends after `submitted`): its events, the
+    timing line before its first output line, why it waits, then `finished`. Logs sends
+    the bare events.
+    """
 
 class DaemonServicer(metaclass=_abc_1.ABCMeta):
     """The user-local daemon, c3ctl <-> c3d over a unix socket."""
@@ -136,5 +146,16 @@ class DaemonServicer(metaclass=_abc_1.ABCMeta):
         request: _daemon_pb2.ShutdownRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_daemon_pb2.ShutdownResponse, _abc.Awaitable[_daemon_pb2.ShutdownResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Follow(
+        self,
+        request: _daemon_pb2.LogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_daemon_pb2.DeployEvent], _abc.AsyncIterator[_daemon_pb2.DeployEvent]]:
+        """A job as a follower sees it (what Deploy sends after `submitted`): its events, the
+        timing line before its first output line, why it waits, then `finished`. Logs sends
+        the bare events.
+        """
 
 def add_DaemonServicer_to_server(servicer: DaemonServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
