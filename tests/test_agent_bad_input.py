@@ -6,6 +6,8 @@ reason that names what happened, and after each the agent takes the next job."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -315,3 +317,30 @@ async def test_a_hung_workspace_fetch_ends_within_2s_of_cancel_or_time_limit(
     assert time.monotonic() - stopped < 2.0 + (1 if how == "time_limit" else 0)
     assert executor.running_job_ids() == []
     await executor.shutdown()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def test_a_job_swapping_a_fetched_file_for_dev_zero_cannot_tie_up_the_agent(
+        stack: Stack, tmp_path: Path, workspace: Path) -> None:
+    """The agent caches a first job's fetched files while it runs; a job that replaces one
+    with a symlink to (the host's) /dev/zero or a FIFO must not leave it reading forever."""
+    ws = tmp_path / "swap"
+    ws.mkdir()
+    for i in range(300):
+        (ws / f"f{i:03d}.bin").write_bytes(os.urandom(32 << 10))
+    (ws / "run.sh").write_text(
+        "rm -f f298.bin f299.bin; ln -s /dev/zero f299.bin; mkfifo f298.bin\n"
+        "echo swapped\nsleep 3\n")
+    job, lines = await _run(stack, ws, "run.sh")
+    assert job.state == S.JOB_STATE_COMPLETED and "swapped" in lines, (job.message, lines)
+    await _next_job_runs(stack, workspace)
+    before = _cpu_seconds(stack.agent.pid)
+    await asyncio.sleep(2)
+    assert _cpu_seconds(stack.agent.pid) - before < 0.5, "the agent kept a CPU busy after the job"
+    # Nor a thread blocked on the FIFO: the agent still stops when asked.
+    stack.agent.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(stack.agent.wait, 15) == 0
