@@ -18,11 +18,12 @@ import logging
 import os
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from c3 import manifest as manifests
-from c3.errors import InvalidArgument
+from c3.errors import C3Error, InvalidArgument
 from c3.storage_client import LocalBlob, StorageClient
 from c3.v1 import common_pb2, storage_pb2
 
@@ -179,11 +180,11 @@ def survey(sources: list[tuple[Path, str]], allowed_roots: tuple[Path, ...],
 
 def collect(sources: list[tuple[Path, str]], allowed_roots: tuple[Path, ...],
             limits: ArtifactLimits = ArtifactLimits(),
-            stop: threading.Event | None = None) -> Collection:
-    """`survey`, then hash what it found (blocking); nothing is read when a limit refuses
-    the collection."""
+            stop: threading.Event | None = None, partial: bool = False) -> Collection:
+    """`survey`, then hash what it found (blocking). When a limit refuses the collection
+    nothing is read, unless `partial` (a failed script: keep what is within the limits)."""
     found, notes, refused = survey(sources, allowed_roots, limits, stop)
-    if refused:
+    if refused and not partial:
         return Collection((), tuple(notes), tuple(refused))
     stopped = (lambda: stop.is_set()) if stop is not None else None
     files = []
@@ -196,7 +197,7 @@ def collect(sources: list[tuple[Path, str]], allowed_roots: tuple[Path, ...],
             notes.append(f"{_shown(f.relative)}: {exc.strerror or exc}; left out")
             continue
         files.append(CollectedFile(f.relative, f.path, digest, size, f.executable))
-    return Collection(tuple(files), tuple(notes))
+    return Collection(tuple(files), tuple(notes), tuple(refused))
 
 
 def sources_of(artifacts_dir: Path, workspace: Path, outputs: list[str]
@@ -232,10 +233,48 @@ async def upload(client: StorageClient, job_id: str, project: str, collection: C
 
 
 async def collect_off_loop(sources: list[tuple[Path, str]], roots: tuple[Path, ...],
-                           limits: ArtifactLimits) -> Collection:
+                           limits: ArtifactLimits, partial: bool = False) -> Collection:
     """`collect` in a thread, stopped promptly when the awaiting task is cancelled."""
     stop = threading.Event()
     try:
-        return await asyncio.to_thread(collect, sources, roots, limits, stop)
+        return await asyncio.to_thread(collect, sources, roots, limits, stop, partial)
     finally:
         stop.set()
+
+
+@dataclass(frozen=True)
+class Committed:
+    path: str = ""
+    version: int = 0
+    # Why a successful script's artifacts were not committed (the job fails UPLOAD_ERROR).
+    failure: str = ""
+
+
+async def collect_and_commit(client: StorageClient, job_id: str, project: str,
+                             artifacts_dir: Path, workspace: Path, outputs: list[str],
+                             limits: ArtifactLimits, say: Callable[[str], None],
+                             script_ok: bool) -> Committed:
+    """After the script: collect, upload and commit the job's artifacts, saying what was
+    left out and why. A successful script's artifacts over a limit fail it at once (before
+    a byte is read); a failed script's keep what is within the limits."""
+    try:
+        sources = sources_of(artifacts_dir, workspace, outputs)
+        collection = await collect_off_loop(sources, (artifacts_dir, workspace), limits,
+                                            partial=not script_ok)
+        for note in collection.skipped:
+            say(f"c3: artifact skipped: {note}")
+        if collection.refused and script_ok:
+            why = "; ".join(collection.refused[:3])
+            say(f"c3: artifacts not uploaded: {why}")
+            return Committed(failure="the script succeeded but its artifacts are over a "
+                                     f"limit: {why}")
+        info = await upload(client, job_id, project, collection)
+        say(f"c3: {len(collection.files)} artifact files committed to {info.path} "
+            f"(v{info.version})")
+        return Committed(info.path, info.version)
+    except (C3Error, OSError) as exc:
+        say(f"c3: artifact upload failed: {exc}")
+        if script_ok:
+            return Committed(failure="the script succeeded but its artifacts could not be "
+                                     f"uploaded: {exc}")
+        return Committed()

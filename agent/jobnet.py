@@ -265,3 +265,38 @@ class NetnsPool:
             task, self._spare = self._spare, None
             with contextlib.suppress(Exception):
                 await self.release(await task)
+
+
+class JobNetworks:
+    """Which namespace each job gets: the previous job's when it was the same org's
+    (nothing of a job outlives it there: its processes and sockets are gone, and it could
+    change no address, route or rule), else a fresh one made ahead. Another org never
+    gets a namespace an earlier org's job used."""
+
+    def __init__(self, pool: NetnsPool) -> None:
+        self.pool = pool
+        self._kept: tuple[str, Netns] | None = None  # (org id, the last job's namespace)
+        self._releasing: set[asyncio.Task[None]] = set()
+
+    async def take(self, org_id: str) -> Netns:
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            if kept[0] == org_id:
+                return kept[1]
+            task = asyncio.create_task(self.pool.release(kept[1]))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+        return await self.pool.take()
+
+    def done(self, org_id: str, netns: Netns | None) -> None:
+        """A job of `org_id` is over: keep its namespace; make the next one ahead."""
+        if netns is not None:
+            self._kept = (org_id, netns)
+        self.pool.prepare()
+
+    async def close(self) -> None:
+        if self._kept is not None:
+            await self.pool.release(self._kept[1])
+            self._kept = None
+        await asyncio.gather(*self._releasing, return_exceptions=True)
+        await self.pool.close()

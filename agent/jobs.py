@@ -28,7 +28,7 @@ from agent.discovery import HostInfo
 from agent.diskwatch import DEFAULT_INTERVAL_SECONDS, watch_disk, watch_pids
 from agent.docker import validate_image
 from agent.envs import EnvCache, EnvError
-from agent.jobnet import JobNetwork, Netns, NetnsPool
+from agent.jobnet import JobNetwork, JobNetworks, Netns, NetnsPool
 from agent.logbatch import LogBatcher
 from agent.logjournal import LogJournal
 from agent.outcome import final_status, stop_ending
@@ -116,12 +116,10 @@ class JobExecutor:
         self.sandboxed = sandbox is not None
         self.unsandboxed_ok = unsandboxed_ok
         self.sandbox_problem = sandbox_problem
-        self.netpool = netpool if sandbox is not None and sandbox.network is JobNetwork.EGRESS \
-            else None
+        self.networks = JobNetworks(netpool) if netpool is not None and sandbox is not None \
+            and sandbox.network is JobNetwork.EGRESS else None
         self.network_problem = network_problem
         self.artifact_limits = artifact_limits
-        # The last job's namespace, kept for the same org's next job: (org id, namespace).
-        self._kept_netns: tuple[str, Netns] | None = None
         self._emit = emit
         self._on_idle = on_idle
         self._storage = StoragePool(storage_factory or (lambda addr, tok: StorageClient(addr, tok)))
@@ -197,11 +195,8 @@ class JobExecutor:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._storage.close()
-        if self.netpool is not None:
-            if self._kept_netns is not None:
-                await self.netpool.release(self._kept_netns[1])
-                self._kept_netns = None
-            await self.netpool.close()
+        if self.networks is not None:
+            await self.networks.close()
 
     # -- one job -----------------------------------------------------------------------
     def _status(self, job_id: str, state: common_pb2.JobState.ValueType, *,
@@ -353,7 +348,7 @@ class JobExecutor:
                                 shm_bytes=share.shm_bytes if share else 0,
                                 docker_image=image, container_name=f"c3-{job.id}",
                                 docker_user=f"{ids[0]}:{ids[1]}" if ids else "1000:1000",
-                                docker_egress=self.netpool is not None,
+                                docker_egress=self.networks is not None,
                                 share=share, array_index=spec.array_index,
                                 array_size=spec.array_size, command=tuple(spec.command),
                                 netns=netns.name if netns is not None else "",
@@ -422,19 +417,11 @@ class JobExecutor:
         return await asyncio.to_thread(blocking)
 
     async def _network(self, image: str, org_id: str) -> Netns | None:
-        """The job's network namespace (egress): the previous job's when it was the same
-        org's (nothing of a job outlives it there: its processes and sockets are gone, it
-        could change no address, route or rule), else a fresh one made ahead. Another org
-        never gets a namespace an earlier org's job used."""
-        if self.netpool is None or image:
+        """The job's network namespace (egress; see JobNetworks)."""
+        if self.networks is None or image:
             return None
-        kept, self._kept_netns = self._kept_netns, None
-        if kept is not None:
-            if kept[0] == org_id:
-                return kept[1]
-            self._hold(asyncio.create_task(self.netpool.release(kept[1])))
         try:
-            return await self.netpool.take()
+            return await self.networks.take(org_id)
         except OSError as exc:
             raise JobFailed(S.FAILURE_REASON_INTERNAL,
                             f"could not make the job's network namespace: {exc}") from exc
@@ -454,10 +441,8 @@ class JobExecutor:
                     log.info("removed the stale job cgroup %s", name)
 
         await asyncio.to_thread(blocking)
-        if self.netpool is not None:
-            if netns is not None:
-                self._kept_netns = (org_id, netns)
-            self.netpool.prepare()
+        if self.networks is not None:
+            self.networks.done(org_id, netns)
 
     async def _fetch(self, active: _Active, client: Any, layout: JobLayout,
                      logs: LogBatcher) -> tuple[ReadOnlyMount, ...]:
@@ -494,29 +479,11 @@ class JobExecutor:
         if result.oom_killed and not script_ok:
             logs.system(f"c3: the job ran out of memory (limit {limit >> 20} MiB) and was "
                         "killed by the kernel's OOM killer")
-        path, version = "", 0
-        try:
-            sources = artifacts.sources_of(layout.artifacts, layout.workspace,
-                                           list(job.spec.output))
-            collection = await artifacts.collect_off_loop(
-                sources, (layout.artifacts, layout.workspace), self.artifact_limits)
-            for note in collection.skipped:
-                logs.system(f"c3: artifact skipped: {note}")
-            if collection.refused and script_ok:
-                why = "; ".join(collection.refused[:3])
-                logs.system(f"c3: artifacts not uploaded: {why}")
-                return (S.JOB_STATE_FAILED, S.FAILURE_REASON_UPLOAD_ERROR, 0,
-                        f"the script succeeded but its artifacts are over a limit: {why}",
-                        "", 0)
-            if not collection.refused:
-                info = await artifacts.upload(client, job.id, job.spec.project, collection)
-                path, version = info.path, info.version
-                logs.system(f"c3: {len(collection.files)} artifact files committed to {path} "
-                            f"(v{version})")
-        except (C3Error, OSError) as exc:
-            logs.system(f"c3: artifact upload failed: {exc}")
-            if script_ok:
-                return (S.JOB_STATE_FAILED, S.FAILURE_REASON_UPLOAD_ERROR, 0,
-                        f"the script succeeded but its artifacts could not be uploaded: {exc}",
-                        "", 0)
+        committed = await artifacts.collect_and_commit(
+            client, job.id, job.spec.project, layout.artifacts, layout.workspace,
+            list(job.spec.output), self.artifact_limits, logs.system, script_ok)
+        if committed.failure:
+            return (S.JOB_STATE_FAILED, S.FAILURE_REASON_UPLOAD_ERROR, 0, committed.failure,
+                    "", 0)
+        path, version = committed.path, committed.version
         return final_status(result, limit, path, version, pids)
