@@ -29,7 +29,9 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,11 +164,35 @@ async def host_addresses() -> HostAddresses:
 
 # Deletes this agent's namespaces once the agent is gone, however it ended (even
 # SIGKILL): it waits for EOF on a pipe only the agent holds. pasta quits by itself when
-# its namespace is deleted.
+# its namespace is deleted, except one caught starting: those (named by their own
+# `--netns c3-<key>-<pid>-` argument) are ended too.
 _REAPER = r"""read _ignored
 for f in /run/netns/"$2"*; do [ -e "$f" ] && "$1" netns delete "${f##*/}"; done
+for d in /proc/[0-9]*; do
+  tr '\0' ' ' < "$d/cmdline" 2>/dev/null | grep -q -- "--netns $2" && kill "${d#/proc/}"
+done
 exit 0
 """
+
+
+def _end_pastas(ours: Callable[[str], bool]) -> None:
+    """SIGTERM the pasta processes serving the namespaces `ours` names: normally they quit
+    when their namespace is deleted, but one deleted while it was starting keeps running.
+    Matched by its own `--netns <name>` argument (blocking)."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--netns" not in argv or not argv[0].endswith((b"pasta", b"passt.avx2", b"passt")):
+            continue
+        name = argv[argv.index(b"--netns") + 1].decode(errors="replace") \
+            if argv.index(b"--netns") + 1 < len(argv) else ""
+        if name and ours(name):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGTERM)
 
 
 @dataclass
@@ -213,6 +239,9 @@ class NetnsPool:
                 if entry.startswith(self.prefix) and entry not in self._live:
                     await self._delete(Netns(entry))
                     removed.append(entry)
+        live = set(self._live)
+        await asyncio.to_thread(
+            _end_pastas, lambda n: n.startswith(self.prefix) and n not in live)
         return removed
 
     async def _make(self) -> Netns:
@@ -230,6 +259,7 @@ class NetnsPool:
             return Netns(name)
         except BaseException:
             await self._delete(Netns(name))
+            await asyncio.to_thread(_end_pastas, lambda n: n == name)  # caught starting
             raise
 
     def prepare(self) -> None:

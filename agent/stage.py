@@ -141,6 +141,8 @@ class Stage:
                     log.warning("cannot unmount %s: %s", target, os.strerror(err))
         self.targets = []
         _remove_empty(self.path)
+        with contextlib.suppress(OSError):  # the agent's stage root, when no job is staged
+            os.rmdir(self.path.parent)
 
 
 def _remove_empty(path: Path) -> None:
@@ -162,6 +164,7 @@ def sweep(root: Path) -> list[str]:
                 _libc.umount2(entry.path.encode(), _MNT_DETACH)
             _remove_empty(Path(job.path))
             removed.append(job.name)
+        os.rmdir(root)
     return removed
 
 
