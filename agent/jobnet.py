@@ -28,6 +28,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -175,6 +176,17 @@ exit 0
 """
 
 
+_AGENT_NETNS = re.compile(r"c3-[0-9a-f]{12}-(\d+)-\d+")
+
+
+def _of_a_dead_agent(name: str) -> bool:
+    """`name` is an agent's namespace (`c3-<key>-<pid>-<n>`) and that pid is gone."""
+    match = _AGENT_NETNS.fullmatch(name)
+    if match is None or int(match.group(1)) == os.getpid():
+        return False
+    return not Path(f"/proc/{match.group(1)}").exists()
+
+
 def _end_pastas(ours: Callable[[str], bool]) -> None:
     """SIGTERM the pasta processes serving the namespaces `ours` names: normally they quit
     when their namespace is deleted, but one deleted while it was starting keeps running.
@@ -231,17 +243,19 @@ class NetnsPool:
         self._reaper = write
 
     async def sweep(self) -> list[str]:
-        """Remove namespaces a previous run of this agent left (killed, crashed); pasta
-        quits by itself once its namespace is gone. Only this agent's names."""
+        """Remove namespaces a previous run of this agent left (killed, crashed), and
+        those of any agent whose process is gone (its reaper did not get to them); pasta
+        quits by itself once its namespace is gone. A live agent's are never touched."""
         removed = []
         with contextlib.suppress(OSError):
             for entry in sorted(os.listdir(NETNS_DIR)):
-                if entry.startswith(self.prefix) and entry not in self._live:
+                mine = entry.startswith(self.prefix) and entry not in self._live
+                if mine or _of_a_dead_agent(entry):
                     await self._delete(Netns(entry))
                     removed.append(entry)
         live = set(self._live)
-        await asyncio.to_thread(
-            _end_pastas, lambda n: n.startswith(self.prefix) and n not in live)
+        await asyncio.to_thread(_end_pastas, lambda n: (
+            n.startswith(self.prefix) and n not in live) or _of_a_dead_agent(n))
         return removed
 
     async def _make(self) -> Netns:

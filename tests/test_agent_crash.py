@@ -12,9 +12,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_agent_integration import push_workspace, start_stack, submit_and_wait
+from test_agent_integration import Stack, push_workspace, start_stack, submit_and_wait
 
-from agent.cgroups import agent_key, detect_cgroups
+from agent.cgroups import CgroupManager, agent_key, detect_cgroups
 from agent.jobnet import NETNS_DIR, missing_tools
 from agent.stage import stage_root
 from c3.grpcutil import bearer
@@ -99,14 +99,26 @@ async def test_an_agent_killed_mid_job_leaves_nothing_its_successor_does_not_cle
                          60, "the job to end AGENT_LOST")
 
         # The next agent on the same data dir clears what is left before it registers.
-        stack.agent = await asyncio.to_thread(
+        successor = await asyncio.to_thread(
             subprocess.Popen, stack.agent.args, env=dict(os.environ))  # type: ignore[arg-type]
-        await eventually(lambda: list(stack.coordinator.scheduler.idle_agents()), 30,
-                         "the new agent to register")
-        assert not staged.exists() or not any(staged.iterdir())
-        assert str(staged) not in Path("/proc/self/mountinfo").read_text()
-        if group is not None:
-            assert group.own_groups() == []
-        ok, events = await submit_and_wait(stack, script="ok.sh", workspace_manifest_digest=digest)
-        assert ok.state == S.JOB_STATE_COMPLETED
-        assert "fine" in [e.log.text for e in events if e.HasField("log")]
+        try:
+            await _successor_clears_and_runs(stack, successor, staged, group, digest)
+        finally:
+            if successor.poll() is None:
+                successor.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(successor.wait, 20)
+
+
+async def _successor_clears_and_runs(stack: Stack, successor: subprocess.Popen[bytes],
+                                     staged: Path, group: CgroupManager | None,
+                                     digest: str) -> None:
+    await eventually(lambda: list(stack.coordinator.scheduler.idle_agents()), 30,
+                     "the new agent to register")
+    assert successor.poll() is None
+    assert not staged.exists() or not any(staged.iterdir())
+    assert str(staged) not in Path("/proc/self/mountinfo").read_text()
+    if group is not None:
+        assert group.own_groups() == []
+    ok, events = await submit_and_wait(stack, script="ok.sh", workspace_manifest_digest=digest)
+    assert ok.state == S.JOB_STATE_COMPLETED
+    assert "fine" in [e.log.text for e in events if e.HasField("log")]

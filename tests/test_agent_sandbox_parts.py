@@ -239,3 +239,13 @@ def test_staged_mounts_a_killed_agent_left_are_swept_and_keep_their_files(tmp_pa
     assert not (root / "j-1").exists()
     assert (job / "workspace" / "keep.txt").read_text() == "mine"
     assert not root.exists()  # nothing is left in /run either
+
+
+def test_only_namespaces_of_agents_whose_process_is_gone_count_as_dead() -> None:
+    from agent.jobnet import _of_a_dead_agent
+
+    dead = 2**22 + 17  # above pid_max's default: no such process
+    assert _of_a_dead_agent(f"c3-0123456789ab-{dead}-2")
+    assert not _of_a_dead_agent(f"c3-0123456789ab-{os.getpid()}-2")  # this very agent
+    assert not _of_a_dead_agent(f"c3-0123456789ab-{os.getppid()}-2")  # alive
+    assert not _of_a_dead_agent(f"someone-else-{dead}-2")
