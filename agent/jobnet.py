@@ -305,10 +305,20 @@ class NetnsPool:
         self._live.discard(ns.name)
 
     async def close(self) -> None:
+        """Delete the namespaces still here and end the reaper (idempotent)."""
         if self._spare is not None:
             task, self._spare = self._spare, None
             with contextlib.suppress(Exception):
                 await self.release(await task)
+        for name in list(self._live):
+            await self._delete(Netns(name))
+        if self._reaper >= 0:
+            # EOF on its pipe: the reaper sweeps (nothing left of ours) and exits.
+            os.close(self._reaper)
+            self._reaper = -1
+        proc, self._reaper_proc = self._reaper_proc, None
+        if proc is not None:
+            await asyncio.to_thread(proc.wait)
 
 
 class JobNetworks:

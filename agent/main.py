@@ -156,6 +156,8 @@ class Agent(Service):
             raise C3Error(str(exc)) from exc
         key = agent_key(data_dir)
         choice = await choose_sandbox(data_dir, JobNetwork(args.job_network), key)
+        if choice.netpool is not None:
+            steps.on_stop(choice.netpool.close)
         problem = choice.problem
         sandboxed = choice.policy is not None
         if problem:

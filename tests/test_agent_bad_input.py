@@ -301,7 +301,7 @@ async def test_a_hung_workspace_fetch_ends_within_2s_of_cancel_or_time_limit(
             finals.append(message.status)
             over.set()
 
-    executor = JobExecutor(data_dir=tmp_path, host=HostInfo("cpu", "cpu", (), "host"),
+    executor = JobExecutor(data_dir=tmp_path, host=HostInfo((), "host"),
                            sandbox=None, unsandboxed_ok=True, emit=emit,
                            storage_factory=lambda address, token: storage)
     spec = S.JobSpec(project="demo", script="run.sh", workspace_manifest_digest="ab" * 32,
