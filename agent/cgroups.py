@@ -6,14 +6,18 @@ Both layouts are handled: cgroup v2 (one unified hierarchy: `memory.max`, `memor
 `memory.oom_control`). CPU is given as a *weight*, never a quota, so a job may burst
 above its share while the host's CPUs are idle.
 
-Job groups live under the agent's own cgroup (`<own>/c3-jobs/<job>`), so several agents
-on one host started by the same parent are siblings and share the host by weight.
+Job groups live under the agent's own cgroup (`<own>/c3-jobs/job-<key>-<job id>`), so
+several agents on one host started by the same parent are siblings and share the host by
+weight. `<key>` names the agent's data dir (`agent_key`): an agent removes the groups of
+its own key that are left over (the agent was killed, a job's processes were stuck, it
+stopped mid-job) when it starts and after every job — and never another agent's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import signal
@@ -36,6 +40,11 @@ RMDIR_ATTEMPTS = 50  # x 20 ms: processes killed with SIGKILL leave the group wi
 # into the job's groups, then execs the command, which every child then inherits.
 _ENTER = ('while [ "$1" != -- ]; do echo $$ >"$1" || '
           '{ echo "c3: cannot enter cgroup $1" >&2; exit 125; }; shift; done; shift; exec "$@"')
+
+
+def agent_key(data_dir: Path) -> str:
+    """A short stable name for one agent data dir (its job cgroups, its namespaces)."""
+    return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
 
 
 def enter_cgroup_argv(procs_files: list[str], argv: list[str]) -> list[str]:
@@ -77,6 +86,7 @@ class JobCgroup:
     dirs: tuple[Path, ...]
     memory_dir: Path
     oom_kills_before: int = 0
+    controllers: tuple[str, ...] = ()  # v1: the controller of each of `dirs`
 
     @property
     def procs_files(self) -> list[str]:
@@ -89,6 +99,22 @@ class JobCgroup:
 
     def oom_killed(self) -> bool:
         return self.oom_kills() > self.oom_kills_before
+
+    @property
+    def pids_dir(self) -> Path:
+        if self.version == 1 and "pids" in self.controllers:
+            return self.dirs[self.controllers.index("pids")]
+        return self.dirs[0]
+
+    def pids_limited(self) -> bool:
+        """A fork or clone of the job failed at its pids.max (pids.events `max`)."""
+        return _read_key(self.pids_dir / "pids.events", "max") > 0
+
+    def view(self) -> tuple[tuple[str, Path], ...]:
+        """(controller or "" for v2, dir): what the sandbox shows at /sys/fs/cgroup."""
+        if self.version == 2:
+            return (("", self.dirs[0]),)
+        return tuple(zip(self.controllers, self.dirs, strict=True))
 
     def pids(self) -> set[int]:
         found: set[int] = set()
@@ -113,11 +139,12 @@ class JobCgroup:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
 
-    def remove(self) -> None:
-        """Kill what is left and remove the group dirs (blocking; call off the loop)."""
+    def remove(self, attempts: int = RMDIR_ATTEMPTS) -> None:
+        """Kill what is left and remove the group dirs (blocking; call off the loop).
+        A group still busy after `attempts` tries (x 20 ms) is left for a later sweep."""
         self.kill_all()
         for d in self.dirs:
-            for _ in range(RMDIR_ATTEMPTS):
+            for _ in range(attempts):
                 try:
                     d.rmdir()
                     break
@@ -136,9 +163,41 @@ class JobCgroup:
 class CgroupManager:
     """Creates job groups under the agent's own cgroup, for v1 or v2."""
 
-    def __init__(self, version: int, parents: dict[str, Path]) -> None:
+    def __init__(self, version: int, parents: dict[str, Path], key: str = "") -> None:
         self.version = version
         self.parents = parents  # controller (or "" for v2) -> the c3-jobs dir
+        self.key = key  # agent_key of the data dir whose jobs this manager runs
+
+    def for_agent(self, key: str) -> CgroupManager:
+        return CgroupManager(self.version, self.parents, key)
+
+    def job_group_name(self, job_id: str) -> str:
+        return f"job-{self.key}-{job_id}" if self.key else f"job-{job_id}"
+
+    def own_groups(self) -> list[Path]:
+        """Every group dir of this agent's jobs (and trial groups) that exists now."""
+        found: list[Path] = []
+        if not self.key:
+            return found
+        for parent in self.parents.values():
+            for pattern in (f"job-{self.key}-*", f"probe-{self.key}-*"):
+                found.extend(p for p in parent.glob(pattern) if p.is_dir())
+        return sorted(found)
+
+    def sweep(self, keep: frozenset[str] = frozenset(),
+              attempts: int = RMDIR_ATTEMPTS) -> list[str]:
+        """Kill what is left in this agent's stale groups and remove them (blocking).
+        `keep`: group names of jobs running now. Returns the names removed."""
+        by_name: dict[str, list[Path]] = {}
+        for d in self.own_groups():
+            if d.name not in keep:
+                by_name.setdefault(d.name, []).append(d)
+        removed = []
+        for name, dirs in sorted(by_name.items()):
+            JobCgroup(self.version, tuple(dirs), dirs[0]).remove(attempts)
+            if not any(d.exists() for d in dirs):
+                removed.append(name)
+        return removed
 
     @classmethod
     def detect(cls, root: Path = CGROUP_ROOT,
@@ -208,7 +267,8 @@ class CgroupManager:
             dirs = {c: p / name for c, p in self.parents.items()}
             for d in dirs.values():
                 d.mkdir()
-            group = JobCgroup(1, tuple(dirs.values()), dirs["memory"])
+            group = JobCgroup(1, tuple(dirs.values()), dirs["memory"],
+                              controllers=tuple(dirs))
             try:
                 mem = dirs["memory"]
                 if share.memory_bytes:
@@ -227,14 +287,15 @@ class CgroupManager:
 
     def probe(self) -> None:
         """Create, limit and remove a trial group (raises OSError when it cannot)."""
-        trial = self.create(f"probe-{os.getpid()}", ResourceShare.trial())
+        trial = self.create(f"probe-{self.key or 'x'}-{os.getpid()}", ResourceShare.trial())
         trial.remove()
 
 
-def detect_cgroups() -> tuple[CgroupManager | None, str]:
-    """(manager, "") when job groups can be made here, else (None, why not)."""
+def detect_cgroups(key: str = "") -> tuple[CgroupManager | None, str]:
+    """(manager, "") when job groups can be made here, else (None, why not). `key`: the
+    agent_key of the data dir whose jobs the manager runs (its groups' names)."""
     try:
-        manager = CgroupManager.detect()
+        manager = CgroupManager.detect().for_agent(key)
         manager.probe()
     except (OSError, ValueError) as exc:
         return None, f"cgroups are not usable here ({exc})"

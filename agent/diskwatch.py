@@ -1,4 +1,4 @@
-"""The workspace disk limit, enforced by a watchdog.
+"""The workspace disk limit and the process limit, enforced by watchdogs.
 
 A hard limit (a per-job filesystem quota, or a loop-mounted image of fixed size) needs
 project quotas on the data dir's filesystem or root-only mount setup per job, which
@@ -53,4 +53,16 @@ async def watch_disk(root: Path, limit_bytes: int, over: Callable[[str], None],
             over(f"the job's workspace uses {_gib(used)}, over its disk limit of "
                  f"{_gib(limit_bytes)}; write large outputs to a dataset or ask for a "
                  "bigger profile")
+            return
+
+
+async def watch_pids(limited: Callable[[], bool], pids_max: int, over: Callable[[str], None],
+                     interval: float = DEFAULT_INTERVAL_SECONDS) -> None:
+    """Call `over(reason)` once the job's cgroup refused a fork at its process limit (a
+    fork bomb never ends by itself: shells retry); runs until cancelled."""
+    while True:
+        await asyncio.sleep(interval)
+        if await asyncio.to_thread(limited):
+            over(f"the job hit its limit of {pids_max} processes (pids.max) and was stopped; "
+                 "a script that forks without bound (a fork bomb) ends like this")
             return

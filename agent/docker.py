@@ -4,6 +4,11 @@
 The container gets the workspace at /workspace, the artifacts dir at /c3/artifacts, the
 job's exact environment (no host variables), the agent's GPUs, and the job's resource
 share as docker's own cgroup limits (docker puts the container in a cgroup of its own).
+It runs as the job's non-root uid with every capability dropped and no-new-privileges,
+on docker's bridge network (`egress`) or none; never the host's network. Docker's bridge
+cannot be given the agent's namespace filter: the host's addresses stay reachable through
+the bridge's gateway unless the operator drops them in the DOCKER-USER chain
+(docs/security.md).
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ def docker_run_argv(spec: LaunchSpec, script: str, share: ResourceShare | None =
     docker itself looks up and runs: 127 when it is not found) in the image."""
     image = validate_image(spec.docker_image)
     workdir = spec.workdir.strip("/")
-    argv = [docker, "run", "--rm", "--init", "--pull", "missing", "--network", "host",
-            "--user", "0:0"]
+    argv = [docker, "run", "--rm", "--init", "--pull", "missing",
+            "--network", "bridge" if spec.docker_egress else "none",
+            "--user", spec.docker_user, "--cap-drop", "ALL",
+            "--security-opt", "no-new-privileges"]
     if spec.container_name:
         argv += ["--name", spec.container_name]
     argv += ["-v", f"{spec.layout.workspace}:{SANDBOX_WORKSPACE}",

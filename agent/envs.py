@@ -8,10 +8,12 @@ built once, under a lock, even when two jobs ask for it at the same moment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,21 +139,14 @@ class EnvCache:
             await asyncio.to_thread(shutil.rmtree, venv)
         venv.parent.mkdir(parents=True, exist_ok=True)
         say(f"c3: building environment for {relative or '.'} (uv sync --locked)")
-        env = dict(os.environ)
-        env.update({
-            "UV_PROJECT_ENVIRONMENT": str(venv),
-            "UV_CACHE_DIR": str(self.root.parent / "uv-cache"),
-            "UV_NO_PROGRESS": "1",
-        })
-        env.pop("VIRTUAL_ENV", None)
-        proc = await asyncio.create_subprocess_exec(
-            self.uv, "sync", "--locked", "--no-install-project", "--project", str(directory),
-            env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await proc.communicate()
-        text = out.decode(errors="replace").strip()
-        if proc.returncode != 0:
+        env = build_environment(self.root.parent / "uv-cache", venv)
+        # Relocatable: the sandbox shows the venv at /c3/env, not at its host path.
+        ok, text = await self._uv(["venv", "--relocatable", "--quiet", str(venv)], env,
+                                  directory)
+        if ok:
+            ok, text = await self._uv(["sync", "--locked", "--no-install-project",
+                                       "--project", str(directory)], env, directory)
+        if not ok:
             await asyncio.to_thread(shutil.rmtree, venv, True)
             tail = "\n".join(text.splitlines()[-15:])
             if "lock" in text.lower() and ("update" in text.lower() or "missing" in text.lower()):
@@ -162,3 +157,43 @@ class EnvCache:
             raise EnvError(f"python.project {relative or '.'}: `uv sync` failed:\n{tail}")
         for line in text.splitlines()[-5:]:
             say(line)
+
+    async def _uv(self, args: list[str], env: dict[str, str], cwd: Path) -> tuple[bool, str]:
+        """Run uv: (it succeeded, its output). A cancel (the job was canceled or ran out
+        of time) kills uv at once rather than letting it finish."""
+        assert self.uv is not None
+        proc = await asyncio.create_subprocess_exec(
+            self.uv, *args, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            out, _ = await proc.communicate()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            raise
+        return proc.returncode == 0, out.decode(errors="replace").strip()
+
+
+# Variables of the agent's environment uv may see: where to fetch packages from and how.
+_PASSED_TO_UV = ("PATH", "HOME", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy",
+                 "https_proxy", "no_proxy", "all_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR",
+                 "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL", "UV_INDEX",
+                 "UV_PYTHON", "UV_PYTHON_INSTALL_DIR", "UV_NATIVE_TLS", "UV_OFFLINE",
+                 "UV_FIND_LINKS", "LANG", "LC_ALL")  # fmt: skip
+
+
+def build_environment(cache: Path, venv: Path) -> dict[str, str]:
+    """uv's environment for a build: PATH, HOME and the package index settings of the
+    agent's, never its credentials or other variables (a dependency's build script is
+    the job's code)."""
+    env = {k: os.environ[k] for k in _PASSED_TO_UV if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update({
+        "UV_PROJECT_ENVIRONMENT": str(venv),
+        "UV_CACHE_DIR": str(cache),
+        "UV_NO_PROGRESS": "1",
+    })
+    return env

@@ -1,5 +1,11 @@
 """Turns an Assignment into a finished job: workspace, datasets, environment, run,
 artifacts, final status, clean-up. One job at a time (the agent owns its GPUs whole).
+
+The agent, not the job, decides when a job is over: a cancel reaches whatever phase the
+job is in (fetch, environment build, run, artifact upload) at once, and the job's time
+limit counts its whole time on the agent, from pickup. Whatever ended a job, its cgroup
+and its network namespace go with it, and any group an earlier job of this agent left
+(a killed agent, a stuck process) is removed then too.
 """
 
 from __future__ import annotations
@@ -11,22 +17,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent import artifacts
+from agent.artifacts import ArtifactLimits
 from agent.cgroups import CgroupManager, JobCgroup
 from agent.discovery import HostInfo
-from agent.diskwatch import DEFAULT_INTERVAL_SECONDS, watch_disk
+from agent.diskwatch import DEFAULT_INTERVAL_SECONDS, watch_disk, watch_pids
 from agent.docker import validate_image
 from agent.envs import EnvCache, EnvError
+from agent.jobnet import JobNetwork, JobNetworks, Netns, NetnsPool
 from agent.logbatch import LogBatcher
 from agent.logjournal import LogJournal
 from agent.outcome import final_status, stop_ending
 from agent.resources import ResourceShare
 from agent.runner import DEFAULT_GRACE_SECONDS, Ending, RunResult, ScriptRun
-from agent.sandbox import JobLayout, LaunchSpec, ReadOnlyMount
+from agent.sandbox import JobLayout, LaunchSpec, ReadOnlyMount, SandboxPolicy
+from agent.stage import hand_over, work_dir
 from agent.storagepool import StoragePool
 from agent.warmtree import WarmTrees
 from agent.workspace import DatasetCache, FetchStats, Foreground, cache_fetched, fetch_workspace
@@ -56,6 +65,7 @@ class _Active:
     job: common_pb2.Job
     task: asyncio.Task[None] | None = None
     run: ScriptRun | None = None
+    run_over: bool = False  # the script has ended (artifacts are being collected)
     stop_state: common_pb2.JobState.ValueType = S.JOB_STATE_UNSPECIFIED
     stop_reason: str = ""
     received_ns: int = 0
@@ -68,8 +78,11 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
-async def _settled(task: asyncio.Task[JobCgroup | None]) -> JobCgroup | None:
-    """The task's cgroup once it has finished; None if it failed (its error, if it
+T = TypeVar("T")
+
+
+async def _settled(task: asyncio.Task[T | None]) -> T | None:
+    """The task's result once it has finished; None if it failed (its error, if it
     matters, was raised where the job awaited it)."""
     await asyncio.wait({task})
     if task.cancelled() or task.exception() is not None:
@@ -77,24 +90,36 @@ async def _settled(task: asyncio.Task[JobCgroup | None]) -> JobCgroup | None:
     return task.result()
 
 
+def _remove_job_dir(job_dir: Path) -> None:
+    shutil.rmtree(job_dir, True)
+    shutil.rmtree(work_dir(job_dir), True)
+
+
 class JobExecutor:
-    def __init__(self, *, data_dir: Path, host: HostInfo, sandboxed: bool, unsandboxed_ok: bool,
-                 emit: Emit, on_idle: Callable[[], None] = lambda: None,
+    def __init__(self, *, data_dir: Path, host: HostInfo, sandbox: SandboxPolicy | None,
+                 unsandboxed_ok: bool, emit: Emit, on_idle: Callable[[], None] = lambda: None,
                  storage_factory: StorageFactory | None = None,
                  grace_seconds: float = DEFAULT_GRACE_SECONDS,
                  blob_cache_bytes: int = DEFAULT_BLOB_CACHE_BYTES,
                  sandbox_problem: str = "", cgroups: CgroupManager | None = None,
                  share: ResourceShare | None = None, docker: bool = False,
-                 disk_interval: float = DEFAULT_INTERVAL_SECONDS) -> None:
+                 disk_interval: float = DEFAULT_INTERVAL_SECONDS,
+                 netpool: NetnsPool | None = None, network_problem: str = "",
+                 artifact_limits: ArtifactLimits = ArtifactLimits()) -> None:
         self.data_dir = data_dir
         self.cgroups = cgroups
         self.share = share
         self.docker = docker
         self.disk_interval = disk_interval
         self.host = host
-        self.sandboxed = sandboxed
+        self.sandbox = sandbox
+        self.sandboxed = sandbox is not None
         self.unsandboxed_ok = unsandboxed_ok
         self.sandbox_problem = sandbox_problem
+        self.networks = JobNetworks(netpool) if netpool is not None and sandbox is not None \
+            and sandbox.network is JobNetwork.EGRESS else None
+        self.network_problem = network_problem
+        self.artifact_limits = artifact_limits
         self._emit = emit
         self._on_idle = on_idle
         self._storage = StoragePool(storage_factory or (lambda addr, tok: StorageClient(addr, tok)))
@@ -110,7 +135,13 @@ class JobExecutor:
         self._background: set[asyncio.Task[Any]] = set()
         # Lines sent that the coordinator may not have committed (resent on ResumeLogs).
         self.journal = LogJournal()
-        # Leftovers of a previous run of this agent (crash, SIGKILL): never reused.
+        # Leftovers of a previous run of this agent (crash, SIGKILL): never reused. Its
+        # job cgroups go first (they may still hold processes writing into the job dirs).
+        if self.cgroups is not None:
+            removed = self.cgroups.sweep()
+            if removed:
+                log.info("removed %d job cgroup(s) a previous run left: %s", len(removed),
+                         ", ".join(removed))
         if self.jobs_dir.exists():
             shutil.rmtree(self.jobs_dir, ignore_errors=True)
 
@@ -145,9 +176,10 @@ class JobExecutor:
             return
         active.stop_state = state if state in (S.JOB_STATE_TIMED_OUT,) else S.JOB_STATE_CANCELED
         active.stop_reason = reason or "canceled"
-        if active.run is not None:
+        if active.run is not None and not active.run_over:
             active.run.stop(stop_ending(active.stop_state), active.stop_reason)
         elif active.task is not None:
+            # Fetch, environment build or artifact upload: each stops where it is.
             active.task.cancel()
 
     async def wait_idle(self) -> None:
@@ -163,6 +195,8 @@ class JobExecutor:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._storage.close()
+        if self.networks is not None:
+            await self.networks.close()
 
     # -- one job -----------------------------------------------------------------------
     def _status(self, job_id: str, state: common_pb2.JobState.ValueType, *,
@@ -197,11 +231,17 @@ class JobExecutor:
                     at_ns=active.received_ns)
         job_dir = self.jobs_dir / job.id
         final: tuple[Any, ...] = (S.JOB_STATE_FAILED, S.FAILURE_REASON_INTERNAL, 0, "", "", 0)
+        limit = job.spec.time_limit_seconds
+        deadline = asyncio.get_running_loop().call_later(
+            limit, self.cancel, job.id, S.JOB_STATE_TIMED_OUT,
+            f"time limit of {limit:g}s reached") if limit else None
         try:
             final = await self._execute(active, assignment, logs, job_dir, received)
         except asyncio.CancelledError:
             state = active.stop_state or S.JOB_STATE_CANCELED
-            final = (state, S.FAILURE_REASON_UNSPECIFIED, 0, active.stop_reason, "", 0)
+            reason = active.stop_reason or "canceled"
+            logs.system(f"c3: stopped: {reason}")
+            final = (state, S.FAILURE_REASON_UNSPECIFIED, 0, reason, "", 0)
         except JobFailed as exc:
             logs.system(f"c3: {exc.message}")
             final = (S.JOB_STATE_FAILED, exc.reason, 0, exc.message, "", 0)
@@ -209,6 +249,8 @@ class JobExecutor:
             log.exception("job %s: internal error", job.id)
             final = (S.JOB_STATE_FAILED, S.FAILURE_REASON_INTERNAL, 0, f"agent error: {exc}", "", 0)
         finally:
+            if deadline is not None:
+                deadline.cancel()
             await logs.close()
             self.journal.finished(job.id)
             state, reason, code, message, path, version = final
@@ -232,7 +274,7 @@ class JobExecutor:
             if active.tree is not None:
                 self._hold(asyncio.create_task(asyncio.to_thread(
                     self.warm.tidy, job.org_id, job.spec.project)))
-            await asyncio.to_thread(shutil.rmtree, job_dir, True)
+            await asyncio.to_thread(_remove_job_dir, job_dir)
 
     def _hold(self, task: asyncio.Task[Any]) -> None:
         self._background.add(task)
@@ -256,19 +298,20 @@ class JobExecutor:
                             f"this agent cannot sandbox jobs ({self.sandbox_problem}); "
                             "its operator must fix bubblewrap or start it with --allow-unsandboxed")
         layout = JobLayout.under(job_dir)
-        # The job's cgroup and its other dirs are made while the workspace is fetched.
+        # The job's cgroup and its other dirs are made while the workspace is fetched,
+        # and its network namespace (made ahead, after the previous job) is taken.
         prepared = asyncio.create_task(self._prepare(job.id, layout, with_cgroup=not image))
+        network = asyncio.create_task(self._network(image, job.org_id))
         try:
             return await self._start_and_wait(active, assignment, logs, layout, received,
-                                              image, prepared)
+                                              image, prepared, network)
         finally:
-            group = await _settled(prepared)
-            await self._drop_cgroup(group)
+            await self._drop(await _settled(prepared), await _settled(network), job.org_id)
 
     async def _start_and_wait(self, active: _Active, assignment: agent_pb2.Assignment,
                               logs: LogBatcher, layout: JobLayout, received: float,
-                              image: str, prepared: asyncio.Task[JobCgroup | None]
-                              ) -> tuple[Any, ...]:
+                              image: str, prepared: asyncio.Task[JobCgroup | None],
+                              network: asyncio.Task[Netns | None]) -> tuple[Any, ...]:
         job, spec = active.job, active.job.spec
         startup = common_pb2.StartupBreakdown()
         if assignment.HasField("assigned_at") and assignment.assigned_at.seconds:
@@ -292,16 +335,26 @@ class JobExecutor:
                 venv, read_only = env.venv, env.read_only
             startup.environment_ms = _ms(time.monotonic() - t_env)
             share = self.share
+            group = await prepared
+            netns = await network
+            if self.network_problem and not image:
+                logs.system(f"c3: this job has no network: {self.network_problem}")
+            ids = self.sandbox.host_ids if self.sandbox is not None else None
+            if image and ids is not None:
+                await asyncio.to_thread(hand_over, layout.root, *ids)
             launch = LaunchSpec(layout=layout, script=spec.script, workdir=spec.workdir,
                                 datasets=mounts, venv=venv, extra_read_only=read_only,
                                 cuda_visible_devices=self.host.cuda_visible_devices,
                                 shm_bytes=share.shm_bytes if share else 0,
                                 docker_image=image, container_name=f"c3-{job.id}",
+                                docker_user=f"{ids[0]}:{ids[1]}" if ids else "1000:1000",
+                                docker_egress=self.networks is not None,
                                 share=share, array_index=spec.array_index,
-                                array_size=spec.array_size, command=tuple(spec.command))
-            group = await prepared
-            run = ScriptRun(launch, sandboxed=self.sandboxed, logs=logs,
-                            time_limit_seconds=spec.time_limit_seconds,
+                                array_size=spec.array_size, command=tuple(spec.command),
+                                netns=netns.name if netns is not None else "",
+                                cgroup_view=group.view() if group is not None else ())
+            # The time limit is the deadline set at pickup (_run), not the runner's own.
+            run = ScriptRun(launch, sandbox=None if image else self.sandbox, logs=logs,
                             grace_seconds=self.grace_seconds, cgroup=group)
             t_spawn = time.monotonic()
             try:
@@ -326,16 +379,23 @@ class JobExecutor:
                          message=f"running on {self.host.hostname} ({job.gpu_profile})")
             if active.stop_state:  # a cancel raced the spawn
                 run.stop(stop_ending(active.stop_state), active.stop_reason)
-            watchdog = None
+            watchdogs = []
             if share is not None and share.disk_bytes:
-                watchdog = asyncio.create_task(watch_disk(
-                    layout.workspace.parent, share.disk_bytes, lambda why: run.stop(Ending.DISK_LIMIT, why),
-                    self.disk_interval))
+                watchdogs.append(asyncio.create_task(watch_disk(
+                    layout.root, share.disk_bytes, lambda why: run.stop(Ending.DISK_LIMIT, why),
+                    self.disk_interval)))
+            if group is not None and share is not None and share.pids_max:
+                watchdogs.append(asyncio.create_task(watch_pids(
+                    group.pids_limited, share.pids_max,
+                    lambda why: run.stop(Ending.PIDS_LIMIT, why), self.disk_interval)))
             try:
                 result = await run.wait()
             finally:
-                if watchdog is not None:
+                for watchdog in watchdogs:
                     watchdog.cancel()
+                active.run_over = True
+            if active.stop_state and result.ending is Ending.EXITED:
+                raise asyncio.CancelledError  # a cancel that came as the script ended
             return await self._finish(client, active, layout, logs, result)
 
     async def _prepare(self, job_id: str, layout: JobLayout, with_cgroup: bool
@@ -349,17 +409,40 @@ class JobExecutor:
             if not with_cgroup or cgroups is None or share is None:
                 return None
             try:
-                return cgroups.create(f"job-{job_id}", share)
+                return cgroups.create(cgroups.job_group_name(job_id), share)
             except OSError as exc:
                 raise JobFailed(S.FAILURE_REASON_INTERNAL,
                                 f"could not create the job's cgroup: {exc}") from exc
 
         return await asyncio.to_thread(blocking)
 
-    @staticmethod
-    async def _drop_cgroup(group: JobCgroup | None) -> None:
-        if group is not None:
-            await asyncio.to_thread(group.remove)
+    async def _network(self, image: str, org_id: str) -> Netns | None:
+        """The job's network namespace (egress; see JobNetworks)."""
+        if self.networks is None or image:
+            return None
+        try:
+            return await self.networks.take(org_id)
+        except OSError as exc:
+            raise JobFailed(S.FAILURE_REASON_INTERNAL,
+                            f"could not make the job's network namespace: {exc}") from exc
+
+    async def _drop(self, group: JobCgroup | None, netns: Netns | None, org_id: str) -> None:
+        """After any job: its cgroup goes, and so does any cgroup an earlier job of this
+        agent left; its namespace is kept for the same org's next job and a fresh one is
+        made ahead for any other."""
+        cgroups = self.cgroups
+        keep = frozenset(cgroups.job_group_name(j) for j in self._active) if cgroups else None
+
+        def blocking() -> None:
+            if group is not None:
+                group.remove()
+            if cgroups is not None and keep is not None:
+                for name in cgroups.sweep(keep, attempts=1):
+                    log.info("removed the stale job cgroup %s", name)
+
+        await asyncio.to_thread(blocking)
+        if self.networks is not None:
+            self.networks.done(org_id, netns)
 
     async def _fetch(self, active: _Active, client: Any, layout: JobLayout,
                      logs: LogBatcher) -> tuple[ReadOnlyMount, ...]:
@@ -392,23 +475,15 @@ class JobExecutor:
         job = active.job
         script_ok = result.ending is Ending.EXITED and result.exit_code == 0
         limit = self.share.memory_bytes if self.share else 0
+        pids = self.share.pids_max if self.share else 0
         if result.oom_killed and not script_ok:
             logs.system(f"c3: the job ran out of memory (limit {limit >> 20} MiB) and was "
                         "killed by the kernel's OOM killer")
-        path, version = "", 0
-        try:
-            info, collection = await artifacts.upload(
-                client, job.id, job.spec.project, layout.artifacts, layout.workspace,
-                list(job.spec.output))
-            path, version = info.path, info.version
-            for note in collection.skipped:
-                logs.system(f"c3: artifact skipped: {note}")
-            logs.system(f"c3: {len(collection.files)} artifact files committed to {path} "
-                        f"(v{version})")
-        except (C3Error, OSError) as exc:
-            logs.system(f"c3: artifact upload failed: {exc}")
-            if script_ok:
-                return (S.JOB_STATE_FAILED, S.FAILURE_REASON_UPLOAD_ERROR, 0,
-                        f"the script succeeded but its artifacts could not be uploaded: {exc}",
-                        "", 0)
-        return final_status(result, limit, path, version)
+        committed = await artifacts.collect_and_commit(
+            client, job.id, job.spec.project, layout.artifacts, layout.workspace,
+            list(job.spec.output), self.artifact_limits, logs.system, script_ok)
+        if committed.failure:
+            return (S.JOB_STATE_FAILED, S.FAILURE_REASON_UPLOAD_ERROR, 0, committed.failure,
+                    "", 0)
+        path, version = committed.path, committed.version
+        return final_status(result, limit, path, version, pids)

@@ -11,12 +11,15 @@ import socket
 import sys
 from pathlib import Path
 
-from agent.cgroups import CgroupManager, detect_cgroups
+from agent.artifacts import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_FILES, ArtifactLimits
+from agent.cgroups import CgroupManager, agent_key, detect_cgroups
 from agent.connection import Connection, Outbox, read_provisioning_secret
 from agent.discovery import HostInfo, discover
 from agent.diskwatch import DEFAULT_INTERVAL_SECONDS
 from agent.docker import probe_docker
+from agent.jobnet import JobNetwork
 from agent.jobs import DEFAULT_BLOB_CACHE_BYTES, JobExecutor
+from agent.probe import choose_sandbox
 from agent.resources import (
     HostTotals,
     ResourceShare,
@@ -25,7 +28,6 @@ from agent.resources import (
     parse_size,
 )
 from agent.runner import DEFAULT_GRACE_SECONDS
-from agent.sandbox import probe_bwrap
 from c3.errors import C3Error
 from c3.service import Probe, Service, Steps, build
 from c3.storage.client import StorageClient
@@ -53,6 +55,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="comma-separated GPU indices this agent owns (default: all)")
     p.add_argument("--allow-unsandboxed", action="store_true",
                    help="run jobs without bubblewrap when it cannot work on this host")
+    p.add_argument("--job-network", default="egress", choices=[n.value for n in JobNetwork],
+                   help="egress (default): jobs reach the outside from a network namespace "
+                        "of their own, never this host's own services or link-local "
+                        "addresses; none: loopback only")
+    p.add_argument("--max-artifact-bytes", type=parse_size, default=DEFAULT_MAX_FILE_BYTES,
+                   metavar="SIZE", help="largest artifact file a job may leave (default: "
+                                        "the store's own limit, 64G)")
+    p.add_argument("--max-artifact-files", type=int, default=DEFAULT_MAX_FILES,
+                   help="most artifact files a job may leave")
     p.add_argument("--grace-seconds", type=float, default=DEFAULT_GRACE_SECONDS,
                    help="time between SIGTERM and SIGKILL when a job is stopped")
     p.add_argument("--blob-cache-bytes", type=int, default=DEFAULT_BLOB_CACHE_BYTES)
@@ -93,7 +104,7 @@ def _gpu_indices(value: str | None) -> list[int] | None:
         raise C3Error(f"--gpus {value!r}: expected comma-separated indices such as 0,1") from None
 
 
-def _resources(args: argparse.Namespace, host: HostInfo, data_dir: Path
+def _resources(args: argparse.Namespace, host: HostInfo, data_dir: Path, key: str
                ) -> tuple[ResourceShare, CgroupManager | None]:
     flags = ShareOverrides(fraction=args.share, memory_bytes=args.memory,
                            memory_burst=args.memory_burst, cpus=args.cpus,
@@ -108,7 +119,7 @@ def _resources(args: argparse.Namespace, host: HostInfo, data_dir: Path
         log.warning("cgroups disabled (--no-cgroups): memory, CPU and process limits are "
                     "NOT enforced")
     else:
-        manager, problem = detect_cgroups()
+        manager, problem = detect_cgroups(key)
         if manager is None:
             log.warning("%s; jobs run WITHOUT memory, CPU and process limits", problem)
         else:
@@ -143,8 +154,12 @@ class Agent(Service):
             host = await discover(_gpu_indices(args.gpus))
         except ValueError as exc:
             raise C3Error(str(exc)) from exc
-        problem = await probe_bwrap()
-        sandboxed = problem is None
+        key = agent_key(data_dir)
+        choice = await choose_sandbox(data_dir, JobNetwork(args.job_network), key)
+        if choice.netpool is not None:
+            steps.on_stop(choice.netpool.close)
+        problem = choice.problem
+        sandboxed = choice.policy is not None
         if problem:
             if args.allow_unsandboxed:
                 log.warning("no sandbox: %s; running jobs UNSANDBOXED (--allow-unsandboxed)",
@@ -154,8 +169,8 @@ class Agent(Service):
                           "--allow-unsandboxed to run them without one)", problem)
         log.info("host %s: %d GPU(s) %s [%s], sandbox %s", host.hostname, host.gpu_count,
                  host.gpu_model or "-", host.cuda_visible_devices or "-",
-                 "bwrap" if sandboxed else "none")
-        share, cgroups = await asyncio.to_thread(_resources, args, host, data_dir)
+                 choice.policy.describe() if choice.policy else "none")
+        share, cgroups = await asyncio.to_thread(_resources, args, host, data_dir, key)
         docker_problem = await probe_docker()
         if docker_problem:
             log.info("no container engine (%s): docker.image jobs are not offered", docker_problem)
@@ -175,8 +190,10 @@ class Agent(Service):
         # Built off the event loop: it removes a previous run's leftover job dirs (rmtree).
         executor = await asyncio.to_thread(
             JobExecutor,
-            data_dir=data_dir, host=host, sandboxed=sandboxed,
+            data_dir=data_dir, host=host, sandbox=choice.policy,
             unsandboxed_ok=args.allow_unsandboxed, emit=outbox.put, on_idle=on_idle,
+            netpool=choice.netpool, network_problem=choice.network_problem,
+            artifact_limits=ArtifactLimits(args.max_artifact_bytes, args.max_artifact_files),
             grace_seconds=args.grace_seconds, blob_cache_bytes=args.blob_cache_bytes,
             sandbox_problem=problem or "", cgroups=cgroups, share=share,
             docker=docker_problem is None, disk_interval=args.disk_check_seconds,

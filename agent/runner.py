@@ -1,8 +1,10 @@
 """Runs one job's script as its own process group and tells how it ended.
 
 The whole group is stopped on cancel and on the time limit (SIGTERM, a grace period,
-then SIGKILL), and any process the script left behind is killed when it exits, so a job
-never keeps the agent busy after its script is done.
+then SIGKILL), and any process the script left behind is killed when it exits — the
+job's cgroup reaches processes that left the group (setsid), and in the sandbox the pid
+namespace dies with its first process — so a job never keeps the agent busy after its
+script is done.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from dataclasses import dataclass
 
 from agent.cgroups import JobCgroup, enter_cgroup_argv
 from agent.logbatch import LogBatcher
-from agent.sandbox import LaunchSpec, job_environment, launch_argv
+from agent.sandbox import LaunchSpec, SandboxPolicy, launch_argv, stage_mounts
+from agent.stage import Stage, hand_over
 from c3.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,7 @@ class Ending(enum.Enum):
     CANCELED = "canceled"
     TIMED_OUT = "timed_out"
     DISK_LIMIT = "disk_limit"
+    PIDS_LIMIT = "pids_limit"
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class RunResult:
     runtime_seconds: float
     reason: str = ""
     oom_killed: bool = False  # the kernel's OOM killer ended a process of the job
+    pids_limited: bool = False  # a fork failed because the job hit its process limit
 
 
 async def _process_exit(pid: int) -> None:
@@ -73,12 +78,12 @@ async def _process_exit(pid: int) -> None:
 class ScriptRun:
     """One started script. `stop()` may be called at any time from another task."""
 
-    def __init__(self, spec: LaunchSpec, *, sandboxed: bool, logs: LogBatcher,
+    def __init__(self, spec: LaunchSpec, *, sandbox: SandboxPolicy | None, logs: LogBatcher,
                  time_limit_seconds: float = 0, grace_seconds: float = DEFAULT_GRACE_SECONDS,
                  cgroup: JobCgroup | None = None):
         self.spec = spec
         self.cgroup = cgroup
-        self.sandboxed = sandboxed
+        self.sandbox = sandbox
         self.logs = logs
         self.time_limit_seconds = time_limit_seconds
         self.grace_seconds = grace_seconds
@@ -86,6 +91,7 @@ class ScriptRun:
         self._stop_ending = Ending.CANCELED
         self._stop_reason = ""
         self._proc: asyncio.subprocess.Process | None = None
+        self._stage: Stage | None = None
         self.started_at = 0.0
 
     def stop(self, ending: Ending = Ending.CANCELED, reason: str = "") -> None:
@@ -95,25 +101,43 @@ class ScriptRun:
 
     async def start(self) -> None:
         """Spawn the script (raises InvalidArgument for a bad script/workdir, OSError)."""
-        argv, cwd = launch_argv(self.spec, self.sandboxed)
-        if self.spec.docker_image:
-            from agent.docker import docker_client_env
-
-            env = docker_client_env()
-        else:
-            env = job_environment(self.spec, self.sandboxed)
+        launch = launch_argv(self.spec, self.sandbox)
+        try:
+            await asyncio.to_thread(self._stage_dirs)
+        except BaseException:
+            launch.close()
+            raise
+        argv = launch.argv
         if self.cgroup is not None:
             argv = enter_cgroup_argv(self.cgroup.procs_files, argv)
         self.started_at = time.monotonic()
-        self._proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=cwd,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # own process group: cancel reaches every child
-        )
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=launch.cwd,
+                env=launch.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,  # own process group: cancel reaches every child
+                pass_fds=launch.fds,
+            )
+        except BaseException:
+            await asyncio.to_thread(self._unstage)
+            raise
+        finally:
+            launch.close()
+
+    def _stage_dirs(self) -> None:
+        """Blocking: the job's dirs become its host uid's, then are staged for its sandbox."""
+        if self.sandbox is not None and self.sandbox.host_ids is not None:
+            hand_over(self.spec.layout.root, *self.sandbox.host_ids)
+        self._stage = stage_mounts(self.spec, self.sandbox)
+
+    def _unstage(self) -> None:
+        if self._stage is not None:
+            self._stage.unmount()
+            self._stage = None
 
     @property
     def pid(self) -> int:
@@ -174,16 +198,18 @@ class ScriptRun:
             if not exited.done():
                 self._signal_group(signal.SIGKILL)
                 exited.cancel()
+            await asyncio.to_thread(self._unstage)
         code = proc.returncode if proc.returncode is not None else -1
         oom = self.cgroup is not None and self.cgroup.oom_killed()
-        return RunResult(ending, code, time.monotonic() - self.started_at, reason, oom)
+        pids = self.cgroup is not None and self.cgroup.pids_limited()
+        return RunResult(ending, code, time.monotonic() - self.started_at, reason, oom, pids)
 
 
-async def run_script(spec: LaunchSpec, *, sandboxed: bool, logs: LogBatcher,
+async def run_script(spec: LaunchSpec, *, sandbox: SandboxPolicy | None, logs: LogBatcher,
                      time_limit_seconds: float = 0,
                      grace_seconds: float = DEFAULT_GRACE_SECONDS) -> RunResult:
     """Start and wait (convenience for callers that never stop the run)."""
-    run = ScriptRun(spec, sandboxed=sandboxed, logs=logs,
+    run = ScriptRun(spec, sandbox=sandbox, logs=logs,
                     time_limit_seconds=time_limit_seconds, grace_seconds=grace_seconds)
     await run.start()
     return await run.wait()

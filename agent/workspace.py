@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,9 +134,28 @@ async def cache_fetched(stats: FetchStats, where: Callable[[], Path | None],
         if workspace is None:
             return
         try:
-            await cache.add_file(workspace / entry.path, entry.digest)
+            fd = await asyncio.to_thread(_open_fetched, workspace / entry.path, entry.size)
+        except OSError:
+            continue  # changed, replaced or removed by the job, or the job dir is gone
+        try:
+            # Through the descriptor: the job (running meanwhile) cannot swap the file for
+            # a symlink to the host's /dev/zero or a FIFO between the check and the read.
+            await cache.add_file(Path(f"/proc/self/fd/{fd}"), entry.digest)
         except (OSError, C3Error):
-            continue  # changed or removed by the job, or the job dir is gone
+            continue
+        finally:
+            os.close(fd)
+
+
+def _open_fetched(path: Path, size: int) -> int:
+    """An fd of `path` if it is still the regular file of `size` bytes that was fetched
+    (never following a symlink, never blocking on a FIFO); raises OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+        os.close(fd)
+        raise OSError(f"{path} is no longer the file that was fetched")
+    return fd
 
 
 class DatasetCache:

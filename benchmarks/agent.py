@@ -8,7 +8,13 @@ reaching the agent to the script's first output line, for
 
 next to `bash -c 'echo x'` (spawn to first line) measured in the same run. Both ends are
 stamped by the agent: its "picked up" log line carries the moment the assignment arrived,
-and each output line carries the moment it was read. The last line is one JSON object.
+and each output line carries the moment it was read.
+
+Then the sandbox alone, spawn to first output line of `echo x`, next to the same bare
+bash: the old sandbox (bubblewrap as root in the host's network namespace, as before
+issue 11), the new one with `job_network: none`, and the new one with `egress` (its
+network namespace made ahead, as the agent does; making one is timed on its own). The
+last line is one JSON object.
 
     scripts/bench/agent [--runs 20] [--files 2000] [--keep]
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -26,6 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.envs import find_uv
+from agent.jobnet import JobNetwork, NetnsPool
+from agent.probe import choose_sandbox
+from agent.sandbox import JobLayout, LaunchSpec, SandboxPolicy, launch_argv, stage_mounts
+from agent.stage import hand_over
 from benchmarks.figures import percentile, scratch_dir
 from c3.v1 import common_pb2 as S
 from c3.v1 import coordinator_pb2 as pb
@@ -75,15 +86,97 @@ async def timed_job(stack: Stack, project: str, **fields: Any) -> tuple[float, S
     return (first - received) / 1e6, done
 
 
-async def bare_bash() -> float:
-    start = time.perf_counter_ns()
+async def bare_bash(env: dict[str, str] | None = None) -> float:
+    """`bash -c 'echo x'`, spawn to first line: the reference."""
+    return await first_line_ms(["/bin/bash", "-c", "echo x"], env)
+
+
+async def first_line_ms(argv: list[str], env: dict[str, str] | None = None,
+                        fds: list[int] | None = None, cwd: Path | None = None,
+                        started: int = 0) -> float:
+    """ms from spawn (or from `started`, a perf_counter_ns) to the first stdout line."""
+    start = started or time.perf_counter_ns()
     proc = await asyncio.create_subprocess_exec(
-        "bash", "-c", "echo x", stdout=asyncio.subprocess.PIPE)
+        *argv, stdout=asyncio.subprocess.PIPE, env=env, cwd=cwd, pass_fds=fds or ())
     assert proc.stdout is not None
-    await proc.stdout.readline()
+    line = await proc.stdout.readline()
     elapsed = (time.perf_counter_ns() - start) / 1e6
     await proc.wait()
+    if not line:
+        raise SystemExit(f"{argv[0]} printed nothing (exit {proc.returncode})")
     return elapsed
+
+
+async def sandboxed_first_line_ms(spec: LaunchSpec, policy: SandboxPolicy) -> float:
+    """Spawn to first line of a sandboxed job, its staging mounts (on the job's path) included."""
+    started = time.perf_counter_ns()
+    staged = await asyncio.to_thread(stage_mounts, spec, policy)
+    launch = launch_argv(spec, policy)
+    try:
+        return await first_line_ms(launch.argv, launch.env, launch.fds, launch.cwd, started)
+    finally:
+        launch.close()
+        if staged is not None:
+            await asyncio.to_thread(staged.unmount)
+
+
+def old_sandbox_argv(layout: JobLayout) -> list[str]:
+    """bubblewrap as the agent ran it before issue 11 (root, the host's network), for reference."""
+    argv = ["/usr/bin/bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc",
+            "--unshare-uts"]
+    for directory in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc"):
+        if os.path.islink(directory):
+            argv += ["--symlink", os.readlink(directory), directory]
+        elif os.path.isdir(directory):
+            argv += ["--ro-bind", directory, directory]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm",
+             "--bind", str(layout.tmp), "/tmp", "--bind", str(layout.workspace), "/workspace",
+             "--dir", "/c3", "--bind", str(layout.artifacts), "/c3/artifacts",
+             "--chdir", "/workspace"]
+    return [*argv, "--", "/bin/bash", "/workspace/run.sh"]
+
+
+async def bench_sandboxes(work: Path, runs: int) -> dict[str, list[float]]:
+    """Spawn to first line: bare bash, the old sandbox, the new one without and with a
+    network namespace, and the cost of making one namespace."""
+    data = work / "sandbox"
+    data.mkdir()
+    choice = await choose_sandbox(data, JobNetwork.EGRESS, "bench")
+    if choice.policy is None:
+        raise SystemExit(f"no sandbox here: {choice.problem}")
+    egress = choice.policy
+    plain = await choose_sandbox(data, JobNetwork.NONE, "bench")
+    assert plain.policy is not None
+    layout = JobLayout.under(data / "jobs" / "j-bench")
+    layout.create()
+    (layout.workspace / "run.sh").write_text("echo x\n")
+    env = {"PATH": "/usr/bin:/bin"}
+    out: dict[str, list[float]] = {"bash": [], "plain": [], "none": [], "netns": [], "prepare": []}
+    pool = NetnsPool(f"bench{os.getpid()}")
+    try:
+        for _ in range(runs):
+            if egress.host_ids is not None:
+                hand_over(layout.root, *egress.host_ids)
+            out["bash"].append(await bare_bash(env))
+            out["plain"].append(await first_line_ms(old_sandbox_argv(layout), env))
+            out["none"].append(await sandboxed_first_line_ms(
+                LaunchSpec(layout=layout, script="run.sh"), plain.policy))
+            started = time.perf_counter_ns()
+            ns = await pool.take()  # made now: timed apart from the job
+            out["prepare"].append((time.perf_counter_ns() - started) / 1e6)
+            # The agent makes it ahead (while the previous job runs or it idles): let pasta
+            # settle as it would have by the time a job takes it.
+            await asyncio.sleep(0.2)
+            try:
+                out["netns"].append(await sandboxed_first_line_ms(
+                    LaunchSpec(layout=layout, script="run.sh", netns=ns.name), egress))
+            finally:
+                await pool.release(ns)
+    finally:
+        await pool.close()
+        if choice.netpool is not None:
+            await choice.netpool.close()
+    return out
 
 
 async def lock_offline(directory: Path) -> None:
@@ -96,7 +189,7 @@ async def lock_offline(directory: Path) -> None:
         raise SystemExit("uv lock failed for the bench project")
 
 
-async def bench(work: Path, runs: int, files: int) -> dict[str, float]:
+async def bench(work: Path, runs: int, files: int) -> dict[str, Any]:
     async with start_agent_stack(work, "--log-level", "WARNING") as stack:
         print(f"preparing {runs} workspaces of {files} files ...", file=sys.stderr)
         first_digests = []
@@ -137,6 +230,7 @@ async def bench(work: Path, runs: int, files: int) -> dict[str, float]:
                 stack, f"first-{run}", workspace_manifest_digest=first_digests[run])
             results["first"].append(elapsed)
             results["first_fetch"].append(job.startup.workspace_fetch_ms)
+    boxes = await bench_sandboxes(work, runs)
     labels = {"bash": "bash -c 'echo x' (reference)",
               "first": f"(a) first job, {files}-file workspace",
               "redeploy": "(b) redeploy, one file changed",
@@ -149,6 +243,19 @@ async def bench(work: Path, runs: int, files: int) -> dict[str, float]:
         if key == "first":
             fetch = statistics.median(results["first_fetch"])
             print(f"{'    of which workspace fetch':<40} {fetch:9.1f}")
+    box_labels = {"bash": "bash -c 'echo x' (reference)",
+                  "plain": "old sandbox (bwrap as root, host network)",
+                  "none": "new sandbox, job_network none",
+                  "netns": "new sandbox, job_network egress",
+                  "prepare": "    making one network namespace (ahead)"}
+    box_bash = statistics.median(boxes["bash"])
+    print(f"\n{'sandbox, spawn to first line':<40} {'p50 ms':>9} {'p95 ms':>9} {'over bash p50':>14}")
+    for key, label in box_labels.items():
+        p50, p95 = statistics.median(boxes[key]), percentile(boxes[key], 0.95)
+        over = f"{p50 - box_bash:14.1f}" if key != "prepare" else f"{'(off path)':>14}"
+        print(f"{label:<40} {p50:9.1f} {p95:9.1f} {over}")
+    netns_p50 = statistics.median(boxes["netns"])
+    plain_p50 = statistics.median(boxes["plain"])
     return {
         "runs": runs, "files": files,
         "first_job_p50_ms": round(statistics.median(results["first"]), 2),
@@ -161,8 +268,15 @@ async def bench(work: Path, runs: int, files: int) -> dict[str, float]:
         "pyenv_p95_ms": round(percentile(results["pyenv"], 0.95), 2),
         "bare_bash_p50_ms": round(bash_p50, 2),
         "bare_bash_p95_ms": round(percentile(results["bash"], 0.95), 2),
+        "sandbox_netns_p50_ms": round(netns_p50, 2),
+        "sandbox_none_p50_ms": round(statistics.median(boxes["none"]), 2),
+        "sandbox_plain_p50_ms": round(plain_p50, 2),
+        "sandbox_bare_bash_p50_ms": round(box_bash, 2),
+        "netns_prepare_p50_ms": round(statistics.median(boxes["prepare"]), 2),
+        "netns_over_plain_p50_ms": round(netns_p50 - plain_p50, 2),
         "goal_met": (statistics.median(results["redeploy"]) - bash_p50 <= 50
                      and statistics.median(results["pyenv"]) - bash_p50 <= 50),
+        "sandbox_goal_met": netns_p50 - plain_p50 <= 15,
     }
 
 

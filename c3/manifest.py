@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from c3.errors import InvalidArgument
@@ -39,15 +39,18 @@ def _chunk_buffer() -> bytearray:
     return buffer
 
 
-def sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:
+def sha256_file(path: str | os.PathLike[str],
+                stop: Callable[[], bool] | None = None) -> tuple[str, int]:
     """(hex digest, size) of a file, read in 1 MiB chunks into a reused buffer; blocking,
-    run it off the event loop."""
+    run it off the event loop. `stop`, checked between chunks, aborts it (InterruptedError)."""
     buffer = _chunk_buffer()
     view = memoryview(buffer)
     sha = hashlib.sha256()
     size = 0
     with open(path, "rb", buffering=0) as f:
         while n := f.readinto(buffer):
+            if stop is not None and stop():
+                raise InterruptedError(f"hashing {path} was stopped")
             sha.update(view[:n])
             size += n
     return sha.hexdigest(), size

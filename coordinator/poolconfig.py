@@ -9,11 +9,13 @@ and the provider that makes its agents; per provider its options.
         idle_timeout_s: 300     # extra idle agents leave after this long
         register_timeout_s: 300 # a started agent that has not registered by then failed
     providers:
-      local: {agent_args: ["--allow-unsandboxed"]}
+      local: {agent_args: ["--allow-unsandboxed"], job_network: egress}
       slurm:
         partition: debug
         sbatch_args: ["--time=UNLIMITED"]   # #SBATCH lines of the agent's batch script
         agent_args: ["--no-cgroups"]        # extra c3-agent flags
+        job_network: none                   # egress (default) | none: the agents' jobs'
+                                            # network (c3-agent --job-network)
         status_interval_s: 2                # squeue while an agent starts (its state and
                                             # reason for users; an early end fails at once)
 """
@@ -31,9 +33,10 @@ from coordinator.providers.slurm import DEFAULT_STATUS_INTERVAL_S
 
 KNOWN_PROVIDERS = ("local", "slurm")
 _OPTIONS = {
-    "local": ("agent_args",),
-    "slurm": ("agent_args", "partition", "sbatch_args", "status_interval_s"),
+    "local": ("agent_args", "job_network"),
+    "slurm": ("agent_args", "job_network", "partition", "sbatch_args", "status_interval_s"),
 }
+JOB_NETWORKS = ("egress", "none")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,13 @@ class ProviderOptions:
     partition: str = ""
     sbatch_args: tuple[str, ...] = ()
     status_interval_s: float = DEFAULT_STATUS_INTERVAL_S
+    job_network: str = ""  # "": the agent's default (egress)
+
+    @property
+    def launch_args(self) -> tuple[str, ...]:
+        """The extra c3-agent flags of this provider's agents."""
+        network = ("--job-network", self.job_network) if self.job_network else ()
+        return (*self.agent_args, *network)
 
 
 @dataclass(frozen=True)
@@ -141,10 +151,15 @@ def _provider_options(name: str, raw: Any, at: str) -> ProviderOptions:
     partition = raw.get("partition", "")
     if not isinstance(partition, str):
         raise ConfigError(f"{at}.partition: expected a partition name")
+    network = raw.get("job_network", "")
+    if network != "" and network not in JOB_NETWORKS:
+        raise ConfigError(f"{at}.job_network: expected {' or '.join(JOB_NETWORKS)}, "
+                          f"not {network!r}")
     interval = raw.get("status_interval_s", DEFAULT_STATUS_INTERVAL_S)
     if isinstance(interval, bool) or not isinstance(interval, int | float) or not 0 < interval < float("inf"):
         raise ConfigError(f"{at}.status_interval_s: expected a number of seconds above 0")
     return ProviderOptions(
         agent_args=args("agent_args"), partition=partition,
         sbatch_args=args("sbatch_args"), status_interval_s=float(interval),
+        job_network=str(network),
     )  # fmt: skip

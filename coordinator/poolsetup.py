@@ -55,13 +55,13 @@ async def start_pools(
     for name in pool_config.provider_names:
         options = pool_config.providers.get(name, ProviderOptions())
         if name == "local":
-            providers[name] = LocalProvider(launch, options.agent_args)
+            providers[name] = LocalProvider(launch, options.launch_args)
         elif name == "slurm":
             providers[name] = SlurmProvider(
                 launch,
                 partition=options.partition,
                 sbatch_args=options.sbatch_args,
-                extra_agent_args=options.agent_args,
+                extra_agent_args=options.launch_args,
                 status_interval_s=options.status_interval_s,
             )
     return PoolManager(board, providers, scheduler, agent_changes, catalog.classes)

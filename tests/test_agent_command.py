@@ -4,7 +4,6 @@ is not found, and the job's environment (its venv's bin first on PATH)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -20,9 +19,9 @@ from agent.sandbox import (
     JobLayout,
     LaunchSpec,
     launch_argv,
-    probe_bwrap,
 )
 from c3.v1 import agent_pb2, common_pb2
+from tests.harness.sandbox import host_sandbox
 
 # Quotes, a dollar sign, a glob, spaces, a newline, a leading dash, unicode, an empty
 # argument and a backslash: what a shell would split, expand or eat.
@@ -34,7 +33,7 @@ SHOW_ARGS = "import json, sys; print(json.dumps(sys.argv[1:]))\n"
 
 @pytest.fixture(scope="module")
 def bwrap_ok() -> bool:
-    return asyncio.run(probe_bwrap()) is None
+    return host_sandbox() is not None
 
 
 @pytest.fixture(params=[False, True], ids=["unsandboxed", "bwrap"])
@@ -57,7 +56,7 @@ async def run_command(tmp_path: Path, command: list[str], sandboxed: bool,
     logs = LogBatcher("job-1", send)
     logs.start()
     spec = LaunchSpec(layout=layout, script="", command=tuple(command), venv=venv)
-    result = await run_script(spec, sandboxed=sandboxed, logs=logs)
+    result = await run_script(spec, sandbox=host_sandbox() if sandboxed else None, logs=logs)
     await logs.close()
     lines: dict[int, list[str]] = {}
     for batch in batches:
@@ -108,18 +107,26 @@ async def test_the_venv_bin_comes_first_on_path(tmp_path: Path, sandboxed: bool)
 
 @pytest.mark.unit
 def test_launch_argv_hands_the_argv_to_the_exec_shim_untouched(tmp_path: Path) -> None:
+    policy = host_sandbox()
+    if policy is None:
+        pytest.skip("bubblewrap cannot run on this host")
     layout = JobLayout.under(tmp_path)
     layout.create()
     spec = LaunchSpec(layout=layout, script="", command=("python", "x y", "$z"))
-    argv, cwd = launch_argv(spec, sandboxed=True)
-    assert argv[argv.index("--") + 1:][1:] == ["-c", EXEC_COMMAND, "c3", "python", "x y", "$z"]
-    assert cwd == layout.workspace
-    plain, _ = launch_argv(spec, sandboxed=False)
-    assert plain[1:] == ["-c", EXEC_COMMAND, "c3", "python", "x y", "$z"]
+    boxed = launch_argv(spec, policy)
+    boxed.close()
+    argv = boxed.argv
+    after_bwrap = argv[next(i for i, a in enumerate(argv) if a.endswith("bwrap")) + 3:]
+    assert after_bwrap[0] == "--"  # bwrap --args FD -- bash -c ...
+    assert after_bwrap[2:] == ["-c", EXEC_COMMAND, "c3", "python", "x y", "$z"]
+    plain = launch_argv(spec, None)
+    assert plain.argv[1:] == ["-c", EXEC_COMMAND, "c3", "python", "x y", "$z"]
+    assert plain.cwd == layout.workspace
     # A script job is unchanged: bash <script>.
     (layout.workspace / "run.sh").write_text("echo hi\n")
-    script_argv, _ = launch_argv(LaunchSpec(layout=layout, script="run.sh"), sandboxed=True)
-    assert script_argv[-1] == f"{SANDBOX_WORKSPACE}/run.sh"
+    script = launch_argv(LaunchSpec(layout=layout, script="run.sh"), policy)
+    script.close()
+    assert script.argv[-1] == f"{SANDBOX_WORKSPACE}/run.sh"
 
 
 @pytest.mark.unit

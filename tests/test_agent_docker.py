@@ -64,7 +64,8 @@ def test_docker_run_mounts_workspace_and_artifacts_and_passes_gpus_and_limits(
     spec = LaunchSpec(layout=layout, script="train.sh", workdir="src", cuda_visible_devices="2,3",
                       docker_image="pytorch/pytorch:latest", container_name="c3-job1",
                       datasets=(ReadOnlyMount(tmp_path / "ds", "/data/mnist"),), share=share)
-    argv, cwd = launch_argv(spec, sandboxed=True)
+    launch = launch_argv(spec, None)
+    argv, cwd = launch.argv, launch.cwd
     assert argv == docker_run_argv(spec, "src/train.sh", share) and cwd == layout.workspace / "src"
     assert argv[:3] == ["docker", "run", "--rm"]
     assert argv[-3:] == ["docker.io/pytorch/pytorch:latest", "bash", "/workspace/src/train.sh"]
@@ -79,8 +80,12 @@ def test_docker_run_mounts_workspace_and_artifacts_and_passes_gpus_and_limits(
     assert ("--memory", str(2 << 30)) in pairs and ("--pids-limit", "512") in pairs
     assert ("--shm-size", str(1 << 30)) in pairs
     assert not any(a.startswith("PATH=") for a in argv)  # the image's own PATH
+    # Never root, never a capability, never the host's network.
+    assert ("--user", "1000:1000") in pairs and ("--cap-drop", "ALL") in pairs
+    assert ("--security-opt", "no-new-privileges") in pairs and ("--network", "none") in pairs
+    assert "host" not in argv
     no_gpu = LaunchSpec(layout=layout, script="src/train.sh", docker_image="ubuntu")
-    assert "--gpus" not in launch_argv(no_gpu, sandboxed=False)[0]
+    assert "--gpus" not in launch_argv(no_gpu, None).argv
 
 
 @pytest.mark.integration

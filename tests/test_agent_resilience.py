@@ -27,9 +27,11 @@ pytestmark = pytest.mark.faults
 
 
 # Prints a numbered tick until the test drops a `release` file into the job's workspace.
+# It lists the directory rather than testing the name: in the sandbox the workspace is an
+# overlay of the host dir, and a name looked up before it existed stays absent to the job.
 WAIT_FOR_RELEASE = """echo "before"
 i=0
-while [ ! -e release ]; do i=$((i+1)); echo "tick $i"; sleep 0.05; done
+until ls -a | grep -qx release; do i=$((i+1)); echo "tick $i"; sleep 0.05; done
 echo "artifact" > "$C3_ARTIFACTS_DIR/out.txt"
 echo "after"
 """

@@ -1,27 +1,33 @@
 """A job's share of the host, enforced with cgroups: memory over the share ends the job
 FAILED/OOM and the agent takes the next one; a fork bomb hits pids.max; cgroup dirs go
-away after the job; the workspace disk watchdog fails a job that fills its disk."""
+away after the job; the workspace disk watchdog fails a job that fills its disk. An agent
+removes the job cgroups its own data dir left (at start, after every job) and never
+another agent's; the tests check only the groups they made."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from agent.cgroups import CgroupManager, detect_cgroups
+from agent.cgroups import CgroupManager, agent_key, detect_cgroups, enter_cgroup_argv
 from agent.diskwatch import tree_bytes, watch_disk
 from agent.logbatch import LogBatcher
 from agent.resources import HostTotals, ResourceShare, ShareOverrides, compute_share, parse_size
 from agent.runner import ScriptRun
-from agent.sandbox import JobLayout, LaunchSpec, probe_bwrap
+from agent.sandbox import JobLayout, LaunchSpec
 from c3.v1 import agent_pb2, common_pb2
 from tests.harness.coordinator import Stack, push_workspace, start_agent_stack, submit_and_wait
+from tests.harness.sandbox import host_sandbox
+from tests.harness.waiting import eventually
 
 S = common_pb2
 HOST = HostTotals(memory_bytes=64 << 30, cpus=32, processes=32768, disk_bytes=1 << 40)
-MANAGER, CGROUP_PROBLEM = detect_cgroups()
+MANAGER, CGROUP_PROBLEM = detect_cgroups(f"t{os.getpid()}")
+SANDBOX = host_sandbox()
 needs_cgroups = pytest.mark.skipif(MANAGER is None, reason=CGROUP_PROBLEM or "cgroups")
 
 ALLOC_128M = "import sys; b = bytearray(128 << 20); b[::4096] = b'x' * len(b[::4096]); print('survived')"
@@ -90,9 +96,9 @@ async def _run(tmp_path: Path, script: str, share: ResourceShare) -> tuple[objec
 
     logs = LogBatcher("j", send)
     logs.start()
-    group = MANAGER.create(f"job-test-{os.getpid()}", share)
-    sandboxed = await probe_bwrap() is None
-    run = ScriptRun(LaunchSpec(layout=layout, script="run.sh"), sandboxed=sandboxed, logs=logs,
+    group = MANAGER.create(MANAGER.job_group_name("test"), share)
+    run = ScriptRun(LaunchSpec(layout=layout, script="run.sh", cgroup_view=group.view()),
+                    sandbox=SANDBOX, logs=logs,
                     cgroup=group)
     await run.start()
     result = await run.wait()
@@ -156,7 +162,7 @@ async def test_agent_fails_a_job_over_its_memory_share_with_oom_then_runs_the_ne
     tmp_path: Path
 ) -> None:
     async with start_agent_stack(tmp_path, "--memory", "64M", "--disk-limit", "8M",
-                           "--disk-check-seconds", "0.1") as stack:
+                                 "--disk-check-seconds", "0.1") as stack:
         await _oom_then_next(stack, tmp_path)
 
 
@@ -176,9 +182,57 @@ async def _oom_then_next(stack: Stack, tmp_path: Path) -> None:
     assert ok.state == S.JOB_STATE_COMPLETED
     assert "fine" in [e.log.text for e in events if e.HasField("log")]
     full, _ = await submit_and_wait(stack, script="fill.sh", workspace_manifest_digest=digest)
-    assert (full.state, full.failure_reason) == (S.JOB_STATE_FAILED,
-                                                 S.FAILURE_REASON_WORKSPACE_ERROR)
+    assert (full.state, full.failure_reason) == (S.JOB_STATE_FAILED, S.FAILURE_REASON_DISK_LIMIT)
     assert "disk limit" in full.message
+    # Only this agent's groups (its data dir's key): other agents' on this host are theirs.
     assert MANAGER is not None
-    leftover = [p for parent in MANAGER.parents.values() for p in parent.glob("job-*")]
-    assert leftover == []
+    assert MANAGER.for_agent(agent_key(stack.agent_dir)).own_groups() == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.integration
+@needs_cgroups
+async def test_an_agent_removes_the_job_cgroups_its_data_dir_left_and_no_one_elses(
+    tmp_path: Path
+) -> None:
+    assert MANAGER is not None
+    share = ResourceShare(1.0, 64 << 20, 64 << 20, 1.0, 64, 0, 0)
+    mine = MANAGER.for_agent(agent_key(tmp_path / "agent"))  # the data dir start_agent_stack uses
+    theirs = MANAGER.for_agent(f"other{os.getpid()}")  # another agent on this host, running
+    killed = mine.create(mine.job_group_name("j-killed"), share)  # an agent killed mid-job
+    foreign = theirs.create(theirs.job_group_name("j-running"), share)
+    sleepers = [await asyncio.to_thread(
+        subprocess.Popen, enter_cgroup_argv(group.procs_files, ["sleep", "300"]))
+        for group in (killed, foreign)]
+    late = None
+    try:
+        await eventually(lambda: all(g.pids() for g in (killed, foreign)), 10, "the sleepers")
+        async with start_agent_stack(tmp_path) as stack:
+            # At start: the killed agent's group and its process are gone.
+            assert not any(d.exists() for d in killed.dirs)
+            await eventually(lambda: not _alive(sleepers[0].pid), 10, "the stale job's process")
+            # After any job: a group left meanwhile (a job whose process was stuck) goes too.
+            late = mine.create(mine.job_group_name("j-stuck"), share)
+            ws = tmp_path / "ws"
+            ws.mkdir()
+            (ws / "ok.sh").write_text("echo fine\n")
+            ok, _ = await submit_and_wait(stack, script="ok.sh",
+                                          workspace_manifest_digest=await push_workspace(stack, ws))
+            assert ok.state == S.JOB_STATE_COMPLETED
+            assert not any(d.exists() for d in late.dirs)
+            assert mine.own_groups() == []
+            # Another agent's groups and processes are never touched.
+            assert all(d.exists() for d in foreign.dirs) and _alive(sleepers[1].pid)
+    finally:
+        for proc in sleepers:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+        for group in (killed, foreign, late):
+            if group is not None:
+                group.remove()

@@ -18,9 +18,10 @@ from agent.sandbox import (
     JobLayout,
     LaunchSpec,
     ReadOnlyMount,
-    probe_bwrap,
+    SandboxPolicy,
 )
 from c3.v1 import agent_pb2, common_pb2
+from tests.harness.sandbox import host_sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +62,7 @@ class Collected:
 
 @pytest.fixture(scope="module")
 def bwrap_ok() -> bool:
-    return asyncio.run(probe_bwrap()) is None
+    return host_sandbox() is not None
 
 
 @pytest.fixture(params=[False, True], ids=["unsandboxed", "bwrap"])
@@ -69,6 +70,10 @@ def sandboxed(request: pytest.FixtureRequest, bwrap_ok: bool) -> bool:
     if request.param and not bwrap_ok:
         pytest.skip("bubblewrap cannot run on this host")
     return bool(request.param)
+
+
+def policy(sandboxed: bool) -> SandboxPolicy | None:
+    return host_sandbox() if sandboxed else None
 
 
 def make_job(tmp_path: Path, script: str, workdir: str = "") -> JobLayout:
@@ -89,7 +94,7 @@ async def run(layout: JobLayout, sandboxed: bool, **kw: object) -> tuple[RunResu
                       datasets=kw.pop("datasets", ()),  # type: ignore[arg-type]
                       array_index=int(kw.pop("array_index", 0)),  # type: ignore[call-overload]
                       array_size=int(kw.pop("array_size", 0)))  # type: ignore[call-overload]
-    result = await run_script(spec, sandboxed=sandboxed, logs=logs, **kw)  # type: ignore[arg-type]
+    result = await run_script(spec, sandbox=policy(sandboxed), logs=logs, **kw)  # type: ignore[arg-type]
     await logs.close()
     return result, out
 
@@ -182,7 +187,7 @@ async def test_stop_kills_the_whole_process_group(tmp_path: Path, sandboxed: boo
     out = Collected()
     logs = LogBatcher("job-1", out.send)
     logs.start()
-    run_ = ScriptRun(LaunchSpec(layout=layout, script="run.sh"), sandboxed=sandboxed, logs=logs,
+    run_ = ScriptRun(LaunchSpec(layout=layout, script="run.sh"), sandbox=policy(sandboxed), logs=logs,
                      time_limit_seconds=1.0 if how == "time_limit" else 0, grace_seconds=1.0)
     await run_.start()
     waiter = asyncio.create_task(run_.wait())

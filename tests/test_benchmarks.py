@@ -34,7 +34,9 @@ CASES = {
     ),
     "agent": (
         ["--runs", "2", "--files", "50"],
-        {"first_job_p50_ms", "redeploy_p50_ms", "pyenv_p50_ms", "bare_bash_p50_ms"},
+        {"first_job_p50_ms", "redeploy_p50_ms", "pyenv_p50_ms", "bare_bash_p50_ms",
+         "sandbox_netns_p50_ms", "sandbox_plain_p50_ms", "sandbox_none_p50_ms",
+         "netns_prepare_p50_ms"},
     ),
     "redeploy": (
         ["--runs", "2", "--files", "50", "--manifest-files", "500", "--rss-files", "1000"],

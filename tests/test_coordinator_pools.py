@@ -153,6 +153,7 @@ async def test_local_agent_that_exits_before_registering_fails_at_once(tmp_path:
         ("local: {sbatch_args: [--x]}", r"providers\.local\.sbatch_args: unknown option for local"),
         ("slurm: {status_interval_s: 0}", r"providers\.slurm\.status_interval_s: expected a number"),
         ("slurm: [--x]", r"providers\.slurm: expected a mapping of options"),
+        ("local: {job_network: host}", r"providers\.local\.job_network: expected egress or none"),
     ],
 )  # fmt: skip
 def test_pool_file_provider_options_are_checked(
@@ -194,6 +195,16 @@ def test_pool_file_provider_options_are_read(tmp_path: Path) -> None:
     options = load_pool_config(pool_file, frozenset({"cpu"})).providers["slurm"]
     assert options == ProviderOptions(partition="gpu", sbatch_args=("--begin=now+60",),
                                       status_interval_s=5.0)  # fmt: skip
+    assert options.launch_args == ()  # the agent's own default: egress
+
+
+@pytest.mark.unit
+def test_pool_job_network_reaches_the_agents_it_starts(tmp_path: Path) -> None:
+    pool_file = tmp_path / "pools.yaml"
+    pool_file.write_text("pools: [{profile: cpu}]\nproviders:\n"
+                         '  local: {agent_args: ["--no-cgroups"], job_network: none}\n')
+    options = load_pool_config(pool_file, frozenset({"cpu"})).providers["local"]
+    assert options.launch_args == ("--no-cgroups", "--job-network", "none")
 
 
 @pytest.mark.integration

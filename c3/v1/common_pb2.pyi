@@ -68,6 +68,10 @@ class _FailureReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Failure
     FAILURE_REASON_WORKSPACE_ERROR: _FailureReason.ValueType  # 7
     FAILURE_REASON_BALANCE_EXHAUSTED: _FailureReason.ValueType  # 8
     FAILURE_REASON_INTERNAL: _FailureReason.ValueType  # 9
+    FAILURE_REASON_PIDS_LIMIT: _FailureReason.ValueType  # 10
+    """The job hit its process limit (pids.max): a fork bomb, or too many threads."""
+    FAILURE_REASON_DISK_LIMIT: _FailureReason.ValueType  # 11
+    """The job's workspace grew past its disk limit."""
 
 class FailureReason(_FailureReason, metaclass=_FailureReasonEnumTypeWrapper):
     """Why a job FAILED."""
@@ -82,6 +86,10 @@ FAILURE_REASON_OOM: FailureReason.ValueType  # 6
 FAILURE_REASON_WORKSPACE_ERROR: FailureReason.ValueType  # 7
 FAILURE_REASON_BALANCE_EXHAUSTED: FailureReason.ValueType  # 8
 FAILURE_REASON_INTERNAL: FailureReason.ValueType  # 9
+FAILURE_REASON_PIDS_LIMIT: FailureReason.ValueType  # 10
+"""The job hit its process limit (pids.max): a fork bomb, or too many threads."""
+FAILURE_REASON_DISK_LIMIT: FailureReason.ValueType  # 11
+"""The job's workspace grew past its disk limit."""
 Global___FailureReason: _TypeAlias = FailureReason  # noqa: Y015
 
 class _LogStream:

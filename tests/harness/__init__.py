@@ -7,6 +7,7 @@
 - `processes`: c3's servers as real child processes (ready files, deadlines, stop).
 - `cli`: the real CLI and the real local stack (`c3 up`) in a private C3_HOME.
 - `screen`: a real terminal (tmux) to run the CLI in and read back.
+- `sandbox`: the job sandbox this host allows, chosen as the agent chooses it.
 - `git`: git isolated from this machine's configuration.
 - `rpc`: the status code of a gRPC call expected to fail.
 Fixtures built on these live in tests/conftest.py.
