@@ -24,7 +24,7 @@ from pathlib import Path
 
 from c3 import manifest as manifests
 from c3.errors import C3Error, InvalidArgument
-from c3.storage_client import LocalBlob, StorageClient
+from c3.storage.client import LocalBlob, StorageClient
 from c3.v1 import common_pb2, storage_pb2
 
 log = logging.getLogger(__name__)

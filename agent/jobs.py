@@ -39,9 +39,9 @@ from agent.stage import hand_over, work_dir
 from agent.storagepool import StoragePool
 from agent.warmtree import WarmTrees
 from agent.workspace import DatasetCache, FetchStats, Foreground, cache_fetched, fetch_workspace
-from c3.blobcache import BlobCache
 from c3.errors import C3Error
-from c3.storage_client import StorageClient
+from c3.storage.blobcache import BlobCache
+from c3.storage.client import StorageClient
 from c3.v1 import agent_pb2, common_pb2
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from agent.resources import (
 from agent.runner import DEFAULT_GRACE_SECONDS
 from c3.errors import C3Error
 from c3.service import Probe, Service, Steps, build
-from c3.storage_client import StorageClient
+from c3.storage.client import StorageClient
 from c3.tls import channel_credentials, warn_if_plaintext
 from c3.v1 import agent_pb2
 

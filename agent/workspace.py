@@ -19,10 +19,10 @@ from pathlib import Path
 
 from agent.sandbox import ReadOnlyMount, check_mount_target
 from agent.warmtree import Record, WarmTrees, stamp_written
-from c3.blobcache import BlobCache
 from c3.errors import C3Error, InvalidArgument
 from c3.manifest import EMPTY_DIGEST, check_digest, check_relative_path
-from c3.storage_client import StorageClient
+from c3.storage.blobcache import BlobCache
+from c3.storage.client import StorageClient
 from c3.v1 import common_pb2
 
 log = logging.getLogger(__name__)

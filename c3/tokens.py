@@ -24,6 +24,9 @@ READ = "read"
 WRITE = "write"
 DELETE = "delete"
 ALL_OPERATIONS = (READ, WRITE, DELETE)
+# Hold/Release of dataset versions. Only the coordinator signs it for itself; client and
+# job tokens never carry it.
+HOLD = "hold"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from c3 import config as project_config
 from c3.errors import ConfigError, FailedPrecondition
-from c3.storage_client import StorageClient
+from c3.storage.client import StorageClient
 from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2
 from c3ctl import render, session
 from c3ctl.aio import run

@@ -27,10 +27,10 @@ from rich.table import Table
 
 from c3 import workspace
 from c3.errors import InvalidArgument, NotFound
-from c3.hashindex import HashIndex
 from c3.paths import c3_paths
-from c3.storage_client import StorageClient
-from c3.treepush import TreePusher, server_identity
+from c3.storage.client import StorageClient
+from c3.storage.hashindex import HashIndex
+from c3.storage.treepush import TreePusher, server_identity
 from c3.v1 import storage_pb2
 from c3ctl import render, session
 from c3ctl.aio import run

@@ -18,7 +18,7 @@ from c3.v1 import admin_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc, daemon_
 from c3ctl.localkey import warn_if_local_key_not_ignored
 
 if TYPE_CHECKING:
-    from c3.storage_client import StorageClient
+    from c3.storage.client import StorageClient
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ async def coordinator(project_root: Path | None = None) -> AsyncIterator[Coordin
 
 @asynccontextmanager
 async def storage_client(project_root: Path | None = None) -> AsyncIterator[StorageClient]:
-    from c3.storage_client import StorageClient
+    from c3.storage.client import StorageClient
 
     """A storage client holding a fresh token for the caller's org."""
     async with coordinator(project_root) as session:

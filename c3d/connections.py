@@ -8,7 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from c3.storage_client import StorageClient
+from c3.storage.client import StorageClient
 from c3.tls import credentials_for
 from c3.v1 import coordinator_pb2
 from c3d.coordclient import CoordinatorClient, Target

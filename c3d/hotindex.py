@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from c3.errors import FailedPrecondition, PermissionDenied
-from c3.hashindex import HashIndex
-from c3.treepush import FileInfo
+from c3.storage.hashindex import HashIndex
+from c3.storage.treepush import FileInfo
 from c3.v1 import common_pb2
 from c3.workspace import IgnoredPath, IgnoreMatcher, WorkspaceFile, is_editor_temp
 

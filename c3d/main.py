@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 from c3 import grpcutil
-from c3.hashindex import HashIndex
 from c3.paths import c3_paths, ensure_private_dir
 from c3.service import Probe, Service, Steps, build
+from c3.storage.hashindex import HashIndex
 from c3.unixsock import socket_accepts
 from c3.v1 import daemon_pb2_grpc
 from c3d.connections import Connections

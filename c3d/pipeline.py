@@ -16,8 +16,8 @@ from c3 import config as project_config
 from c3 import workspace
 from c3.errors import ConfigError, InvalidArgument, NotFound
 from c3.limits import MAX_JOBS_PER_SUBMIT
-from c3.storage_client import StorageClient
-from c3.treepush import FileInfo, TreePush, TreePusher, server_identity
+from c3.storage.client import StorageClient
+from c3.storage.treepush import FileInfo, TreePush, TreePusher, server_identity
 from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2, storage_pb2
 from c3d.connections import Connections
 from c3d.coordclient import CoordinatorClient

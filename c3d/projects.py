@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from c3.hashindex import HashIndex
+from c3.storage.hashindex import HashIndex
 from c3.workspace_git import git_index_file
 from c3d.hotindex import ProjectIndex
 from c3d.watcher import RustWatcher, Watcher, inotify_watch_limit

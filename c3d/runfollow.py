@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from c3.errors import C3Error
-from c3.storage_client import StorageClient
+from c3.storage.client import StorageClient
 from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2
 from c3d.coordclient import CoordinatorClient
 from c3d.follow import follow_events

@@ -14,7 +14,7 @@ from grpc import aio
 import c3
 from c3 import workspace
 from c3.errors import InvalidArgument, Unavailable, Unimplemented
-from c3.storage_client import StorageClient
+from c3.storage.client import StorageClient
 from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2, daemon_pb2_grpc
 from c3d.connections import Connections
 from c3d.coordclient import CoordinatorClient

@@ -11,8 +11,7 @@ from __future__ import annotations
 import grpc
 
 from c3 import grpcutil
-from c3.storage_client import HOLD_OPERATION
-from c3.tokens import READ
+from c3.tokens import HOLD, READ
 from c3.v1 import storage_pb2, storage_pb2_grpc
 from coordinator.grants import StorageGrants
 
@@ -41,11 +40,11 @@ class StorageLink:
         request = storage_pb2.HoldRequest(
             path=path, version=version, holder=holder, ttl_seconds=ttl_s
         )
-        md = self._md(org_id, HOLD_OPERATION, "coordinator:holds")
+        md = self._md(org_id, HOLD, "coordinator:holds")
         await self._stub.Hold(request, metadata=md, timeout=timeout)
 
     async def release(self, org_id: str, holder: str) -> None:
-        md = self._md(org_id, HOLD_OPERATION, "coordinator:holds")
+        md = self._md(org_id, HOLD, "coordinator:holds")
         await self._stub.Release(storage_pb2.ReleaseRequest(holder=holder), metadata=md)
 
     async def stored_bytes(self, org_id: str, timeout: float) -> int:

@@ -19,8 +19,7 @@ from grpc import aio
 from c3.auth import PUBLIC_METHODS, Rule, principal
 from c3.errors import PermissionDenied
 from c3.grpcutil import STORAGE_TOKEN, metadata_value
-from c3.storage_client import HOLD_OPERATION
-from c3.tokens import DELETE, READ, WRITE, TokenClaims, TokenVerifier
+from c3.tokens import DELETE, HOLD, READ, WRITE, TokenClaims, TokenVerifier
 from storaged import namespace
 
 
@@ -48,8 +47,8 @@ PERMISSIONS: dict[str, tuple[str, str]] = {
     "/c3.v1.Storage/Log": (READ, "path"),
     "/c3.v1.Storage/Remove": (DELETE, "path"),
     "/c3.v1.Storage/DiskUsage": (READ, "path"),
-    "/c3.v1.Storage/Hold": (HOLD_OPERATION, ""),
-    "/c3.v1.Storage/Release": (HOLD_OPERATION, ""),
+    "/c3.v1.Storage/Hold": (HOLD, ""),
+    "/c3.v1.Storage/Release": (HOLD, ""),
 }
 
 

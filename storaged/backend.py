@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from c3.storage_codec import NONE, ZSTD
+from c3.storage.codec import NONE, ZSTD
 from storaged.packs import (
     MIN_LIVE_FRACTION,
     PACK_MAX_BLOB,

@@ -15,10 +15,10 @@ from storaged import auth
 from storaged.backend import LocalDiskBackend
 from storaged.catalog import Catalog
 from storaged.gc import GcStats, collect_garbage
+from storaged.handlers import add_storage_service
 from storaged.meta import Metadata
 from storaged.service import SERVICE_NAME, StorageService
 from storaged.store import BlobStore
-from storaged.wire import add_storage_service
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from c3.errors import PermissionDenied
+from c3.storage import wire
 from c3.tokens import READ, TokenClaims
 from c3.v1 import storage_pb2, storage_pb2_grpc
-from storaged import wire
 from storaged.auth import grant
 from storaged.catalog import Catalog
 from storaged.scope import BlobScope
@@ -52,7 +52,7 @@ class StorageService(storage_pb2_grpc.StorageServicer):
 
     async def PutBlobStream(self, request_iterator, context):  # type: ignore[no-untyped-def]
         claims = grant().claims
-        # Raw messages (storaged.wire): each chunk's data stays a view of what arrived.
+        # Raw messages (storaged.handlers): each chunk's data stays a view of what arrived.
         chunks = (wire.parse_chunk(message) async for message in request_iterator)
         digest, received = await self.store.put_stream(claims.org_id, chunks)
         return storage_pb2.PutBlobStreamResponse(digest=digest, bytes_received=received)

@@ -16,14 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from c3 import manifest as mf
-from c3 import storage_codec as codec
 from c3.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-from c3.storage_upload import batches
+from c3.storage import codec
+from c3.storage.batching import batches
+from c3.storage.wire import STREAM_CHUNK, Chunk
 from c3.v1 import common_pb2, storage_pb2
 from storaged.backend import BlobBackend
 from storaged.meta import BlobRow, Metadata
 from storaged.storeio import (
-    STREAM_CHUNK,
     append_partial,
     decode_manifest,
     encode_manifest,
@@ -34,7 +34,6 @@ from storaged.storeio import (
     verify_and_store,
     verify_partial,
 )
-from storaged.wire import Chunk
 
 T = TypeVar("T")
 _MANIFESTS_CACHED = 64  # parsed (for commits) and as bytes (for GetManifest)

@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from c3 import manifest as mf
-from c3 import storage_codec as codec
 from c3.errors import InvalidArgument
+from c3.storage import codec
+from c3.storage.wire import STREAM_CHUNK
 from c3.v1 import common_pb2, storage_pb2
 from storaged.backend import BlobBackend, PartialWriter
 
 # Largest stored payload sent inline by GetBlobs; bigger blobs go through GetBlobStream.
 MAX_INLINE_BYTES = 8 << 20
-STREAM_CHUNK = codec.STREAM_CHUNK
 
 
 def encode_manifest(manifest: common_pb2.Manifest) -> tuple[str, bytes, int, bytes]:

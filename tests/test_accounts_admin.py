@@ -13,26 +13,18 @@ from c3.v1 import admin_pb2, admin_pb2_grpc, common_pb2
 from c3.v1 import coordinator_pb2 as pb
 from coordinator.billing import cost_minor
 from coordinator.lifecycle import Reason, State
-from coordinator.testing import (
-    SimAgent,
-    client,
-    config_for_test,
-    eventually,
-    spec,
-    start_coordinator,
-)
+from tests.harness.coordinator import SimAgent, client, config_for_test, spec, start_coordinator
+from tests.harness.rpc import code_of
+from tests.harness.waiting import eventually
+
+pytestmark = pytest.mark.unit
+
 
 S = common_pb2
 
 
-async def code_of(awaitable) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.RpcError) as info:
-        await awaitable
-    return info.value.code()  # type: ignore[no-any-return]
-
-
 async def test_admin_verbs_need_an_operator_admin_key(stack) -> None:  # type: ignore[no-untyped-def]
-    _app, boot, ch = stack
+    _app, boot, ch = stack.app, stack.boot, stack.channel
     adm, c = admin_pb2_grpc.AdminStub(ch), client(ch)
     op = bearer(boot.api_key)
     created = await adm.CreateOrg(admin_pb2.CreateOrgRequest(name="acme", plan="pro"), metadata=op)
@@ -71,7 +63,7 @@ async def test_admin_verbs_need_an_operator_admin_key(stack) -> None:  # type: i
 
 
 async def test_one_time_agent_secret_cannot_be_replayed(stack) -> None:  # type: ignore[no-untyped-def]
-    app, boot, ch = stack
+    app, boot, ch = stack.app, stack.boot, stack.channel
     adm = admin_pb2_grpc.AdminStub(ch)
     secret = (await adm.CreateAgentToken(admin_pb2.CreateAgentTokenRequest(), metadata=bearer(boot.api_key))).secret
     first = SimAgent(app.address, secret)
@@ -113,7 +105,7 @@ async def run_job(agent: SimAgent, job_id: str, seconds: float) -> None:
 
 
 async def test_metered_per_second_and_charged_in_minor_units(stack) -> None:  # type: ignore[no-untyped-def]
-    app, boot, ch = stack
+    app, boot, ch = stack.app, stack.boot, stack.channel
     c, md = client(ch), bearer(boot.api_key)
     agent = SimAgent(app.address, boot.agent_secret, profile="h100-8x", gpu_class="h100")
     await agent.register()

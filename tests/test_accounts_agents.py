@@ -12,22 +12,14 @@ from c3.grpcutil import bearer, channel
 from c3.v1 import admin_pb2, admin_pb2_grpc, common_pb2
 from c3.v1 import coordinator_pb2 as pb
 from coordinator.lifecycle import Reason, State
-from coordinator.testing import (
-    SimAgent,
-    client,
-    config_for_test,
-    eventually,
-    spec,
-    start_coordinator,
-)
+from tests.harness.coordinator import SimAgent, client, config_for_test, spec, start_coordinator
+from tests.harness.rpc import code_of
+from tests.harness.waiting import eventually
+
+pytestmark = pytest.mark.unit
+
 
 S = common_pb2
-
-
-async def code_of(awaitable) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.RpcError) as info:
-        await awaitable
-    return info.value.code()
 
 
 async def test_list_then_revoke_closes_the_stream_and_fails_the_running_job(tmp_path: Path) -> None:
@@ -89,7 +81,7 @@ async def _list_then_revoke(app, boot, ch) -> None:  # type: ignore[no-untyped-d
 
 
 async def test_agent_verbs_need_an_operator_admin_key(stack) -> None:  # type: ignore[no-untyped-def]
-    app, boot, ch = stack
+    app, boot, ch = stack.app, stack.boot, stack.channel
     adm, op = admin_pb2_grpc.AdminStub(ch), bearer(boot.api_key)
     agent = SimAgent(app.address, boot.agent_secret)
     await agent.register()

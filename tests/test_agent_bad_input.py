@@ -14,20 +14,19 @@ from pathlib import Path
 
 import grpc
 import pytest
-from test_agent_integration import (
+
+from agent.cgroups import detect_cgroups
+from c3.storage.client import StorageClient
+from c3.v1 import common_pb2
+from c3.v1 import coordinator_pb2 as pb
+from tests.harness.coordinator import (
     Stack,
     events_until_done,
     push_workspace,
-    start_stack,
+    start_agent_stack,
     submit_and_wait,
 )
-
-from agent.cgroups import detect_cgroups
-from c3.grpcutil import bearer
-from c3.storage_client import StorageClient
-from c3.v1 import common_pb2
-from c3.v1 import coordinator_pb2 as pb
-from coordinator.testing import client, eventually
+from tests.harness.waiting import eventually
 
 S = common_pb2
 CGROUPS, CGROUP_PROBLEM = detect_cgroups()
@@ -61,8 +60,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with start_stack(tmp_path, "--pids-max", "64", "--memory", "96M",
-                           "--disk-limit", "64M", "--disk-check-seconds", "0.2") as s:
+    async with start_agent_stack(tmp_path, "--pids-max", "64", "--memory", "96M",
+                                 "--disk-limit", "64M", "--disk-check-seconds", "0.2") as s:
         yield s
 
 
@@ -77,6 +76,7 @@ async def _next_job_runs(stack: Stack, workspace: Path) -> None:
     assert ok.state == S.JOB_STATE_COMPLETED and "fine" in lines, (ok.message, lines)
 
 
+@pytest.mark.integration
 @needs_cgroups
 async def test_fork_bomb_memory_hog_and_disk_filler_each_name_their_limit(
         stack: Stack, workspace: Path) -> None:
@@ -96,6 +96,7 @@ async def test_fork_bomb_memory_hog_and_disk_filler_each_name_their_limit(
     await _next_job_runs(stack, workspace)
 
 
+@pytest.mark.integration
 async def test_100000_tiny_artifacts_are_refused_by_count_at_once(
         stack: Stack, workspace: Path) -> None:
     many, lines = await _run(stack, workspace, "many.sh")
@@ -105,6 +106,7 @@ async def test_100000_tiny_artifacts_are_refused_by_count_at_once(
     await _next_job_runs(stack, workspace)
 
 
+@pytest.mark.integration
 async def test_a_1_tib_sparse_artifact_fails_in_seconds_naming_the_file(
         stack: Stack, workspace: Path) -> None:
     started = time.monotonic()
@@ -117,6 +119,7 @@ async def test_a_1_tib_sparse_artifact_fails_in_seconds_naming_the_file(
     await _next_job_runs(stack, workspace)
 
 
+@pytest.mark.integration
 async def test_symlinks_fifos_sockets_and_control_characters_are_left_out_with_a_note(
         stack: Stack, workspace: Path, tmp_path: Path) -> None:
     odd, lines = await _run(stack, workspace, "odd.sh")
@@ -129,7 +132,7 @@ async def test_symlinks_fifos_sockets_and_control_characters_are_left_out_with_a
     for fragment in expected:
         assert any(fragment in note for note in notes), (fragment, notes)
     assert all("\n" not in line and "\x1b" not in line for line in lines)
-    c, md = client(stack.channel), bearer(stack.api_key)
+    c, md = stack.c, stack.md
     token = (await c.IssueStorageToken(pb.IssueStorageTokenRequest(), metadata=md)).token
     async with StorageClient(stack.storage_address, token) as storage:
         version = await storage.resolve(f"/jobs/{odd.id}")
@@ -138,8 +141,9 @@ async def test_symlinks_fifos_sockets_and_control_characters_are_left_out_with_a
     await _next_job_runs(stack, workspace)
 
 
+@pytest.mark.integration
 async def test_an_output_path_with_dotdot_is_refused_at_submit(stack: Stack, workspace: Path) -> None:
-    c, md = client(stack.channel), bearer(stack.api_key)
+    c, md = stack.c, stack.md
     digest = await push_workspace(stack, workspace)
     with pytest.raises(grpc.RpcError) as refused:
         await c.SubmitJob(pb.SubmitJobRequest(spec=S.JobSpec(
@@ -150,13 +154,14 @@ async def test_an_output_path_with_dotdot_is_refused_at_submit(stack: Stack, wor
     await _next_job_runs(stack, workspace)
 
 
+@pytest.mark.integration
 async def test_cancel_while_a_big_artifact_is_collected_ends_the_job_within_2s(
         stack: Stack, workspace: Path, tmp_path: Path) -> None:
     ws = tmp_path / "big"
     ws.mkdir()
     # 16 GiB of zeros (sparse: no disk) take ~10 s to hash on these machines.
     (ws / "run.sh").write_text('truncate -s 16G "$C3_ARTIFACTS_DIR/big.bin"\necho made\n')
-    c, md = client(stack.channel), bearer(stack.api_key)
+    c, md = stack.c, stack.md
     job = (await c.SubmitJob(pb.SubmitJobRequest(spec=S.JobSpec(
         project="demo", script="run.sh", workspace_manifest_digest=await push_workspace(stack, ws))),
         metadata=md)).job
@@ -224,6 +229,7 @@ def _sleepers(token: str) -> list[int]:
     return found
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("how", ["cancel", "time_limit"])
 async def test_an_environment_build_stops_within_2s_of_cancel_or_time_limit(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
@@ -238,8 +244,8 @@ async def test_an_environment_build_stops_within_2s_of_cancel_or_time_limit(
     lock = await asyncio.create_subprocess_exec(find_uv() or "uv", "lock", "--offline",
                                                 cwd=project)
     assert await lock.wait() == 0
-    async with start_stack(tmp_path) as stack:
-        c, md = client(stack.channel), bearer(stack.api_key)
+    async with start_agent_stack(tmp_path) as stack:
+        c, md = stack.c, stack.md
         limit = 3 if how == "time_limit" else 0
         job = (await c.SubmitJob(pb.SubmitJobRequest(spec=S.JobSpec(
             project="demo", script="run.sh", python_project=".", time_limit_seconds=limit,
@@ -284,6 +290,7 @@ class HangingStorage:
         await asyncio.Event().wait()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("how", ["cancel", "time_limit"])
 async def test_a_hung_workspace_fetch_ends_within_2s_of_cancel_or_time_limit(
         tmp_path: Path, how: str) -> None:
@@ -325,6 +332,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@pytest.mark.integration
 async def test_a_job_swapping_a_fetched_file_for_dev_zero_cannot_tie_up_the_agent(
         stack: Stack, tmp_path: Path, workspace: Path) -> None:
     """The agent caches a first job's fetched files while it runs; a job that replaces one

@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from agent.workspace import FetchStats, Foreground, cache_fetched
-from c3.blobcache import BlobCache
 from c3.manifest import sha256_bytes
+from c3.storage.blobcache import BlobCache
 from c3.v1 import common_pb2
+
+pytestmark = pytest.mark.unit
 
 
 async def test_caching_pauses_while_a_job_starts_and_then_catches_up(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from sandboxtools import host_sandbox
 
 from agent.docker import docker_run_argv
 from agent.logbatch import LogBatcher
@@ -22,6 +21,7 @@ from agent.sandbox import (
     launch_argv,
 )
 from c3.v1 import agent_pb2, common_pb2
+from tests.harness.sandbox import host_sandbox
 
 # Quotes, a dollar sign, a glob, spaces, a newline, a leading dash, unicode, an empty
 # argument and a backslash: what a shell would split, expand or eat.
@@ -65,6 +65,7 @@ async def run_command(tmp_path: Path, command: list[str], sandboxed: bool,
     return result, lines
 
 
+@pytest.mark.integration
 async def test_every_argument_arrives_byte_for_byte(tmp_path: Path, sandboxed: bool) -> None:
     python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
     result, lines = await run_command(tmp_path, [python, "show_args.py", *AWKWARD], sandboxed)
@@ -72,11 +73,13 @@ async def test_every_argument_arrives_byte_for_byte(tmp_path: Path, sandboxed: b
     assert json.loads("".join(lines[common_pb2.LOG_STREAM_STDOUT])) == AWKWARD
 
 
+@pytest.mark.integration
 async def test_exit_code_is_the_commands_own(tmp_path: Path, sandboxed: bool) -> None:
     result, _ = await run_command(tmp_path, ["sh", "-c", "exit 7"], sandboxed)
     assert (result.ending, result.exit_code) == (Ending.EXITED, 7)
 
 
+@pytest.mark.integration
 async def test_a_command_not_found_exits_127_and_says_so(tmp_path: Path, sandboxed: bool) -> None:
     result, lines = await run_command(tmp_path, ["no-such-program-c3", "--flag"], sandboxed)
     assert result.exit_code == 127
@@ -84,11 +87,13 @@ async def test_a_command_not_found_exits_127_and_says_so(tmp_path: Path, sandbox
     assert "c3: no-such-program-c3: command not found" in stderr
 
 
+@pytest.mark.integration
 async def test_a_file_that_cannot_run_exits_126(tmp_path: Path, sandboxed: bool) -> None:
     result, _ = await run_command(tmp_path, ["./show_args.py"], sandboxed)  # not executable
     assert result.exit_code == 126
 
 
+@pytest.mark.integration
 async def test_the_venv_bin_comes_first_on_path(tmp_path: Path, sandboxed: bool) -> None:
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
@@ -100,6 +105,7 @@ async def test_the_venv_bin_comes_first_on_path(tmp_path: Path, sandboxed: bool)
     assert lines[common_pb2.LOG_STREAM_STDOUT] == ["from the venv: a b"]
 
 
+@pytest.mark.unit
 def test_launch_argv_hands_the_argv_to_the_exec_shim_untouched(tmp_path: Path) -> None:
     policy = host_sandbox()
     if policy is None:
@@ -123,6 +129,7 @@ def test_launch_argv_hands_the_argv_to_the_exec_shim_untouched(tmp_path: Path) -
     assert script.argv[-1] == f"{SANDBOX_WORKSPACE}/run.sh"
 
 
+@pytest.mark.unit
 def test_docker_runs_the_argv_as_the_containers_command(tmp_path: Path) -> None:
     layout = JobLayout.under(tmp_path)
     spec = LaunchSpec(layout=layout, script="", command=("python", "-c", "print('a b')"),

@@ -12,19 +12,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_agent_integration import Stack, push_workspace, start_stack, submit_and_wait
 
 from agent.cgroups import CgroupManager, agent_key, detect_cgroups
 from agent.jobnet import NETNS_DIR, missing_tools
 from agent.stage import stage_root
-from c3.grpcutil import bearer
 from c3.v1 import common_pb2 as S
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.testing import client, eventually
+from tests.harness.coordinator import Stack, push_workspace, start_agent_stack, submit_and_wait
+from tests.harness.waiting import eventually
 
 CGROUPS, _ = detect_cgroups()
 
 pytestmark = [
+    pytest.mark.faults,
     pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and staging need root"),
     pytest.mark.skipif(bool(missing_tools()), reason=f"needs {missing_tools()} (scripts/bootstrap)"),
 ]
@@ -69,18 +69,17 @@ async def test_an_agent_killed_mid_job_leaves_nothing_its_successor_does_not_cle
     data_dir = tmp_path / "agent"
     key = agent_key(data_dir)
     prefix = f"c3-{key}-"
-    async with start_stack(tmp_path) as stack:
+    async with start_agent_stack(tmp_path) as stack:
         ws = tmp_path / "ws"
         ws.mkdir()
         token = f"{os.getpid() % 1000 + 300}.25"
         (ws / "run.sh").write_text(f"echo started\nsleep {token}\n")
         (ws / "ok.sh").write_text("echo fine\n")
         digest = await push_workspace(stack, ws)
-        c, md = client(stack.channel), bearer(stack.api_key)
-        job = (await c.SubmitJob(pb.SubmitJobRequest(spec=S.JobSpec(
+        job = (await stack.c.SubmitJob(pb.SubmitJobRequest(spec=S.JobSpec(
             project="demo", script="run.sh", workspace_manifest_digest=digest)),
-            metadata=md)).job
-        await eventually(lambda: stack.coordinator.jobs.jobs[job.id].state == S.JOB_STATE_RUNNING,
+            metadata=stack.md)).job
+        await eventually(lambda: stack.app.jobs.jobs[job.id].state == S.JOB_STATE_RUNNING,
                          30, "the job to run")
         assert _namespaces(prefix) and _pastas(prefix)
         staged = stage_root(key)
@@ -95,7 +94,7 @@ async def test_an_agent_killed_mid_job_leaves_nothing_its_successor_does_not_cle
                          "the dead agent's namespaces and pasta to be gone")
         # The job's process dies with the agent (bubblewrap --die-with-parent).
         await eventually(lambda: not _sleepers(token), 10, "the job's process to be gone")
-        await eventually(lambda: stack.coordinator.jobs.jobs[job.id].state == S.JOB_STATE_FAILED,
+        await eventually(lambda: stack.app.jobs.jobs[job.id].state == S.JOB_STATE_FAILED,
                          60, "the job to end AGENT_LOST")
 
         # The next agent on the same data dir clears what is left before it registers.
@@ -112,7 +111,7 @@ async def test_an_agent_killed_mid_job_leaves_nothing_its_successor_does_not_cle
 async def _successor_clears_and_runs(stack: Stack, successor: subprocess.Popen[bytes],
                                      staged: Path, group: CgroupManager | None,
                                      digest: str) -> None:
-    await eventually(lambda: list(stack.coordinator.scheduler.idle_agents()), 30,
+    await eventually(lambda: list(stack.app.scheduler.idle_agents()), 30,
                      "the new agent to register")
     assert successor.poll() is None
     assert not staged.exists() or not any(staged.iterdir())

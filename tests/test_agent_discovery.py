@@ -20,6 +20,8 @@ def decided(host: HostInfo) -> agent_pb2.AgentCapabilities:
     reported = agent_pb2.AgentCapabilities(gpu_model=host.gpu_model, gpu_count=host.gpu_count)
     return Catalog.load().classify(reported)
 
+pytestmark = pytest.mark.unit
+
 
 def fake_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
     bin_dir = tmp_path / "bin"

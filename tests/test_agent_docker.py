@@ -10,7 +10,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from test_agent_integration import push_workspace, start_stack, submit_and_wait
 
 from agent.docker import docker_run_argv, probe_docker, validate_image
 from agent.resources import ResourceShare
@@ -19,9 +18,10 @@ from c3.errors import InvalidArgument
 from c3.grpcutil import bearer
 from c3.v1 import common_pb2 as S
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.testing import client
+from tests.harness.coordinator import client, push_workspace, start_agent_stack, submit_and_wait
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("ref", "canonical"), [
     ("ubuntu", "docker.io/library/ubuntu"),
     ("python:3.11-slim", "docker.io/library/python:3.11-slim"),
@@ -36,6 +36,7 @@ def test_docker_hub_references_are_accepted(ref: str, canonical: str) -> None:
     assert validate_image(ref) == canonical
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("ref", "message"), [
     ("ghcr.io/org/image:1", "names the registry 'ghcr.io'; only Docker Hub"),
     ("nvcr.io/nvidia/pytorch:24.01-py3", "only Docker Hub"),
@@ -51,6 +52,7 @@ def test_other_registries_and_bad_names_are_refused_with_a_reason(ref: str, mess
         validate_image(ref)
 
 
+@pytest.mark.unit
 def test_docker_run_mounts_workspace_and_artifacts_and_passes_gpus_and_limits(
     tmp_path: Path
 ) -> None:
@@ -86,6 +88,7 @@ def test_docker_run_mounts_workspace_and_artifacts_and_passes_gpus_and_limits(
     assert "--gpus" not in launch_argv(no_gpu, None).argv
 
 
+@pytest.mark.integration
 async def test_engine_probe_matches_docker_info() -> None:
     works = False
     if shutil.which("docker"):
@@ -98,12 +101,13 @@ async def test_engine_probe_matches_docker_info() -> None:
         assert problem and "docker" in problem
 
 
+@pytest.mark.integration
 async def test_docker_jobs_are_checked_at_submit_and_never_reach_an_agent_without_docker(
     tmp_path: Path
 ) -> None:
     if await probe_docker() is None:
         pytest.skip("a container engine works here; the refusal path is for hosts without one")
-    async with start_stack(tmp_path) as stack:
+    async with start_agent_stack(tmp_path) as stack:
         ws = tmp_path / "ws"
         ws.mkdir()
         (ws / "run.sh").write_text("echo in-container\n")

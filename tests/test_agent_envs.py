@@ -7,13 +7,16 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from sandboxtools import host_sandbox
 
 from agent.envs import EnvCache, EnvError, build_environment, find_uv
 from agent.logbatch import LogBatcher
 from agent.runner import run_script
 from agent.sandbox import SANDBOX_VENV, JobLayout, LaunchSpec
 from c3.v1 import agent_pb2
+from tests.harness.sandbox import host_sandbox
+
+pytestmark = pytest.mark.integration
+
 
 PYPROJECT = '[project]\nname = "demo"\nversion = "0.1.0"\nrequires-python = ">=3.11"\ndependencies = []\n'
 

@@ -10,11 +10,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_agent_integration import push_workspace, start_stack, submit_and_wait
 
 from agent.envs import find_uv
 from c3.config import job_spec, load_project
 from c3.v1 import common_pb2 as S
+from tests.harness.coordinator import push_workspace, start_agent_stack, submit_and_wait
+
+pytestmark = pytest.mark.integration
+
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "pyproject-job"
 
@@ -57,7 +60,7 @@ async def test_pyproject_example_runs_with_its_dependency_and_reuses_the_env(
     await uv_lock(project)
     cfg = load_project(project / ".c3")
     assert cfg.python_project == "."
-    async with start_stack(tmp_path) as stack:
+    async with start_agent_stack(tmp_path) as stack:
         digest = await push_workspace(stack, project)
         spec = job_spec(cfg, workspace_manifest_digest=digest)
         fields = {f.name: getattr(spec, f.name) for f, _ in spec.ListFields()}

@@ -5,33 +5,29 @@ artifacts are committed under /jobs/<id>; cancel stops the whole process group."
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-pytest.importorskip("c3.blobcache")
-pytest.importorskip("c3.storage_download")
-
-from grpc import aio
-
-from c3.grpcutil import bearer, channel
-from c3.storage_client import StorageClient
-from c3.tokens import TokenSigner, TokenVerifier
+from c3.grpcutil import bearer
+from c3.storage.client import StorageClient
 from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.testing import client, config_for_test, eventually, push_tree, start_coordinator
-from storaged.server import StoragedConfig, StoragedServer
+from tests.harness.coordinator import (
+    Stack,
+    client,
+    events_until_done,
+    push_workspace,
+    start_agent_stack,
+)
+from tests.harness.waiting import eventually
 
 S = common_pb2
-FINISHED = {S.JOB_STATE_COMPLETED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELED, S.JOB_STATE_TIMED_OUT}
+pytestmark = pytest.mark.integration
+
 
 RUN_SH = """set -e
 echo "hello from the agent"
@@ -42,100 +38,10 @@ mkdir -p results && echo 42 > results/answer.txt
 """
 
 
-@dataclass
-class Stack:
-    coordinator: Any
-    api_key: str
-    address: str
-    storage_address: str
-    channel: aio.Channel
-    agent: subprocess.Popen[bytes]
-    storaged: Any = None
-    data_dir: Path = Path()
-
-    def job_workspace(self, job_id: str) -> Path:
-        """Host path of a running job's workspace (inside the agent's data dir)."""
-        return self.data_dir / "agent" / "jobs" / job_id / "workspace"
-
-    async def restart_coordinator(self) -> None:
-        """Stop the coordinator and start it again on the same address and data dir."""
-        await self.channel.close()
-        config = self.coordinator.config
-        await self.coordinator.stop()
-        self.coordinator, _ = await start_coordinator(replace(config, listen=self.address))
-        self.channel = channel(self.address)
-
-    async def stop_storage(self) -> None:
-        """Stop storaged (for good): the agent's storage calls fail from now on."""
-        if self.storaged is not None:
-            server, self.storaged = self.storaged, None
-            await server.stop(grace=0)
-
-
-async def push_workspace(stack: Stack, root: Path) -> str:
-    return await push_tree(stack.channel, stack.api_key, root)
-
-
-@contextlib.asynccontextmanager
-async def start_stack(tmp_path: Path, *agent_args: str) -> AsyncIterator[Stack]:
-    """Coordinator + storaged in-process, a real `c3-agent` process with `agent_args`."""
-    coord_dir = tmp_path / "coord"
-    coord_dir.mkdir(exist_ok=True)
-    signer = TokenSigner.load_or_create(coord_dir / "signing-key.pem")
-    storaged = await StoragedServer.start(
-        StoragedConfig(data_dir=tmp_path / "store", listen="127.0.0.1:0"),
-        TokenVerifier.from_pem(signer.public_key_pem()))
-    app, boot = await start_coordinator(
-        config_for_test(coord_dir, storage_address=storaged.address))
-    env = dict(os.environ, C3_AGENT_SECRET="host-secret-must-not-leak")
-    agent = await asyncio.to_thread(
-        subprocess.Popen,
-        [sys.executable, "-m", "agent.main", "--coordinator", app.address,
-         "--secret-file", str(coord_dir / "bootstrap.json"), "--data-dir",
-         str(tmp_path / "agent"), "--grace-seconds", "1", "--allow-unsandboxed", *agent_args],
-        env=env)
-    stack = Stack(app, boot.api_key, app.address, storaged.address, channel(app.address), agent,
-                  storaged, tmp_path)
-    try:
-        await eventually(lambda: list(app.scheduler.idle_agents()), timeout=30,
-                         what="the agent to register and connect")
-        yield stack
-    finally:
-        if agent.poll() is None:
-            agent.send_signal(signal.SIGTERM)
-            await asyncio.to_thread(agent.wait, 20)
-        await stack.channel.close()
-        await stack.coordinator.stop()
-        await stack.stop_storage()
-
-
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with start_stack(tmp_path) as s:
+    async with start_agent_stack(tmp_path) as s:
         yield s
-
-
-async def submit_and_wait(stack: Stack, **fields: Any) -> tuple[S.Job, list[S.JobEvent]]:
-    """Submit a job, follow its events to the end; (the finished job, its events)."""
-    c, md = client(stack.channel), bearer(stack.api_key)
-    fields.setdefault("project", "demo")
-    job = (await c.SubmitJob(pb.SubmitJobRequest(spec=S.JobSpec(**fields)), metadata=md)).job
-    events: list[S.JobEvent] = []
-    await asyncio.wait_for(events_until_done(stack, job.id, events), 60)
-    return (await c.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)).job, events
-
-
-async def events_until_done(stack: Stack, job_id: str, seen: list[S.JobEvent],
-                            on_event: object = None) -> S.JobState.ValueType:
-    stream = client(stack.channel).StreamJobEvents(
-        pb.StreamJobEventsRequest(job_id=job_id, follow=True), metadata=bearer(stack.api_key))
-    async for event in stream:
-        seen.append(event)
-        if callable(on_event):
-            await on_event(event)
-        if event.HasField("status") and event.status.state in FINISHED:
-            return event.status.state
-    raise AssertionError("event stream ended before the job finished")
 
 
 async def test_agent_runs_a_job_end_to_end_and_cancel_kills_the_group(
@@ -186,7 +92,7 @@ async def test_agent_runs_a_job_end_to_end_and_cancel_kills_the_group(
     assert canceled and state == S.JOB_STATE_CANCELED
     await eventually(lambda: not _sleepers_under(stack.agent.pid), timeout=15,
                      what="the job's processes to be gone")
-    await eventually(lambda: list(stack.coordinator.scheduler.idle_agents()),  # type: ignore[attr-defined]
+    await eventually(lambda: list(stack.app.scheduler.idle_agents()),
                      what="the agent to be idle again")
 
     stack.agent.send_signal(signal.SIGTERM)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from agent.logbatch import LogBatcher
 from agent.logjournal import LogJournal
 from c3.v1 import agent_pb2, common_pb2
+
+pytestmark = pytest.mark.unit
 
 
 def batch(job_id: str, first: int, count: int) -> agent_pb2.LogBatch:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from agent.connection import REPORTS_PER_MESSAGE, Outbox, as_one_message
 from c3.v1 import agent_pb2, common_pb2
+
+pytestmark = pytest.mark.unit
 
 
 def status(job_id: str, state: int) -> agent_pb2.AgentMessage:

@@ -11,19 +11,20 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("c3.blobcache")
-
-from test_agent_integration import (
-    Stack,
-    events_until_done,
-    push_workspace,
-    start_stack,
-)
-
 from c3.grpcutil import bearer
 from c3.v1 import common_pb2 as S
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.testing import client, eventually
+from tests.harness.coordinator import (
+    Stack,
+    client,
+    events_until_done,
+    push_workspace,
+    start_agent_stack,
+)
+from tests.harness.waiting import eventually
+
+pytestmark = pytest.mark.faults
+
 
 # Prints a numbered tick until the test drops a `release` file into the job's workspace.
 # It lists the directory rather than testing the name: in the sandbox the workspace is an
@@ -38,7 +39,7 @@ echo "after"
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with start_stack(tmp_path) as s:
+    async with start_agent_stack(tmp_path) as s:
         yield s
 
 
@@ -96,14 +97,14 @@ async def test_running_job_survives_a_coordinator_restart(stack: Stack, tmp_path
     job = await _submit(stack, tmp_path)
     agent_pid = stack.agent.pid
     await _script_started(stack, job.id)
-    assert stack.coordinator.jobs.jobs[job.id].state == S.JOB_STATE_RUNNING
+    assert stack.app.jobs.jobs[job.id].state == S.JOB_STATE_RUNNING
 
     await stack.restart_coordinator()
     # The agent reconnects (backoff) and its heartbeat claims the job it kept running.
     await eventually(lambda: any(job.id in a.running and a.connected
-                                 for a in stack.coordinator.scheduler.known_agents()),
+                                 for a in stack.app.scheduler.known_agents()),
                      timeout=30, what="the agent to reconnect, still running the job")
-    assert stack.coordinator.jobs.jobs[job.id].state == S.JOB_STATE_RUNNING
+    assert stack.app.jobs.jobs[job.id].state == S.JOB_STATE_RUNNING
     (stack.job_workspace(job.id) / "release").touch()
 
     # Followed from the start through the restarted coordinator: every line is there.
@@ -138,7 +139,7 @@ async def test_upload_failure_after_exit_0_is_upload_error_and_not_retried(
     assert any(t.startswith("c3: artifact upload failed") for t in lines)
     assert "after" in lines  # the script itself ran to its end
     # Not retried: the agent is idle again and the job was picked up exactly once.
-    await eventually(lambda: list(stack.coordinator.scheduler.idle_agents()), timeout=30,
+    await eventually(lambda: list(stack.app.scheduler.idle_agents()), timeout=30,
                      what="the agent to be idle again")
     assert sum(t.startswith("c3: picked up by") for t in lines) == 1
     assert (await _job(stack, job.id)).state == S.JOB_STATE_FAILED

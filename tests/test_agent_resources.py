@@ -12,8 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sandboxtools import host_sandbox
-from test_agent_integration import Stack, push_workspace, start_stack, submit_and_wait
 
 from agent.cgroups import CgroupManager, agent_key, detect_cgroups, enter_cgroup_argv
 from agent.diskwatch import tree_bytes, watch_disk
@@ -22,7 +20,9 @@ from agent.resources import HostTotals, ResourceShare, ShareOverrides, compute_s
 from agent.runner import ScriptRun
 from agent.sandbox import JobLayout, LaunchSpec
 from c3.v1 import agent_pb2, common_pb2
-from coordinator.testing import eventually
+from tests.harness.coordinator import Stack, push_workspace, start_agent_stack, submit_and_wait
+from tests.harness.sandbox import host_sandbox
+from tests.harness.waiting import eventually
 
 S = common_pb2
 HOST = HostTotals(memory_bytes=64 << 30, cpus=32, processes=32768, disk_bytes=1 << 40)
@@ -33,6 +33,7 @@ needs_cgroups = pytest.mark.skipif(MANAGER is None, reason=CGROUP_PROBLEM or "cg
 ALLOC_128M = "import sys; b = bytearray(128 << 20); b[::4096] = b'x' * len(b[::4096]); print('survived')"
 
 
+@pytest.mark.unit
 def test_a_one_gpu_job_on_a_four_gpu_host_gets_a_quarter() -> None:
     share = compute_share(HOST, 1 / 4, ShareOverrides())
     assert share.memory_bytes == 16 << 30 and share.cpus == 8
@@ -46,6 +47,7 @@ def test_a_one_gpu_job_on_a_four_gpu_host_gets_a_quarter() -> None:
         compute_share(HOST, 1.0, ShareOverrides(fraction=1.5))
 
 
+@pytest.mark.unit
 def test_sizes_parse_with_units_and_reject_nonsense() -> None:
     assert parse_size("64M") == 64 << 20 and parse_size("1.5g") == 3 << 29
     assert parse_size("4096") == 4096 and parse_size("2GiB") == 2 << 30
@@ -53,6 +55,7 @@ def test_sizes_parse_with_units_and_reject_nonsense() -> None:
         parse_size("lots")
 
 
+@pytest.mark.unit
 def test_v2_layout_writes_memory_cpu_weight_and_pids(tmp_path: Path) -> None:
     root = tmp_path / "cg"
     (root / "agents" / "a1").mkdir(parents=True)
@@ -73,6 +76,7 @@ def test_v2_layout_writes_memory_cpu_weight_and_pids(tmp_path: Path) -> None:
     assert group.oom_killed()
 
 
+@pytest.mark.unit
 def test_without_usable_cgroups_detection_says_why(tmp_path: Path) -> None:
     proc = tmp_path / "self-cgroup"
     proc.write_text("0::/\n")
@@ -104,6 +108,7 @@ async def _run(tmp_path: Path, script: str, share: ResourceShare) -> tuple[objec
     return result, lines, memory_dir
 
 
+@pytest.mark.integration
 @needs_cgroups
 async def test_memory_over_the_share_is_an_oom_kill_and_the_group_is_removed(tmp_path: Path) -> None:
     share = ResourceShare(1.0, 64 << 20, 64 << 20, 1.0, 256, 0, 0)
@@ -113,6 +118,7 @@ async def test_memory_over_the_share_is_an_oom_kill_and_the_group_is_removed(tmp
     assert not memory_dir.exists()
 
 
+@pytest.mark.integration
 @needs_cgroups
 async def test_a_fork_bomb_is_stopped_by_pids_max(tmp_path: Path) -> None:
     share = ResourceShare(1.0, 256 << 20, 256 << 20, 1.0, 40, 0, 0)
@@ -141,6 +147,7 @@ async def test_a_fork_bomb_is_stopped_by_pids_max(tmp_path: Path) -> None:
     assert not result.oom_killed  # type: ignore[attr-defined]
 
 
+@pytest.mark.unit
 async def test_the_disk_watchdog_reports_a_tree_over_its_limit(tmp_path: Path) -> None:
     (tmp_path / "big").write_bytes(os.urandom(3 << 20))
     assert tree_bytes(tmp_path) >= 3 << 20
@@ -149,12 +156,13 @@ async def test_the_disk_watchdog_reports_a_tree_over_its_limit(tmp_path: Path) -
     assert "over its disk limit of 1.0 MiB" in reasons[0]
 
 
+@pytest.mark.integration
 @needs_cgroups
 async def test_agent_fails_a_job_over_its_memory_share_with_oom_then_runs_the_next(
     tmp_path: Path
 ) -> None:
-    async with start_stack(tmp_path, "--memory", "64M", "--disk-limit", "8M",
-                           "--disk-check-seconds", "0.1") as stack:
+    async with start_agent_stack(tmp_path, "--memory", "64M", "--disk-limit", "8M",
+                                 "--disk-check-seconds", "0.1") as stack:
         await _oom_then_next(stack, tmp_path)
 
 
@@ -178,7 +186,7 @@ async def _oom_then_next(stack: Stack, tmp_path: Path) -> None:
     assert "disk limit" in full.message
     # Only this agent's groups (its data dir's key): other agents' on this host are theirs.
     assert MANAGER is not None
-    assert MANAGER.for_agent(agent_key(stack.data_dir / "agent")).own_groups() == []
+    assert MANAGER.for_agent(agent_key(stack.agent_dir)).own_groups() == []
 
 
 def _alive(pid: int) -> bool:
@@ -188,13 +196,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.integration
 @needs_cgroups
 async def test_an_agent_removes_the_job_cgroups_its_data_dir_left_and_no_one_elses(
     tmp_path: Path
 ) -> None:
     assert MANAGER is not None
     share = ResourceShare(1.0, 64 << 20, 64 << 20, 1.0, 64, 0, 0)
-    mine = MANAGER.for_agent(agent_key(tmp_path / "agent"))  # the data dir start_stack uses
+    mine = MANAGER.for_agent(agent_key(tmp_path / "agent"))  # the data dir start_agent_stack uses
     theirs = MANAGER.for_agent(f"other{os.getpid()}")  # another agent on this host, running
     killed = mine.create(mine.job_group_name("j-killed"), share)  # an agent killed mid-job
     foreign = theirs.create(theirs.job_group_name("j-running"), share)
@@ -204,7 +213,7 @@ async def test_an_agent_removes_the_job_cgroups_its_data_dir_left_and_no_one_els
     late = None
     try:
         await eventually(lambda: all(g.pids() for g in (killed, foreign)), 10, "the sleepers")
-        async with start_stack(tmp_path) as stack:
+        async with start_agent_stack(tmp_path) as stack:
             # At start: the killed agent's group and its process are gone.
             assert not any(d.exists() for d in killed.dirs)
             await eventually(lambda: not _alive(sleepers[0].pid), 10, "the stale job's process")

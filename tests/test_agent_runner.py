@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from sandboxtools import host_sandbox
 
 from agent.logbatch import LogBatcher
 from agent.runner import Ending, RunResult, ScriptRun, run_script
@@ -22,6 +21,10 @@ from agent.sandbox import (
     SandboxPolicy,
 )
 from c3.v1 import agent_pb2, common_pb2
+from tests.harness.sandbox import host_sandbox
+
+pytestmark = pytest.mark.integration
+
 
 # Variables bash itself defines in every script; not inherited from the agent.
 BASH_OWN = {"PWD", "SHLVL", "_", "OLDPWD"}

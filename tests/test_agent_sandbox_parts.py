@@ -12,7 +12,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from sandboxtools import host_sandbox
 
 from agent import artifacts, jobetc, seccomp
 from agent.artifacts import ArtifactLimits, collect, survey
@@ -23,11 +22,13 @@ from agent.runner import run_script
 from agent.sandbox import JobLayout, LaunchSpec, bwrap_argv
 from agent.stage import Stage, StagedDir, sweep
 from c3.v1 import agent_pb2
+from tests.harness.sandbox import host_sandbox
 
 HEADERS = {"x86_64": Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h"),
            "aarch64": Path("/usr/include/asm-generic/unistd.h")}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("arch", [seccomp.X86_64, seccomp.AARCH64], ids=lambda a: a.name)
 def test_seccomp_numbers_match_the_kernel_headers(arch: seccomp.Arch) -> None:
     header = HEADERS[arch.name]
@@ -45,6 +46,7 @@ def test_seccomp_numbers_match_the_kernel_headers(arch: seccomp.Arch) -> None:
     assert len(program) % 8 == 0 and len(program) // 8 < 4096
 
 
+@pytest.mark.integration
 async def test_seccomp_refuses_the_listed_calls_in_a_real_sandbox(tmp_path: Path) -> None:
     policy = host_sandbox()
     if policy is None or policy.seccomp is None:
@@ -78,6 +80,7 @@ async def test_seccomp_refuses_the_listed_calls_in_a_real_sandbox(tmp_path: Path
     assert said["spawn"] == "spawn 0"
 
 
+@pytest.mark.unit
 def test_the_namespace_filter_rejects_the_host_and_metadata_but_forwards_dns() -> None:
     rules = ruleset(HostAddresses(("10.1.2.3", "127.0.0.1"), ("2001:db8::5", "fe80::1"), True))
     assert 'oifname "lo" accept' in rules
@@ -98,6 +101,7 @@ def test_the_namespace_filter_rejects_the_host_and_metadata_but_forwards_dns() -
     assert "--no-map-gw" in argv and "--ipv4-only" in argv
 
 
+@pytest.mark.unit
 def test_host_addresses_come_from_ip_json() -> None:
     text = json.dumps([
         {"ifname": "lo", "addr_info": [{"family": "inet", "local": "127.0.0.1"},
@@ -111,6 +115,7 @@ def test_host_addresses_come_from_ip_json() -> None:
         JobNetwork.parse("host")
 
 
+@pytest.mark.unit
 def test_the_jobs_etc_is_written_for_it_and_never_the_hosts_secrets(tmp_path: Path) -> None:
     etc = tmp_path / "etc"
     (etc / "ssl" / "certs").mkdir(parents=True)
@@ -130,6 +135,7 @@ def test_the_jobs_etc_is_written_for_it_and_never_the_hosts_secrets(tmp_path: Pa
         "/etc/resolv.conf"].data
 
 
+@pytest.mark.unit
 def test_gpu_nodes_are_the_assigned_ones_by_device_minor(tmp_path: Path) -> None:
     """Fakes (no GPU here): plain files stand in for /dev/nvidia*, and the driver's
     /proc/driver/nvidia/gpus/<bus>/information files give the minors."""
@@ -149,6 +155,7 @@ def test_gpu_nodes_are_the_assigned_ones_by_device_minor(tmp_path: Path) -> None
     assert next(t for _, t in gpu_nodes([0], dev, proc)) == "/dev/nvidia3"
 
 
+@pytest.mark.integration
 def test_the_job_command_line_names_no_host_path(tmp_path: Path) -> None:
     policy = host_sandbox()
     if policy is None:
@@ -179,6 +186,7 @@ def _tree(root: Path) -> None:
     (root / "bad\nname").write_text("x")
 
 
+@pytest.mark.unit
 def test_collection_decides_from_lstat_and_reads_only_what_it_keeps(tmp_path: Path) -> None:
     root = tmp_path / "artifacts"
     _tree(root)
@@ -198,6 +206,7 @@ def test_collection_decides_from_lstat_and_reads_only_what_it_keeps(tmp_path: Pa
     assert not kept.refused
 
 
+@pytest.mark.unit
 def test_collection_stops_counting_at_the_file_limit(tmp_path: Path) -> None:
     root = tmp_path / "artifacts"
     root.mkdir()
@@ -207,6 +216,7 @@ def test_collection_stops_counting_at_the_file_limit(tmp_path: Path) -> None:
     assert len(found) == 10 and "more than 10 artifact files" in refused[0]
 
 
+@pytest.mark.unit
 def test_a_stopped_collection_stops_hashing(tmp_path: Path) -> None:
     root = tmp_path / "artifacts"
     root.mkdir()
@@ -218,6 +228,7 @@ def test_a_stopped_collection_stops_hashing(tmp_path: Path) -> None:
         artifacts.collect([(root, "")], (root,), stop=stop)
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
 def test_staged_mounts_a_killed_agent_left_are_swept_and_keep_their_files(tmp_path: Path) -> None:
     job = tmp_path / "jobs" / "j-1"
@@ -241,6 +252,7 @@ def test_staged_mounts_a_killed_agent_left_are_swept_and_keep_their_files(tmp_pa
     assert not root.exists()  # nothing is left in /run either
 
 
+@pytest.mark.unit
 def test_only_namespaces_of_agents_whose_process_is_gone_count_as_dead() -> None:
     from agent.jobnet import _of_a_dead_agent
 

@@ -7,8 +7,12 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
+
 from agent.warmtree import WarmTrees, stamp_written
 from c3.v1 import common_pb2
+
+pytestmark = pytest.mark.unit
 
 
 def entry(path: str, data: bytes, executable: bool = False) -> common_pb2.ManifestEntry:

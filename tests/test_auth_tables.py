@@ -16,13 +16,15 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from c3 import grpcutil
 from c3.auth import PUBLIC_METHODS, principal
 from c3.errors import PermissionDenied
-from c3.tokens import READ, TokenClaims, TokenSigner, TokenVerifier
+from c3.tokens import READ, TokenClaims, TokenSigner
 from c3.v1 import coordinator_pb2 as pb
 from c3.v1 import coordinator_pb2_grpc, storage_pb2, storage_pb2_grpc
 from coordinator import auth as coordinator_auth
-from coordinator.testing import config_for_test, start_coordinator
 from storaged import auth as storaged_auth
-from storaged.server import StoragedConfig, StoragedServer
+from tests.harness.coordinator import config_for_test, start_coordinator
+from tests.harness.storage import start_storaged
+
+pytestmark = pytest.mark.unit
 
 
 async def served_methods(address: str) -> set[str]:
@@ -67,8 +69,7 @@ async def test_every_coordinator_method_has_a_permission(tmp_path: Path) -> None
 
 async def test_every_storage_method_has_a_permission(tmp_path: Path) -> None:
     signer = TokenSigner.load_or_create(tmp_path / "key.pem")
-    config = StoragedConfig(data_dir=tmp_path / "data", listen="127.0.0.1:0", gc_interval_seconds=0)
-    srv = await StoragedServer.start(config, TokenVerifier.from_pem(signer.public_key_pem()))
+    srv = await start_storaged(tmp_path / "data", signer, gc=False)
     try:
         served = await served_methods(srv.address)
     finally:
@@ -122,8 +123,7 @@ async def test_storage_refuses_a_token_without_the_operation_before_the_handler(
     tmp_path: Path,
 ) -> None:
     signer = TokenSigner.load_or_create(tmp_path / "key.pem")
-    config = StoragedConfig(data_dir=tmp_path / "data", listen="127.0.0.1:0", gc_interval_seconds=0)
-    srv = await StoragedServer.start(config, TokenVerifier.from_pem(signer.public_key_pem()))
+    srv = await start_storaged(tmp_path / "data", signer, gc=False)
     try:
         read_only = signer.sign(TokenClaims(org_id="o", operations=(READ,)))
         async with grpcutil.channel(srv.address, service="storage") as ch:

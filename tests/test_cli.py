@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stacktools import c3ctl, clean_env
+import pytest
+
+from tests.harness.cli import c3ctl, clean_env
+
+pytestmark = pytest.mark.integration
 
 
 def test_json_and_follow_is_a_usage_error(tmp_path: Path) -> None:

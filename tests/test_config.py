@@ -19,6 +19,8 @@ from c3.config import (
 )
 from c3.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 
 def write_project(root: Path, text: str, *, script: bool = True) -> Path:
     root.mkdir(parents=True, exist_ok=True)

@@ -14,18 +14,14 @@ from c3.tokens import TokenVerifier
 from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb
 from coordinator.lifecycle import State, check_transition
-from coordinator.testing import client, spec
+from tests.harness.coordinator import client, spec
+from tests.harness.rpc import expect_code
 
-
-async def expect_code(code: grpc.StatusCode, awaitable) -> str:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.RpcError) as info:
-        await awaitable
-    assert info.value.code() == code, info.value.details()
-    return str(info.value.details())
+pytestmark = pytest.mark.unit
 
 
 async def test_bad_or_missing_key_is_unauthenticated(stack) -> None:  # type: ignore[no-untyped-def]
-    _app, boot, ch = stack
+    _app, boot, ch = stack.app, stack.boot, stack.channel
     c = client(ch)
     await expect_code(grpc.StatusCode.UNAUTHENTICATED, c.WhoAmI(pb.WhoAmIRequest()))
     forged = boot.api_key[:-4] + "0000"
@@ -39,7 +35,7 @@ async def test_bad_or_missing_key_is_unauthenticated(stack) -> None:  # type: ig
 
 
 async def test_whoami_keys_create_list_revoke(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    _app, boot, ch = stack
+    _app, boot, ch = stack.app, stack.boot, stack.channel
     c = client(ch)
     me = await c.WhoAmI(pb.WhoAmIRequest(), metadata=bearer(boot.api_key))
     assert me.org_id == boot.org_id and me.org_name == "local" and me.admin
@@ -65,7 +61,7 @@ async def test_whoami_keys_create_list_revoke(stack, tmp_path: Path) -> None:  #
 
 
 async def test_storage_token_is_scoped_to_the_org(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    _app, boot, ch = stack
+    _app, boot, ch = stack.app, stack.boot, stack.channel
     reply = await client(ch).IssueStorageToken(
         pb.IssueStorageTokenRequest(), metadata=bearer(boot.api_key)
     )
@@ -84,7 +80,7 @@ async def test_storage_token_is_scoped_to_the_org(stack, tmp_path: Path) -> None
 
 
 async def test_orgs_never_see_each_other(stack) -> None:  # type: ignore[no-untyped-def]
-    app, boot, ch = stack
+    app, boot, ch = stack.app, stack.boot, stack.channel
     c = client(ch)
     other_org = await app.accounts.create_org("other", "free")
     _, other_key = await app.accounts.create_key(other_org.id, "theirs")
@@ -110,7 +106,7 @@ async def test_orgs_never_see_each_other(stack) -> None:  # type: ignore[no-unty
 
 
 async def test_submit_validation_and_pending_reason(stack) -> None:  # type: ignore[no-untyped-def]
-    _app, boot, ch = stack
+    _app, boot, ch = stack.app, stack.boot, stack.channel
     c, md = client(ch), bearer(boot.api_key)
     for bad, needle in [
         (spec(script=""), "script"),
@@ -135,7 +131,7 @@ async def test_submit_validation_and_pending_reason(stack) -> None:  # type: ign
 
 
 async def test_illegal_transitions_are_refused(stack) -> None:  # type: ignore[no-untyped-def]
-    _app, boot, ch = stack
+    _app, boot, ch = stack.app, stack.boot, stack.channel
     c, md = client(ch), bearer(boot.api_key)
     with pytest.raises(FailedPrecondition):
         check_transition("j", State.COMPLETED, State.RUNNING)
@@ -165,7 +161,7 @@ async def test_illegal_transitions_are_refused(stack) -> None:  # type: ignore[n
 
 
 async def test_list_hardware_from_catalog(stack) -> None:  # type: ignore[no-untyped-def]
-    _app, boot, ch = stack
+    _app, boot, ch = stack.app, stack.boot, stack.channel
     reply = await client(ch).ListHardware(pb.ListHardwareRequest(), metadata=bearer(boot.api_key))
     classes = {p.gpu_class for p in reply.profiles}
     assert {"l40", "a100", "h100", "cpu"} <= classes

@@ -12,7 +12,9 @@ from coordinator.events import EventLog
 from coordinator.jobs import JobService
 from coordinator.lifecycle import State
 from coordinator.repo import SqliteRepository
-from coordinator.testing import spec
+from tests.harness.coordinator import spec
+
+pytestmark = pytest.mark.unit
 
 
 async def test_subscribers_hear_each_change_as_it_happens_and_cannot_transition_inside_it(

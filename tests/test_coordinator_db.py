@@ -10,6 +10,9 @@ import pytest
 from coordinator.db import Database
 from coordinator.repo import _RESIDENT_JOBS
 
+pytestmark = pytest.mark.unit
+
+
 _UPSERT = "INSERT OR REPLACE INTO orgs VALUES (?,?,?,?,?)"
 
 

@@ -12,26 +12,13 @@ from c3.grpcutil import bearer
 from c3.tokens import TokenSigner, TokenVerifier
 from c3.v1 import agent_pb2, common_pb2
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.app import Coordinator
-from coordinator.testing import (
-    Bootstrap,
-    SimAgent,
-    client,
-    eventually,
-    spec,
-)
+from tests.harness.coordinator import SimAgent, client, connected_agent, spec
+from tests.harness.waiting import eventually
+
+pytestmark = pytest.mark.unit
+
 
 S = common_pb2
-
-
-async def new_agent(app: Coordinator, boot: Bootstrap, **kw) -> SimAgent:  # type: ignore[no-untyped-def]
-    agent = SimAgent(app.address, boot.agent_secret, **kw)
-    await agent.register()
-    await agent.connect()
-    await eventually(
-        lambda: agent.agent_id in {a.id for a in app.scheduler.idle_agents()}, what="idle agent"
-    )
-    return agent
 
 
 async def final_events(ch: aio.Channel, key: str, job_id: str) -> list[common_pb2.JobEvent]:
@@ -42,8 +29,8 @@ async def final_events(ch: aio.Channel, key: str, job_id: str) -> list[common_pb
 
 
 async def test_warm_agent_runs_job_and_streams_logs(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    app, boot, ch = stack
-    agent = await new_agent(app, boot)
+    app, boot, ch = stack.app, stack.boot, stack.channel
+    agent = await connected_agent(app, boot)
     c, md = client(ch), bearer(boot.api_key)
     submitted = (await c.SubmitJob(pb.SubmitJobRequest(spec=spec(gpu="l40")), metadata=md)).job
     assignment = await agent.assignment()
@@ -93,10 +80,10 @@ async def test_warm_agent_runs_job_and_streams_logs(stack, tmp_path: Path) -> No
 
 
 async def test_placement_prefers_cached_project_and_matches_class(stack) -> None:  # type: ignore[no-untyped-def]
-    app, boot, ch = stack
-    plain = await new_agent(app, boot)
-    cached = await new_agent(app, boot, cached_projects=("demo",))
-    h100 = await new_agent(app, boot, profile="h100-1x", gpu_class="h100")
+    app, boot, ch = stack.app, stack.boot, stack.channel
+    plain = await connected_agent(app, boot)
+    cached = await connected_agent(app, boot, cached_projects=("demo",))
+    h100 = await connected_agent(app, boot, profile="h100-1x", gpu_class="h100")
     md = bearer(boot.api_key)
     await client(ch).SubmitJob(pb.SubmitJobRequest(spec=spec(gpu="l40")), metadata=md)
     assert (await cached.assignment()).job.spec.project == "demo"
@@ -110,8 +97,8 @@ async def test_placement_prefers_cached_project_and_matches_class(stack) -> None
 
 
 async def test_cancel_reaches_the_running_agent(stack) -> None:  # type: ignore[no-untyped-def]
-    app, boot, ch = stack
-    agent = await new_agent(app, boot)
+    app, boot, ch = stack.app, stack.boot, stack.channel
+    agent = await connected_agent(app, boot)
     c, md = client(ch), bearer(boot.api_key)
     job = (await c.SubmitJob(pb.SubmitJobRequest(spec=spec()), metadata=md)).job
     await agent.assignment()
@@ -129,12 +116,12 @@ async def test_cancel_reaches_the_running_agent(stack) -> None:  # type: ignore[
 
 
 async def test_agent_lost_before_script_start_requeues(stack) -> None:  # type: ignore[no-untyped-def]
-    app, boot, ch = stack
-    first = await new_agent(app, boot)
+    app, boot, ch = stack.app, stack.boot, stack.channel
+    first = await connected_agent(app, boot)
     c, md = client(ch), bearer(boot.api_key)
     job = (await c.SubmitJob(pb.SubmitJobRequest(spec=spec()), metadata=md)).job
     await first.assignment()
-    second = await new_agent(app, boot)  # joined after the job was submitted
+    second = await connected_agent(app, boot)  # joined after the job was submitted
     second.keep_alive(0.1)  # only the first agent goes silent
     await first.drop()
     reassigned = await second.assignment(timeout=10)
@@ -150,8 +137,8 @@ async def test_agent_lost_before_script_start_requeues(stack) -> None:  # type: 
 
 
 async def test_agent_lost_after_script_start_fails_job(stack) -> None:  # type: ignore[no-untyped-def]
-    app, boot, ch = stack
-    agent = await new_agent(app, boot)
+    app, boot, ch = stack.app, stack.boot, stack.channel
+    agent = await connected_agent(app, boot)
     c, md = client(ch), bearer(boot.api_key)
     job = (await c.SubmitJob(pb.SubmitJobRequest(spec=spec()), metadata=md)).job
     await agent.assignment()
@@ -165,12 +152,12 @@ async def test_agent_lost_after_script_start_fails_job(stack) -> None:  # type: 
 
 
 async def test_agent_cannot_report_on_another_agents_job(stack) -> None:  # type: ignore[no-untyped-def]
-    app, boot, ch = stack
-    owner = await new_agent(app, boot)
+    app, boot, ch = stack.app, stack.boot, stack.channel
+    owner = await connected_agent(app, boot)
     c, md = client(ch), bearer(boot.api_key)
     job = (await c.SubmitJob(pb.SubmitJobRequest(spec=spec()), metadata=md)).job
     await owner.assignment()
-    intruder = await new_agent(app, boot)
+    intruder = await connected_agent(app, boot)
     await intruder.report(job.id, S.JOB_STATE_COMPLETED)
     await intruder.log(job.id, "forged line")
     await intruder.heartbeat()  # processed after the two above, on the same stream
@@ -191,7 +178,7 @@ async def test_agent_cannot_report_on_another_agents_job(stack) -> None:  # type
 
 
 async def test_bad_agent_credentials_are_refused(stack) -> None:  # type: ignore[no-untyped-def]
-    app, _boot, _ch = stack
+    app, _boot, _ch = stack.app, stack.boot, stack.channel
     stranger = SimAgent(app.address, "c3_prov_nope_nope")
     with pytest.raises(grpc.RpcError) as info:
         await stranger.register()
@@ -200,7 +187,7 @@ async def test_bad_agent_credentials_are_refused(stack) -> None:  # type: ignore
 
 
 async def test_docker_jobs_go_only_to_agents_with_a_container_engine(stack) -> None:  # type: ignore[no-untyped-def]
-    app, boot, ch = stack
+    app, boot, ch = stack.app, stack.boot, stack.channel
     plain = SimAgent(app.address, boot.agent_secret, profile="cpu", gpu_class="cpu")
     await plain.register()
     await plain.connect()
@@ -214,8 +201,8 @@ async def test_docker_jobs_go_only_to_agents_with_a_container_engine(stack) -> N
 
 
 async def test_submit_jobs_places_a_sweep_in_order_and_refuses_it_whole(stack) -> None:  # type: ignore[no-untyped-def]
-    app, boot, ch = stack
-    agents = [await new_agent(app, boot) for _ in range(2)]
+    app, boot, ch = stack.app, stack.boot, stack.channel
+    agents = [await connected_agent(app, boot) for _ in range(2)]
     c, md = client(ch), bearer(boot.api_key)
 
     async def refused(request: pb.SubmitJobsRequest) -> str:
@@ -249,8 +236,8 @@ async def test_submit_jobs_places_a_sweep_in_order_and_refuses_it_whole(stack) -
 
 
 async def test_batched_agent_reports_apply_in_order_and_one_bad_item_spoils_nothing(stack) -> None:  # type: ignore[no-untyped-def]
-    app, boot, ch = stack
-    agent = await new_agent(app, boot)
+    app, boot, ch = stack.app, stack.boot, stack.channel
+    agent = await connected_agent(app, boot)
     c, md = client(ch), bearer(boot.api_key)
     job = (await c.SubmitJob(pb.SubmitJobRequest(spec=spec()), metadata=md)).job
     await agent.assignment()

@@ -6,17 +6,15 @@ import asyncio
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from c3.grpcutil import bearer, channel
 from c3.v1 import common_pb2 as S
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.testing import (
-    SimAgent,
-    client,
-    config_for_test,
-    eventually,
-    spec,
-    start_coordinator,
-)
+from tests.harness.coordinator import SimAgent, client, config_for_test, spec, start_coordinator
+from tests.harness.waiting import eventually
+
+pytestmark = pytest.mark.unit
 
 
 async def read_n(stream, n: int) -> list[S.JobEvent]:  # type: ignore[no-untyped-def]

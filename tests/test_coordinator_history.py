@@ -19,7 +19,11 @@ from c3.v1 import coordinator_pb2 as pb
 from coordinator.lifecycle import State
 from coordinator.model import Job
 from coordinator.residency import ResidentJobs
-from coordinator.testing import SimAgent, Stack, eventually, spec
+from tests.harness.coordinator import SimAgent, Stack, spec
+from tests.harness.waiting import eventually
+
+pytestmark = pytest.mark.unit
+
 
 S = common_pb2
 
@@ -39,7 +43,7 @@ async def run_job(
 
 async def test_finished_jobs_leave_memory_and_every_read_still_answers(make_stack) -> None:  # type: ignore[no-untyped-def]
     st = await make_stack(keep_finished_s=0.3)
-    agent = await st.agent()
+    agent = await st.sim_agent()
     done = await run_job(st, agent, S.JOB_STATE_COMPLETED)
     other = await run_job(st, agent, S.JOB_STATE_COMPLETED, project="other")
     failed = await run_job(st, agent, S.JOB_STATE_FAILED)
@@ -96,7 +100,7 @@ async def test_finished_jobs_leave_memory_and_every_read_still_answers(make_stac
 
 async def test_a_slow_reader_gets_every_event_while_the_job_leaves_memory(make_stack) -> None:  # type: ignore[no-untyped-def]
     st = await make_stack(keep_finished_s=0.3)
-    agent = await st.agent()
+    agent = await st.sim_agent()
     # 5 MB of log: more than the stream's flow-control window, so the server is still
     # sending when the job leaves memory.
     job_id = await run_job(st, agent, S.JOB_STATE_COMPLETED, lines=2500, width=2000)
@@ -136,7 +140,7 @@ async def test_many_stored_jobs_list_in_pages_with_filters(make_stack) -> None: 
 
 async def test_restart_loads_live_and_recent_jobs_only(make_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     st = await make_stack(keep_finished_s=3600)
-    agent = await st.agent()
+    agent = await st.sim_agent()
     old = await run_job(st, agent, S.JOB_STATE_COMPLETED)
     running = (await st.submit()).id
     assert (await agent.assignment()).job.id == running

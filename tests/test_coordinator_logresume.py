@@ -6,10 +6,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from c3.grpcutil import bearer, channel
 from c3.v1 import common_pb2 as S
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.testing import SimAgent, client, config_for_test, spec, start_coordinator
+from tests.harness.coordinator import SimAgent, client, config_for_test, spec, start_coordinator
+
+pytestmark = pytest.mark.unit
 
 
 async def stored_events(address: str, api_key: str, job_id: str) -> list[S.JobEvent]:

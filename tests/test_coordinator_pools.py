@@ -7,56 +7,20 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from c3.errors import ConfigError
 from c3.grpcutil import bearer, channel
-from c3.tokens import TokenSigner, TokenVerifier
 from c3.v1 import agent_pb2, common_pb2
 from c3.v1 import coordinator_pb2 as pb
 from coordinator.agents import AgentState
-from coordinator.app import Coordinator
 from coordinator.poolconfig import ProviderOptions, load_pool_config
-from coordinator.testing import (
-    client,
-    config_for_test,
-    eventually,
-    push_tree,
-    spec,
-    start_coordinator,
-)
-from storaged.server import StoragedConfig, StoragedServer
+from tests.harness.coordinator import ENDED, client, pool_stack, push_tree, spec
+from tests.harness.waiting import eventually
 
 S = common_pb2
-FINAL = {S.JOB_STATE_COMPLETED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELED, S.JOB_STATE_TIMED_OUT}
-
-
-@asynccontextmanager
-async def pool_stack(tmp_path: Path, pools: str) -> AsyncIterator[tuple[Coordinator, str]]:
-    """storaged + a coordinator whose `--pool-config` file holds `pools`; yields the
-    coordinator and an API key. (Also used by test_coordinator_slurm.)"""
-    signer = TokenSigner.load_or_create(tmp_path / "signing-key.pem")
-    storaged = await StoragedServer.start(
-        StoragedConfig(data_dir=tmp_path / "store", listen="127.0.0.1:0"),
-        TokenVerifier.from_pem(signer.public_key_pem()),
-    )
-    (tmp_path / "pools.yaml").write_text(pools)
-    config = config_for_test(
-        tmp_path, storage_address=storaged.address, heartbeat_ms=500,
-        pool_config=tmp_path / "pools.yaml",
-    )  # fmt: skip
-    try:
-        app, boot = await start_coordinator(config)
-        try:
-            yield app, boot.api_key
-        finally:
-            await app.stop()
-    finally:
-        await storaged.stop()
 
 
 POOL = """
@@ -67,11 +31,13 @@ providers:
 """
 
 
+@pytest.mark.integration
 async def test_local_pool_baseline_burst_and_shrink(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "run.sh").write_text("sleep 120\n")  # busy until the test cancels it
-    async with pool_stack(tmp_path, POOL) as (app, key):
+    async with pool_stack(tmp_path, POOL) as stack:
+        app, key = stack.app, stack.api_key
         assert app.pools is not None
         pool = app.pools.pools[0]
         provider = app.pools.provider_of(pool)
@@ -115,7 +81,7 @@ async def test_local_pool_baseline_burst_and_shrink(tmp_path: Path) -> None:
             assert third.state == S.JOB_STATE_PENDING, third.state
             await c.CancelJob(pb.CancelJobRequest(job_ids=[j.id for j in jobs]), metadata=md)
             await eventually(
-                lambda: all(app.jobs.jobs[j.id].state in FINAL for j in jobs), 60, "jobs over"
+                lambda: all(app.jobs.jobs[j.id].state in ENDED for j in jobs), 60, "jobs over"
             )
             assert peak <= 2 and provider.running() <= 2  # type: ignore[attr-defined]
             # Idle timeout (1 s): back to the baseline of one agent, the extra one exits.
@@ -135,10 +101,12 @@ providers:
 """
 
 
+@pytest.mark.integration
 async def test_local_agent_that_exits_before_registering_fails_at_once(tmp_path: Path) -> None:
     """An agent process that dies at start is the pool's readable error within seconds,
     not after register_timeout_s (300 s here); the pool retries with backoff."""
-    async with pool_stack(tmp_path, BROKEN_POOL) as (app, key):
+    async with pool_stack(tmp_path, BROKEN_POOL) as stack:
+        app, key = stack.app, stack.api_key
         assert app.pools is not None
         provider = app.pools.provider_of(app.pools.pools[0])
         md = bearer(key)
@@ -176,6 +144,7 @@ async def test_local_agent_that_exits_before_registering_fails_at_once(tmp_path:
             assert [j.message for j in listed.jobs if j.id == job.id] == [await message()]
     assert provider.running() == 0  # type: ignore[attr-defined]
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("providers", "expected"),
     [
@@ -196,6 +165,7 @@ def test_pool_file_provider_options_are_checked(
         load_pool_config(pool_file, frozenset({"cpu"}))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("pools", "expected"),
     [
@@ -215,6 +185,7 @@ def test_pool_file_bad_pool_values_are_one_clear_error(
         load_pool_config(pool_file, frozenset({"cpu"}))
 
 
+@pytest.mark.unit
 def test_pool_file_provider_options_are_read(tmp_path: Path) -> None:
     pool_file = tmp_path / "pools.yaml"
     pool_file.write_text(
@@ -227,6 +198,7 @@ def test_pool_file_provider_options_are_read(tmp_path: Path) -> None:
     assert options.launch_args == ()  # the agent's own default: egress
 
 
+@pytest.mark.unit
 def test_pool_job_network_reaches_the_agents_it_starts(tmp_path: Path) -> None:
     pool_file = tmp_path / "pools.yaml"
     pool_file.write_text("pools: [{profile: cpu}]\nproviders:\n"
@@ -235,6 +207,7 @@ def test_pool_job_network_reaches_the_agents_it_starts(tmp_path: Path) -> None:
     assert options.launch_args == ("--no-cgroups", "--job-network", "none")
 
 
+@pytest.mark.integration
 async def test_each_registering_agent_takes_its_own_start_not_the_oldest(tmp_path: Path) -> None:
     # The agents point at a dead address (the last --coordinator wins), so they never
     # register by themselves: the test plays their registrations, in the wrong order.
@@ -244,7 +217,8 @@ pools:
 providers:
   local: {agent_args: ["--no-cgroups", "--coordinator", "127.0.0.1:1"]}
 """
-    async with pool_stack(tmp_path, pools) as (app, _key):
+    async with pool_stack(tmp_path, pools) as stack:
+        app = stack.app
         manager = app.pools
         assert manager is not None
         pool = manager.pools[0]

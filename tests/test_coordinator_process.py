@@ -15,29 +15,18 @@ import pytest
 from c3.grpcutil import bearer, channel, check_health
 from c3.v1 import coordinator_pb2 as pb
 from coordinator.main import parse_args
-from coordinator.testing import client, eventually
+from tests.harness.coordinator import client
+from tests.harness.processes import ROOT, start_coordinator_process
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration
 
 
 async def start(tmp_path: Path) -> tuple[asyncio.subprocess.Process, str]:
-    ready = tmp_path / "ready"
-    ready.unlink(missing_ok=True)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "coordinator.main",
-        "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
-        "--storage-address", "127.0.0.1:7431", "--signing-key", str(tmp_path / "key.pem"),
-        "--ready-file", str(ready), "--bootstrap-file", str(tmp_path / "bootstrap.json"),
-        "--heartbeat-ms", "500",
-        cwd=ROOT, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-
-    def address() -> str:
-        if proc.returncode is not None:
-            raise AssertionError(f"coordinator exited with {proc.returncode}")
-        return ready.read_text() if ready.exists() else ""
-
-    return proc, await eventually(address, timeout=30, what="ready file")
+    proc, address, _ = await start_coordinator_process(
+        tmp_path, "--storage-address", "127.0.0.1:7431", "--signing-key",
+        str(tmp_path / "key.pem"), "--heartbeat-ms", "500", stderr=asyncio.subprocess.PIPE,
+    )
+    return proc, address
 
 
 async def stop(proc: asyncio.subprocess.Process) -> None:

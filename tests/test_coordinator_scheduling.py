@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from c3.grpcutil import bearer
 from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.testing import (
-    SimAgent,
-    eventually,
-)
+from tests.harness.coordinator import SimAgent
+from tests.harness.waiting import eventually
+
+pytestmark = pytest.mark.unit
+
 
 S = common_pb2
 
@@ -23,7 +26,7 @@ async def run_to(agent: SimAgent, job_id: str, state: int, **fields: Any) -> Non
 
 async def test_logs_without_follow_end_on_a_running_job(make_stack) -> None:  # type: ignore[no-untyped-def]
     st = await make_stack()
-    agent = await st.agent()
+    agent = await st.sim_agent()
     job = await st.submit()
     await agent.assignment()
     await agent.report(job.id, S.JOB_STATE_RUNNING)
@@ -46,7 +49,7 @@ async def _collect(stream: Any) -> list[common_pb2.JobEvent]:
 
 async def test_message_follows_the_state(make_stack) -> None:  # type: ignore[no-untyped-def]
     st = await make_stack(heartbeat_ms=1000)
-    busy = await st.agent()
+    busy = await st.sim_agent()
     first = await st.submit()
     await busy.assignment()
     await busy.report(first.id, S.JOB_STATE_RUNNING, message="running on vm (cpu)")
@@ -73,12 +76,12 @@ async def test_message_follows_the_state(make_stack) -> None:  # type: ignore[no
 
 async def test_supersede_cancels_first_and_holds_for_the_same_agent(make_stack) -> None:  # type: ignore[no-untyped-def]
     st = await make_stack(heartbeat_ms=1000)
-    mine = await st.agent()
+    mine = await st.sim_agent()
     old = await st.submit()
     await mine.assignment()
     await mine.report(old.id, S.JOB_STATE_RUNNING)
     await eventually(lambda: st.state(old.id) == S.JOB_STATE_RUNNING)
-    other = await st.agent()  # idle and fitting: it must NOT get the superseding job
+    other = await st.sim_agent()  # idle and fitting: it must NOT get the superseding job
     new = await st.submit(supersedes_job_id=old.id, prefer_agent_id=mine.agent_id)
     cancel = await mine.next()
     assert cancel is not None and cancel.cancel.job_id == old.id
@@ -95,12 +98,12 @@ async def test_supersede_cancels_first_and_holds_for_the_same_agent(make_stack) 
 
 async def test_supersede_hold_is_bounded(make_stack) -> None:  # type: ignore[no-untyped-def]
     st = await make_stack(heartbeat_ms=2000, supersede_hold_s=0.3)
-    stuck = await st.agent()
+    stuck = await st.sim_agent()
     old = await st.submit()
     await stuck.assignment()
     await stuck.report(old.id, S.JOB_STATE_RUNNING)
     await eventually(lambda: st.state(old.id) == S.JOB_STATE_RUNNING)
-    other = await st.agent()
+    other = await st.sim_agent()
     new = await st.submit(supersedes_job_id=old.id, prefer_agent_id=stuck.agent_id)
     # The old agent never confirms the cancel: after the hold any fitting agent will do.
     assert (await other.assignment(timeout=5)).job.id == new.id
@@ -110,7 +113,7 @@ async def test_supersede_hold_is_bounded(make_stack) -> None:  # type: ignore[no
 
 async def test_heartbeat_reconciliation(make_stack) -> None:  # type: ignore[no-untyped-def]
     st = await make_stack(heartbeat_ms=1000)
-    agent = await st.agent()
+    agent = await st.sim_agent()
     job = await st.submit()
     await agent.assignment()
     await agent.report(job.id, S.JOB_STATE_RUNNING)
@@ -136,7 +139,7 @@ async def test_org_limits_and_fairness(make_stack) -> None:  # type: ignore[no-u
     org = await accounts.create_org("acme", "pro")
     _, key = await accounts.create_key(org.id, "ci")
     acme = bearer(key)
-    agents = [await st.agent() for _ in range(3)]
+    agents = [await st.sim_agent() for _ in range(3)]
     burst = [await st.submit() for _ in range(4)]  # "local" org, plan free: one at a time
     theirs = [await st.submit(md=acme) for _ in range(2)]
     await eventually(lambda: all(st.state(j.id) == S.JOB_STATE_SCHEDULING for j in theirs))
@@ -163,7 +166,7 @@ async def test_pending_queue_is_served_round_robin_across_orgs(make_stack) -> No
     st = await make_stack(heartbeat_ms=2000)
     org = await st.app.accounts.create_org("acme", "team")
     _, key = await st.app.accounts.create_key(org.id, "ci")
-    agent = await st.agent()
+    agent = await st.sim_agent()
     burst = [await st.submit() for _ in range(5)]
     late = await st.submit(md=bearer(key))
     order = []
@@ -179,7 +182,7 @@ async def test_pending_queue_is_served_round_robin_across_orgs(make_stack) -> No
 
 async def test_coordinator_enforces_time_limit_when_agent_does_not(make_stack) -> None:  # type: ignore[no-untyped-def]
     st = await make_stack(heartbeat_ms=2000, time_limit_grace_s=0.3)
-    agent = await st.agent()
+    agent = await st.sim_agent()
     job = await st.submit(spec={"time_limit_seconds": 1})
     await agent.assignment()
     await agent.report(job.id, S.JOB_STATE_RUNNING)

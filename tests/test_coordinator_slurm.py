@@ -15,18 +15,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from test_coordinator_pools import pool_stack
 
 from c3.grpcutil import bearer, channel
 from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb
 from c3.v1.coordinator_pb2_grpc import CoordinatorStub
-from coordinator.app import Coordinator
-from coordinator.testing import client, eventually, push_tree, spec
+from tests.harness.coordinator import ENDED, Stack, client, pool_stack, push_tree, spec
+from tests.harness.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
 
 S = common_pb2
 ROOT = Path(__file__).resolve().parents[1]
-FINAL = {S.JOB_STATE_COMPLETED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELED, S.JOB_STATE_TIMED_OUT}
 
 POOLS = """
 pools:
@@ -64,7 +65,7 @@ def queued_under(work_dir: Path) -> list[str]:
 
 
 @asynccontextmanager
-async def running_stack(tmp_path: Path, pools: str) -> AsyncIterator[tuple[Coordinator, str]]:
+async def slurm_stack(tmp_path: Path, pools: str) -> AsyncIterator[Stack]:
     """pool_stack with a Slurm pool file; on exit, every Slurm job the pool submitted
     must be gone (coordinator stop scancels what it started)."""
     async with pool_stack(tmp_path, pools) as started:
@@ -74,13 +75,13 @@ async def running_stack(tmp_path: Path, pools: str) -> AsyncIterator[tuple[Coord
 
 
 @pytest.fixture
-async def stack(tmp_path: Path, slurm: None) -> AsyncIterator[tuple[Coordinator, str]]:
-    async with running_stack(tmp_path, POOLS) as started:
+async def stack(tmp_path: Path, slurm: None) -> AsyncIterator[Stack]:
+    async with slurm_stack(tmp_path, POOLS) as started:
         yield started
 
 
-async def test_slurm_cold_provision_run_and_release(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    app, key = stack
+async def test_slurm_cold_provision_run_and_release(stack: Stack, tmp_path: Path) -> None:
+    app, key = stack.app, stack.api_key
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "run.sh").write_text("echo hello from slurm\n")
@@ -92,7 +93,7 @@ async def test_slurm_cold_provision_run_and_release(stack, tmp_path: Path) -> No
             spec=spec(gpu="cpu", provider="slurm", workspace_manifest_digest=digest)),
             metadata=md)).job  # fmt: skip
         await eventually(lambda: queued_under(tmp_path / "agents"), 30, "an sbatch'ed agent")
-        await eventually(lambda: app.jobs.jobs[job.id].state in FINAL, 120, "job to finish")
+        await eventually(lambda: app.jobs.jobs[job.id].state in ENDED, 120, "job to finish")
         got = (await c.GetJob(pb.GetJobRequest(job_id=job.id), metadata=md)).job
         assert got.state == S.JOB_STATE_COMPLETED, got.message
         assert got.provider == "slurm" and got.pool == "slurm-cpu"
@@ -136,7 +137,8 @@ async def test_slurm_pending_reason_reaches_the_job(tmp_path: Path, slurm: None)
     """An agent's batch job held by Slurm (--begin in an hour): the c3 job's message names
     the Slurm job, PENDING and Slurm's reason, BeginTime; stopping the coordinator
     scancels it."""
-    async with running_stack(tmp_path, HELD) as (app, key):
+    async with slurm_stack(tmp_path, HELD) as stack:
+        app, key = stack.app, stack.api_key
         async with channel(app.address) as ch:
             c = client(ch)
             job = (await c.SubmitJob(pb.SubmitJobRequest(spec=spec(gpu="cpu", provider="slurm")),
@@ -171,7 +173,8 @@ async def test_slurm_agent_that_ends_before_registering_fails_at_once(
 ) -> None:
     """The agent's batch job fails at start (c3-agent refuses a flag): the c3 job says so
     within seconds, not after register_timeout_s (300 s), and names the .out file."""
-    async with running_stack(tmp_path, BROKEN) as (app, key):
+    async with slurm_stack(tmp_path, BROKEN) as stack:
+        app, key = stack.app, stack.api_key
         async with channel(app.address) as ch:
             c = client(ch)
             started = time.monotonic()

@@ -11,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stacktools import LineReader, c3ctl, running_stack
+import pytest
+
+from tests.harness.cli import LineReader, c3ctl, clean_env, running_stack
 
 RUN_SH = """#!/usr/bin/env bash
 for i in $(seq 1 40); do echo "tick $i"; sleep 0.1; done
@@ -19,6 +21,10 @@ echo "after restart marker"
 """
 
 
+@pytest.mark.faults
+@pytest.mark.faults
+@pytest.mark.faults
+@pytest.mark.faults
 def test_follow_survives_coordinator_restart_without_gap(tmp_path: Path) -> None:
     with running_stack(tmp_path / "home") as env:
         project = tmp_path / "ticker"
@@ -57,9 +63,11 @@ def test_follow_survives_coordinator_restart_without_gap(tmp_path: Path) -> None
         assert offline.stdout.count("tick 40") == 1 and "after restart marker" in offline.stdout
 
 
+@pytest.mark.integration
+@pytest.mark.integration
+@pytest.mark.integration
+@pytest.mark.integration
 def test_deploy_fails_fast_when_coordinator_unreachable(tmp_path: Path) -> None:
-    from stacktools import clean_env
-
     env = clean_env(tmp_path / "home")
     env["C3_COORDINATOR"] = "127.0.0.1:9"  # nothing listens on the discard port
     env["C3_API_KEY"] = "c3_key_nobody_secret"

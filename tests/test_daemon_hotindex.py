@@ -11,14 +11,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from gittools import git
 
 from c3 import workspace
 from c3.errors import PermissionDenied
-from c3.hashindex import HashIndex
+from c3.storage.hashindex import HashIndex
 from c3d.hotindex import ProjectIndex
 from c3d.projects import Projects
-from coordinator.testing import eventually
+from tests.harness.git import git
+from tests.harness.waiting import eventually
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
@@ -102,16 +104,16 @@ async def test_unreadable_file_is_one_clear_error(
     (root / "secret.txt").chmod(0)
     if os.getuid() == 0:
         # Root reads any file whatever its mode: make the read fail as it would for a user.
-        import c3.hashindex
+        import c3.storage.hashindex
 
-        real = c3.hashindex.sha256_file
+        real = c3.storage.hashindex.sha256_file
 
         def refuse(path):  # type: ignore[no-untyped-def]
             if str(path).endswith("secret.txt"):
                 raise PermissionError(13, "Permission denied", str(path))
             return real(path)
 
-        monkeypatch.setattr(c3.hashindex, "sha256_file", refuse)
+        monkeypatch.setattr(c3.storage.hashindex, "sha256_file", refuse)
     with pytest.raises(PermissionDenied, match=r"secret\.txt: Permission denied"):
         await ProjectIndex(root, hashes).manifest()
 

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stacktools import c3ctl, clean_env, processes_mentioning
+
+from tests.harness.cli import c3ctl, clean_env, processes_mentioning
 
 
 @pytest.fixture
@@ -40,6 +41,10 @@ def daemon_pid(env: dict[str, str]) -> int:
     return int(json.loads(out.stdout)["daemon_pid"] or 0)
 
 
+@pytest.mark.integration
+@pytest.mark.integration
+@pytest.mark.integration
+@pytest.mark.integration
 def test_autostart_private_socket_and_single_instance(env: dict[str, str]) -> None:
     assert daemon_pid(env) == 0
     started = c3ctl(env, "daemon", "restart")
@@ -58,6 +63,10 @@ def test_autostart_private_socket_and_single_instance(env: dict[str, str]) -> No
     assert daemon_pid(env) == pid  # the first one is untouched
 
 
+@pytest.mark.integration
+@pytest.mark.integration
+@pytest.mark.integration
+@pytest.mark.integration
 def test_stale_socket_is_replaced(env: dict[str, str]) -> None:
     path = socket_path(env)
     path.parent.mkdir(parents=True, mode=0o700)
@@ -70,6 +79,10 @@ def test_stale_socket_is_replaced(env: dict[str, str]) -> None:
     assert daemon_pid(env) > 0
 
 
+@pytest.mark.integration
+@pytest.mark.integration
+@pytest.mark.integration
+@pytest.mark.integration
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to give the socket to another user")
 def test_socket_of_another_user_is_refused(env: dict[str, str], tmp_path: Path) -> None:
     path = socket_path(env)
@@ -86,6 +99,10 @@ def test_socket_of_another_user_is_refused(env: dict[str, str], tmp_path: Path) 
     assert path.exists()  # not deleted behind the owner's back
 
 
+@pytest.mark.integration
+@pytest.mark.integration
+@pytest.mark.integration
+@pytest.mark.integration
 def test_daemon_of_another_version_is_restarted(env: dict[str, str], tmp_path: Path) -> None:
     old = subprocess.Popen(
         [sys.executable, "-c",
@@ -108,6 +125,10 @@ def test_daemon_of_another_version_is_restarted(env: dict[str, str], tmp_path: P
     assert "0.0.1-old" not in status.stdout and "c3d 0.1.0" in status.stdout
 
 
+@pytest.mark.integration
+@pytest.mark.integration
+@pytest.mark.integration
+@pytest.mark.integration
 def test_daemon_install_prints_unit_without_systemd(env: dict[str, str]) -> None:
     result = c3ctl(env, "daemon", "install", "--print")
     assert result.returncode == 0
@@ -115,6 +136,10 @@ def test_daemon_install_prints_unit_without_systemd(env: dict[str, str]) -> None
     assert f"Environment=C3_HOME={env['C3_HOME']}" in result.stdout
 
 
+@pytest.mark.faults
+@pytest.mark.faults
+@pytest.mark.faults
+@pytest.mark.faults
 def test_daemon_that_stops_answering_is_named_and_restart_replaces_it(
     env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -7,12 +7,15 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stacktools import LineReader, c3ctl, running_stack
+
+from tests.harness.cli import LineReader, c3ctl
+from tests.harness.waiting import eventually_blocking
+
+pytestmark = pytest.mark.e2e
+
 
 RUN_SH = """#!/usr/bin/env bash
 echo "running version $(cat version.txt)"
@@ -20,26 +23,10 @@ sleep 60
 """
 
 
-@pytest.fixture(scope="module")
-def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with running_stack(tmp_path_factory.mktemp("c3home")) as env:
-        yield env
-
-
 def jobs_of(env: dict[str, str], project: str) -> list[dict[str, object]]:
     out = c3ctl(env, "squeue", "--json")
     assert out.returncode == 0, out.stderr
     return [j for j in json.loads(out.stdout)["jobs"] if j["project"] == project]
-
-
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_save_supersedes_previous_run(stack_env: dict[str, str], tmp_path: Path) -> None:
@@ -63,7 +50,7 @@ def test_save_supersedes_previous_run(stack_env: dict[str, str], tmp_path: Path)
         (project / "version.txt").write_text("2\n")
         reader.wait_for("── run 2")
         reader.wait_for("running version 2")
-        jobs = wait_until(
+        jobs = eventually_blocking(
             lambda: (js := jobs_of(stack_env, "watched")) and
             {j["id"]: j["status"] for j in js}.get(first[0]["id"]) == "CANCELED" and js,
             what="the first run to be cancelled",

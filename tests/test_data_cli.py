@@ -6,17 +6,13 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stacktools import c3ctl, running_stack
 
+from tests.harness.cli import c3ctl
 
-@pytest.fixture(scope="module")
-def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with running_stack(tmp_path_factory.mktemp("c3home")) as env:
-        yield env
+pytestmark = pytest.mark.e2e
 
 
 def _ok(env: dict[str, str], *args: str) -> tuple[str, str]:

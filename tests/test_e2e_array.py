@@ -8,13 +8,11 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from stacktools import LineReader, c3ctl, running_stack
 
 from c3.errors import InvalidArgument
 from c3.grpcutil import bearer
@@ -24,15 +22,10 @@ from c3ctl import render
 from c3ctl.runview import Mode, RunView
 from c3d.coordclient import CoordinatorClient, Target
 from c3d.pipeline import _submit_through_cancel, array_entries, deploy
-from coordinator.testing import client, spec
+from tests.harness.cli import LineReader, c3ctl
+from tests.harness.coordinator import client, spec
 
 RUN_SH = 'echo "member $C3_ARRAY_INDEX/$C3_ARRAY_SIZE"\n'
-
-
-@pytest.fixture(scope="module")
-def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with running_stack(tmp_path_factory.mktemp("c3home")) as env:
-        yield env
 
 
 def _queue(env: dict[str, str], *args: str) -> list[dict[str, object]]:
@@ -41,6 +34,7 @@ def _queue(env: dict[str, str], *args: str) -> list[dict[str, object]]:
     return list(json.loads(listed.stdout)["jobs"])
 
 
+@pytest.mark.e2e
 def test_array_of_three_runs_each_member_with_its_index(stack_env: dict[str, str], tmp_path: Path) -> None:
     project = tmp_path / "sweep"
     project.mkdir()
@@ -79,6 +73,7 @@ def test_array_of_three_runs_each_member_with_its_index(stack_env: dict[str, str
     assert none.returncode == 0 and "no jobs match" in none.stderr
 
 
+@pytest.mark.e2e
 def test_squeue_follow_pushes_changes_of_matching_jobs(stack_env: dict[str, str], tmp_path: Path) -> None:
     """`squeue --follow` is server-pushed: each change arrives as it happens, filtered by
     project and state; a job once shown keeps being shown as it moves on."""
@@ -119,6 +114,7 @@ def test_squeue_follow_pushes_changes_of_matching_jobs(stack_env: dict[str, str]
     assert "SCHEDULING" not in statuses
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("args", "says"),
     [
@@ -134,6 +130,7 @@ def test_bad_squeue_filters_are_usage_errors(
     assert says in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("args", "says"),
     [
@@ -158,6 +155,7 @@ def test_bad_array_requests_are_refused_before_anything_is_submitted(
     assert {j["id"] for j in _queue(stack_env)} == before
 
 
+@pytest.mark.unit
 async def test_daemon_refuses_to_follow_an_array_before_pushing() -> None:
     request = daemon_pb2.DeployRequest(project_dir="/nonexistent", array=2, follow=True)
     events = deploy(request, None, None)  # type: ignore[arg-type]  # refused before either is used
@@ -168,8 +166,9 @@ async def test_daemon_refuses_to_follow_an_array_before_pushing() -> None:
         await anext(too_many)
 
 
+@pytest.mark.unit
 async def test_submit_jobs_refuses_an_index_outside_its_array(stack) -> None:  # type: ignore[no-untyped-def]
-    _app, boot, ch = stack
+    _app, boot, ch = stack.app, stack.boot, stack.channel
     c, md = client(ch), bearer(boot.api_key)
 
     async def refused(*specs: common_pb2.JobSpec) -> str:
@@ -195,8 +194,9 @@ async def test_submit_jobs_refuses_an_index_outside_its_array(stack) -> None:  #
     assert [(j.spec.array_index, j.spec.array_size) for j in jobs] == [(0, 2), (1, 2)]
 
 
+@pytest.mark.unit
 async def test_cancel_during_submit_still_reports_every_accepted_member(stack) -> None:  # type: ignore[no-untyped-def]
-    app, boot, _ch = stack
+    app, boot, _ch = stack.app, stack.boot, stack.channel
     coordinator = CoordinatorClient(Target(app.address, boot.api_key))
     reported: list[common_pb2.Job] = []
     sent = asyncio.Event()
@@ -223,6 +223,7 @@ async def test_cancel_during_submit_still_reports_every_accepted_member(stack) -
     await coordinator.close()
 
 
+@pytest.mark.unit
 def test_json_and_names_show_array_members_only(capsys: pytest.CaptureFixture[str]) -> None:
     member = common_pb2.Job(id="j-aaaaa", spec=common_pb2.JobSpec(
         project="p", job_name="lr", array_index=4, array_size=8))

@@ -5,17 +5,13 @@ earlier job's artifacts through /jobs/<id>; each job records the exact version i
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stacktools import c3ctl, running_stack
 
+from tests.harness.cli import c3ctl
 
-@pytest.fixture(scope="module")
-def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with running_stack(tmp_path_factory.mktemp("c3home")) as env:
-        yield env
+pytestmark = pytest.mark.e2e
 
 
 def deploy_and_wait(env: dict[str, str], project: Path) -> tuple[str, subprocess.CompletedProcess[str]]:

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stacktools import LineReader, c3ctl, running_stack
+
+from tests.harness.cli import LineReader, c3ctl
+
+pytestmark = pytest.mark.e2e
+
 
 PAYLOAD = "".join(f"payload line {i}\n" for i in range(2000))
 
@@ -25,12 +28,6 @@ for i in $(seq 0 1999); do echo "payload line $i"; done > "$C3_ARTIFACTS_DIR/dat
 sleep 3
 echo "last line from the job"
 """
-
-
-@pytest.fixture(scope="module")
-def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with running_stack(tmp_path_factory.mktemp("c3home")) as env:
-        yield env
 
 
 def test_deploy_streams_live_pulls_and_dedups(stack_env: dict[str, str], tmp_path: Path) -> None:

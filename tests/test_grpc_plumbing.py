@@ -12,6 +12,8 @@ from c3 import grpcutil
 from c3.errors import FailedPrecondition, NotFound, from_rpc_error
 from c3.v1 import daemon_pb2, daemon_pb2_grpc
 
+pytestmark = pytest.mark.unit
+
 
 class Failing(daemon_pb2_grpc.DaemonServicer):
     async def Status(self, request, context):  # type: ignore[no-untyped-def]

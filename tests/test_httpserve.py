@@ -22,6 +22,8 @@ from c3 import certs
 from c3.errors import FailedPrecondition, InvalidArgument
 from c3.httpserve import HttpListener, HttpTls, split_listen
 
+pytestmark = pytest.mark.unit
+
 
 async def hello(request: Request) -> PlainTextResponse:
     return PlainTextResponse(f"hello {request.query_params.get('who', '')}")

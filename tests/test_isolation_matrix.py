@@ -11,13 +11,17 @@ from pathlib import Path
 
 import grpc
 import pytest
-from stacktools import c3ctl, running_stack
 
 from c3 import manifest as mf
-from c3 import storage_codec as codec
 from c3.grpcutil import bearer, channel, storage_metadata
+from c3.storage import codec
 from c3.tokens import READ, WRITE, TokenClaims, TokenSigner
 from c3.v1 import coordinator_pb2, coordinator_pb2_grpc, storage_pb2, storage_pb2_grpc
+from tests.harness.cli import c3ctl, running_stack
+from tests.harness.rpc import code_of
+
+pytestmark = pytest.mark.e2e
+
 
 RUN_SH = """#!/usr/bin/env bash
 echo "secret-free job of org A"
@@ -85,26 +89,6 @@ async def _token(address: str, key: str) -> coordinator_pb2.IssueStorageTokenRes
         return await stub.IssueStorageToken(coordinator_pb2.IssueStorageTokenRequest(), metadata=bearer(key))
 
 
-async def _code(awaitable) -> grpc.StatusCode | None:  # type: ignore[no-untyped-def]
-    try:
-        result = await awaitable
-        if hasattr(result, "__aiter__"):
-            async for _ in result:
-                pass
-    except grpc.RpcError as exc:
-        return exc.code()  # type: ignore[no-any-return]
-    return None
-
-
-async def _stream_code(call) -> grpc.StatusCode | None:  # type: ignore[no-untyped-def]
-    try:
-        async for _ in call:
-            pass
-    except grpc.RpcError as exc:
-        return exc.code()  # type: ignore[no-any-return]
-    return None
-
-
 def test_storage_across_orgs_and_job_token_scope(two_orgs) -> None:  # type: ignore[no-untyped-def]
     asyncio.run(_storage_matrix(two_orgs))
 
@@ -124,7 +108,7 @@ async def _storage_matrix(o: dict) -> None:  # type: ignore[type-arg]
         # data ls / log / du / rm / cp(read) across the boundary
         listing = await st.List(storage_pb2.ListRequest(path="/jobs"), metadata=md_b)
         assert job_a not in str(listing)
-        assert await _code(st.Resolve(storage_pb2.ResolveRequest(ref=f"/jobs/{job_a}"), metadata=md_b)) in denied
+        assert await code_of(st.Resolve(storage_pb2.ResolveRequest(ref=f"/jobs/{job_a}"), metadata=md_b)) in denied
         try:
             log_b = await st.Log(storage_pb2.LogRequest(path=f"/jobs/{job_a}"), metadata=md_b)
             assert not log_b.versions
@@ -132,9 +116,9 @@ async def _storage_matrix(o: dict) -> None:  # type: ignore[type-arg]
             assert exc.code() in denied
         du = await st.DiskUsage(storage_pb2.DiskUsageRequest(path="/"), metadata=md_b)
         assert du.files == 0 and du.logical_bytes == 0
-        assert await _code(st.Remove(storage_pb2.RemoveRequest(path=f"/jobs/{job_a}"), metadata=md_b)) in denied
-        assert await _code(st.GetManifest(storage_pb2.GetManifestRequest(digest=version.manifest_digest), metadata=md_b)) in denied
-        assert await _stream_code(st.GetBlobs(storage_pb2.GetBlobsRequest(digests=digests), metadata=md_b)) in denied
+        assert await code_of(st.Remove(storage_pb2.RemoveRequest(path=f"/jobs/{job_a}"), metadata=md_b)) in denied
+        assert await code_of(st.GetManifest(storage_pb2.GetManifestRequest(digest=version.manifest_digest), metadata=md_b)) in denied
+        assert await code_of(st.GetBlobs(storage_pb2.GetBlobsRequest(digests=digests), metadata=md_b)) in denied
         # find-missing probing: every one of A's digests looks missing to B
         missing = await st.FindMissing(storage_pb2.FindMissingRequest(digests=digests), metadata=md_b)
         assert set(missing.missing) == set(digests)
@@ -151,16 +135,16 @@ async def _storage_matrix(o: dict) -> None:  # type: ignore[type-arg]
         md_job = storage_metadata(job_token)
         for path in ("/jobs/j-someoneelse", "/datasets/stolen", "/projects/alpha/data/x"):
             commit = storage_pb2.CommitRequest(path=path, manifest_digest=version.manifest_digest)
-            assert await _code(st.Commit(commit, metadata=md_job)) == grpc.StatusCode.PERMISSION_DENIED, path
-        assert await _code(st.Remove(storage_pb2.RemoveRequest(path=f"/jobs/{job_a}"), metadata=md_job)) == grpc.StatusCode.PERMISSION_DENIED
-        assert await _code(st.List(storage_pb2.ListRequest(path="/datasets"), metadata=md_job)) == grpc.StatusCode.PERMISSION_DENIED
+            assert await code_of(st.Commit(commit, metadata=md_job)) == grpc.StatusCode.PERMISSION_DENIED, path
+        assert await code_of(st.Remove(storage_pb2.RemoveRequest(path=f"/jobs/{job_a}"), metadata=md_job)) == grpc.StatusCode.PERMISSION_DENIED
+        assert await code_of(st.List(storage_pb2.ListRequest(path="/datasets"), metadata=md_job)) == grpc.StatusCode.PERMISSION_DENIED
         ok = await st.Commit(storage_pb2.CommitRequest(path=f"/jobs/{job_a}", manifest_digest=version.manifest_digest), metadata=md_job)
         assert ok.version.version == version.version + 1
         # Forged and expired tokens: UNAUTHENTICATED.
         forged = TokenSigner.load_or_create(o["home"] / "other-key.pem").sign(TokenClaims(org_id=org_a, operations=(READ,)))
         expired = signer.sign(TokenClaims(org_id=org_a, operations=(READ,), expires_at=time.time() - 1))
         for bad in (forged, expired, "garbage", ""):
-            assert await _code(st.List(storage_pb2.ListRequest(path="/"), metadata=storage_metadata(bad))) == grpc.StatusCode.UNAUTHENTICATED
+            assert await code_of(st.List(storage_pb2.ListRequest(path="/"), metadata=storage_metadata(bad))) == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_secrets_never_leak(two_orgs) -> None:  # type: ignore[no-untyped-def]

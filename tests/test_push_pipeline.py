@@ -1,7 +1,6 @@
-"""Tree pushes through the hashing pipeline (c3.treepush) against a real storaged: files
+"""Tree pushes through the hashing pipeline (c3.storage.treepush) against a real storaged: files
 the index cannot vouch for are read once, hashed and sent; the batches the client builds
 itself are verified blob by blob on the server."""
-# ruff: noqa: F811  (pytest fixtures imported from test_storage_helpers are parameters here)
 
 from __future__ import annotations
 
@@ -12,27 +11,20 @@ from pathlib import Path
 
 import grpc
 import pytest
-from test_storage_helpers import (  # noqa: F401 - fixtures
-    MakeToken,
-    client,
-    make_token,
-    random_bytes,
-    server,
-    settled_tree,
-    signer,
-    text_bytes,
-)
 
 from c3 import grpcutil
-from c3 import storage_codec as codec
 from c3.errors import DataLoss, FailedPrecondition, PermissionDenied
-from c3.hashindex import HashIndex
-from c3.storage_client import StorageClient
-from c3.storage_upload import encode_put_blobs
-from c3.tokens import TokenSigner, TokenVerifier
-from c3.treepush import TreePusher
+from c3.storage import codec
+from c3.storage.client import StorageClient
+from c3.storage.hashindex import HashIndex
+from c3.storage.treepush import TreePusher
+from c3.storage.wire import encode_put_blobs
+from c3.tokens import TokenSigner
 from c3.v1 import storage_pb2
-from storaged.server import StoragedConfig, StoragedServer
+from storaged.server import StoragedServer
+from tests.harness.storage import MakeToken, random_bytes, settled_tree, start_storaged, text_bytes
+
+pytestmark = pytest.mark.unit
 
 
 def _mixed_files() -> dict[str, bytes]:
@@ -89,12 +81,7 @@ async def test_files_the_index_knows_are_sent_to_a_store_that_lacks_them(
     scanned = settled_tree(tmp_path / "src", files)
     async with HashIndex(tmp_path / "index.sqlite") as index:
         await TreePusher(index).push_files(tmp_path / "src", scanned, client, "first")
-        config = StoragedConfig(
-            data_dir=tmp_path / "other-store", listen="127.0.0.1:0", gc_interval_seconds=0
-        )
-        other = await StoragedServer.start(
-            config, TokenVerifier.from_pem(signer.public_key_pem())
-        )
+        other = await start_storaged(tmp_path / "other-store", signer, gc=False)
         try:
             async with StorageClient(other.address, make_token()) as fresh:
                 pushed, hashed = await TreePusher(index).push_files(

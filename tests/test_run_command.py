@@ -7,24 +7,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stacktools import c3ctl, running_stack
 
 from c3.v1 import common_pb2
 from c3ctl import exitcodes
+from tests.harness.cli import c3ctl
+
+pytestmark = pytest.mark.e2e
 
 SHOW_ARGS = "import json, sys\nprint(json.dumps(sys.argv[1:]))\n"
 AWKWARD = ["it's", 'say "hi"', "$HOME ${PATH} $(id) `id`", "*", "  two  spaces ",
            "line1\nline2\n", "-v", "--", "ünï ✓", "", "tab\there", "back\\slash"]
-
-
-@pytest.fixture(scope="module")
-def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with running_stack(tmp_path_factory.mktemp("c3home")) as env:
-        yield env
 
 
 @pytest.fixture

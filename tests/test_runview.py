@@ -8,11 +8,15 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from c3.v1 import common_pb2, daemon_pb2
 from c3ctl.runview import failure_reason, footer_line, header_line, timing_line
 from c3d.pipeline import MAX_HEADER_PATHS, WorkspacePush, changed_paths, run_header
 from c3d.runfollow import RunClock, run_timing
 from c3d.watchmode import SAVE_MTIME_SLACK_S, saved_at
+
+pytestmark = pytest.mark.unit
 
 S = common_pb2
 

@@ -32,8 +32,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sandboxtools import host_sandbox
-from test_agent_integration import push_workspace, start_stack, submit_and_wait
 
 from agent.jobnet import JobNetwork, NetnsPool, host_addresses, missing_tools
 from agent.logbatch import LogBatcher
@@ -42,7 +40,9 @@ from agent.sandbox import JobLayout, LaunchSpec
 from c3.grpcutil import bearer
 from c3.v1 import agent_pb2, common_pb2
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.testing import client, eventually, push_tree
+from tests.harness.coordinator import push_tree, push_workspace, start_agent_stack, submit_and_wait
+from tests.harness.sandbox import host_sandbox
+from tests.harness.waiting import eventually
 
 S = common_pb2
 PROBE = Path(__file__).with_name("sandbox_escape_probe.py")
@@ -63,6 +63,7 @@ ATTEMPTS = (
 OTHER_JOB_PORT = 47_123
 
 pytestmark = [
+    pytest.mark.integration,
     pytest.mark.skipif(os.geteuid() != 0, reason="the escape suite runs as root (as in CI)"),
     pytest.mark.skipif(platform.machine() != "x86_64", reason="the probe uses x86_64 numbers"),
     pytest.mark.skipif(bool(missing_tools()), reason=f"needs {missing_tools()} (scripts/bootstrap)"),
@@ -160,7 +161,7 @@ async def _escape(tmp: Path, decoys: dict[str, Decoy]) -> dict[str, object]:
     started, stop = asyncio.Event(), asyncio.Event()
     other = asyncio.create_task(_other_job(tmp, started, stop))
     try:
-        async with start_stack(tmp) as stack:
+        async with start_agent_stack(tmp) as stack:
             await asyncio.wait_for(started.wait(), 30)
             # Another tenant's job first: its workspace stays on the agent for its next job.
             alpha = tmp / "alpha"
@@ -171,7 +172,7 @@ async def _escape(tmp: Path, decoys: dict[str, Decoy]) -> dict[str, object]:
                                             workspace_manifest_digest=await push_workspace(stack, alpha))
             assert done.state == S.JOB_STATE_COMPLETED, done.message
             hosts = await host_addresses()
-            data_dir = stack.data_dir / "agent"
+            data_dir = stack.agent_dir
             targets = {
                 "credential": str(data_dir / "agent-credential.json"), "data_dir": str(data_dir),
                 "host_paths": [str(data_dir), str(tmp)], "marker": marker,
@@ -271,19 +272,19 @@ async def test_a_daemonised_child_does_not_survive_the_job(tmp_path: Path, how: 
     script = (f"setsid nohup sleep {token} >/dev/null 2>&1 &\n"
               f"(setsid sh -c 'sleep {token}' &) \n"
               "echo daemonised\n" + ("sleep 300\n" if how == "cancel" else "exit 0\n"))
-    async with start_stack(tmp_path) as stack:
+    async with start_agent_stack(tmp_path) as stack:
         ws = tmp_path / "ws"
         ws.mkdir()
         (ws / "run.sh").write_text(script)
         digest = await push_workspace(stack, ws)
-        c, md = client(stack.channel), bearer(stack.api_key)
+        c, md = stack.c, stack.md
         job = (await c.SubmitJob(pb.SubmitJobRequest(spec=S.JobSpec(
             project="demo", script="run.sh", workspace_manifest_digest=digest)),
             metadata=md)).job
         if how == "cancel":
             await eventually(lambda: len(_processes_with(token)) >= 2, 30, "the daemons to start")
             await c.CancelJob(pb.CancelJobRequest(job_ids=[job.id]), metadata=md)
-        await eventually(lambda: stack.coordinator.jobs.jobs[job.id].state in (
+        await eventually(lambda: stack.app.jobs.jobs[job.id].state in (
             S.JOB_STATE_CANCELED, S.JOB_STATE_COMPLETED), 30, "the job to end")
         await eventually(lambda: not _processes_with(token), 10,
                          "every process the job started to be gone")
@@ -334,22 +335,22 @@ async def test_a_job_given_one_gpu_of_four_sees_only_that_node(
 
 async def test_another_org_never_gets_a_network_namespace_an_earlier_orgs_job_used(
         tmp_path: Path) -> None:
-    async with start_stack(tmp_path) as stack:
-        _, rival_key = await stack.coordinator.accounts.create_org_with_admin("rival", "free")
+    async with start_agent_stack(tmp_path) as stack:
+        _, rival_key = await stack.app.accounts.create_org_with_admin("rival", "free")
         ws = tmp_path / "ws"
         ws.mkdir()
         (ws / "run.sh").write_text("readlink /proc/self/ns/net\n")
 
         async def namespace(key: str) -> str:
-            c, md = client(stack.channel), bearer(key)
+            c, md = stack.c, bearer(key)
             digest = await push_tree(stack.channel, key, ws)  # each org its own blobs
             job = (await c.SubmitJob(pb.SubmitJobRequest(spec=S.JobSpec(
                 project="demo", script="run.sh", workspace_manifest_digest=digest)),
                 metadata=md)).job
-            await eventually(lambda: stack.coordinator.jobs.jobs[job.id].state
+            await eventually(lambda: stack.app.jobs.jobs[job.id].state
                              in (S.JOB_STATE_COMPLETED, S.JOB_STATE_FAILED), 60, "the job to end")
-            assert stack.coordinator.jobs.jobs[job.id].state == S.JOB_STATE_COMPLETED, \
-                stack.coordinator.jobs.jobs[job.id].message
+            assert stack.app.jobs.jobs[job.id].state == S.JOB_STATE_COMPLETED, \
+                stack.app.jobs.jobs[job.id].message
             events = c.StreamJobEvents(pb.StreamJobEventsRequest(job_id=job.id), metadata=md)
             async for event in events:
                 if event.HasField("log") and event.log.text.startswith("net:"):

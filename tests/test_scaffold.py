@@ -12,6 +12,8 @@ from c3.config import load_project
 from c3.errors import ConfigError
 from c3.scaffold import init_project
 
+pytestmark = pytest.mark.unit
+
 
 def test_init_writes_loadable_project(tmp_path: Path) -> None:
     root = tmp_path / "My Experiment"

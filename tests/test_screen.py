@@ -8,14 +8,17 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from screen import TMUX, Screen
-from stacktools import c3ctl, running_stack
 
-pytestmark = pytest.mark.skipif(not Path(TMUX).exists(), reason="tmux is not installed (scripts/bootstrap --dev)")
+from tests.harness.cli import c3ctl
+from tests.harness.screen import TMUX, Screen
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not Path(TMUX).exists(), reason="tmux is not installed (scripts/bootstrap --dev)"),
+]
 
 RUN_SH = 'echo "version $(cat version.txt)"\necho "a warning" >&2\n'
 HEADER = re.compile(r"^── run (\d+) · (j-[0-9a-f]+) · (.+) · (\d+ B|[\d.]+ KiB) sent ──$")
@@ -24,12 +27,6 @@ TIMING = re.compile(
     r"fetch \d+ ms · env \d+ ms · start \d+ ms\)$"
 )
 FOOTER = re.compile(r"^● COMPLETED (j-[0-9a-f]+) · \d+\.\d s · £\d+\.\d\d$")
-
-
-@pytest.fixture(scope="module")
-def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with running_stack(tmp_path_factory.mktemp("c3home")) as env:
-        yield env
 
 
 def _project(root: Path, name: str) -> Path:

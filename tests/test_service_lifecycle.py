@@ -26,8 +26,10 @@ from c3.service import Probe, Service
 from c3.tokens import TokenVerifier
 from c3d.main import Daemon
 from coordinator.app import Coordinator
-from coordinator.testing import config_for_test, start_coordinator
 from storaged.server import StoragedConfig, StoragedServer
+from tests.harness.coordinator import config_for_test, start_coordinator
+
+pytestmark = pytest.mark.unit
 
 
 class Injected(Exception):

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from c3 import storage_codec as codec
+from c3.storage import codec
 from storaged import backend as backend_mod
 from storaged.backend import LocalDiskBackend
+
+pytestmark = pytest.mark.unit
 
 
 def test_concurrent_batches_share_syncs_and_all_land(

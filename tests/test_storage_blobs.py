@@ -1,5 +1,4 @@
 """Blob transfer against a real storaged: dedup, verification, resume, isolation, downloads."""
-# ruff: noqa: F811  (pytest fixtures imported from test_storage_helpers are parameters here)
 
 from __future__ import annotations
 
@@ -9,25 +8,18 @@ from pathlib import Path
 
 import grpc
 import pytest
-from test_storage_helpers import (  # noqa: F401 - fixtures
-    MakeToken,
-    client,
-    make_token,
-    random_bytes,
-    server,
-    signer,
-    text_bytes,
-    write_file,
-)
 
 from c3 import grpcutil
 from c3 import manifest as mf
-from c3 import storage_codec as codec
-from c3.blobcache import BlobCache
 from c3.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from c3.storage_client import LocalBlob, StorageClient
+from c3.storage import codec
+from c3.storage.blobcache import BlobCache
+from c3.storage.client import LocalBlob, StorageClient
 from c3.v1 import common_pb2, storage_pb2, storage_pb2_grpc
 from storaged.server import StoragedServer
+from tests.harness.storage import MakeToken, random_bytes, text_bytes, write_file
+
+pytestmark = pytest.mark.unit
 
 
 def _blob_files(server: StoragedServer) -> list[Path]:
@@ -133,7 +125,7 @@ async def test_interrupted_stream_resumes_from_server_offset(
     client: StorageClient, server: StoragedServer, make_token: MakeToken, tmp_path: Path
 ) -> None:
     blob = write_file(tmp_path / "big.bin", random_bytes(5 * (1 << 20) + 123))
-    from c3.storage_upload import LargeBlobReader
+    from c3.storage.upload import LargeBlobReader
 
     reader = LargeBlobReader.for_file(blob.path, blob.digest, blob.size)
     reader.open()

@@ -12,7 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from stacktools import c3ctl, processes_mentioning, running_stack
+
+from tests.harness.cli import c3ctl, processes_mentioning, running_stack
+
+pytestmark = pytest.mark.faults
 
 TRANSPORT_TEXT = re.compile(
     r"HTTP transport|Socket closed|Stream removed|Connection reset|RST_STREAM|GOAWAY|"

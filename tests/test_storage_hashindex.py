@@ -6,9 +6,12 @@ import hashlib
 import os
 from pathlib import Path
 
-from test_storage_helpers import OLD_NS, settled_tree, stat_tree
+import pytest
 
-from c3.hashindex import HashIndex
+from c3.storage.hashindex import HashIndex
+from tests.harness.storage import OLD_NS, settled_tree, stat_tree
+
+pytestmark = pytest.mark.unit
 
 
 async def test_unchanged_files_are_not_rehashed(tmp_path: Path) -> None:

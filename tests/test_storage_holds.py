@@ -2,7 +2,6 @@
 
 Real storaged and a real coordinator in-process, sharing the coordinator's signing key.
 """
-# ruff: noqa: F811  (pytest fixtures imported from test_storage_helpers are parameters here)
 
 from __future__ import annotations
 
@@ -11,26 +10,21 @@ from pathlib import Path
 
 import grpc
 import pytest
-from test_storage_helpers import (  # noqa: F401 - fixtures
-    MakeToken,
-    client,
-    make_token,
-    server,
-    signer,
-    text_bytes,
-    write_file,
-)
 
 from c3 import manifest as mf
 from c3.errors import FailedPrecondition, NotFound, PermissionDenied
 from c3.grpcutil import bearer, channel
-from c3.storage_client import HOLD_OPERATION, StorageClient
-from c3.tokens import ALL_OPERATIONS, TokenClaims, TokenSigner, TokenVerifier
+from c3.storage.client import StorageClient
+from c3.tokens import ALL_OPERATIONS, HOLD, TokenClaims, TokenSigner
 from c3.v1 import common_pb2
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.testing import client as coordinator_client
-from coordinator.testing import config_for_test, eventually, spec, start_coordinator
-from storaged.server import StoragedConfig, StoragedServer
+from storaged.server import StoragedServer
+from tests.harness.coordinator import Stack, config_for_test, spec, start_coordinator, start_stack
+from tests.harness.coordinator import client as coordinator_client
+from tests.harness.storage import MakeToken, start_storaged, text_bytes, write_file
+from tests.harness.waiting import eventually
+
+pytestmark = pytest.mark.unit
 
 
 def _corpus(version: int, digest: str = "") -> common_pb2.DatasetMount:
@@ -62,7 +56,7 @@ async def test_hold_refuses_rm_and_pins_blobs_until_release(
     # Client tokens never carry the hold operation.
     with pytest.raises(PermissionDenied, match="hold"):
         await client.hold("/datasets/corpus", 1, "job:j-1")
-    async with StorageClient(server.address, make_token(operations=(HOLD_OPERATION,))) as coord:
+    async with StorageClient(server.address, make_token(operations=(HOLD,))) as coord:
         with pytest.raises(NotFound, match="no version v9"):
             await coord.hold("/datasets/corpus", 9, "job:j-1")
         await coord.hold("/datasets/corpus", 1, "job:j-1", ttl_seconds=600)
@@ -84,23 +78,16 @@ async def test_hold_refuses_rm_and_pins_blobs_until_release(
 
 
 @pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[tuple[StoragedServer, object, object, TokenSigner]]:
-    coord_dir = tmp_path / "coord"
-    signer = TokenSigner.load_or_create(coord_dir / "signing-key.pem")
-    srv = await StoragedServer.start(
-        StoragedConfig(data_dir=tmp_path / "store", listen="127.0.0.1:0", gc_interval_seconds=0),
-        TokenVerifier.from_pem(signer.public_key_pem()),
-    )
-    app, boot = await start_coordinator(config_for_test(coord_dir, storage_address=srv.address))
-    yield srv, app, boot, signer
-    await app.stop()
-    await srv.stop(0)
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    """storaged (no periodic GC) and a coordinator that holds what its jobs mount."""
+    async with start_stack(tmp_path / "coord", storage_dir=tmp_path / "store", storage_gc=False) as s:
+        yield s
 
 
 async def test_rm_of_a_dataset_a_pending_job_mounts_is_refused_until_it_ends(
-    stack, tmp_path: Path  # type: ignore[no-untyped-def]
+    stack: Stack, tmp_path: Path
 ) -> None:
-    srv, app, boot, signer = stack
+    srv, app, boot, signer = stack.storaged, stack.app, stack.boot, stack.signer
     token = signer.sign(TokenClaims(org_id=boot.org_id, operations=ALL_OPERATIONS))
     files = {"x.bin": text_bytes(4000, seed=3)}
     async with StorageClient(srv.address, token) as user, channel(app.address) as ch:
@@ -134,9 +121,9 @@ async def test_rm_of_a_dataset_a_pending_job_mounts_is_refused_until_it_ends(
 
 
 async def test_submit_mounting_a_version_removed_just_before_is_refused_and_creates_no_job(
-    stack, tmp_path: Path  # type: ignore[no-untyped-def]
+    stack: Stack, tmp_path: Path
 ) -> None:
-    srv, app, boot, signer = stack
+    srv, app, boot, signer = stack.storaged, stack.app, stack.boot, stack.signer
     token = signer.sign(TokenClaims(org_id=boot.org_id, operations=ALL_OPERATIONS))
     async with StorageClient(srv.address, token) as user, channel(app.address) as ch:
         await _upload(user, tmp_path / "d", "corpus", {"x.bin": b"one"})
@@ -161,7 +148,7 @@ async def test_submit_mounting_a_version_removed_just_before_is_refused_and_crea
 async def test_submit_with_mounts_is_refused_while_storage_is_unreachable(
     stack,  # type: ignore[no-untyped-def]
 ) -> None:
-    srv, app, boot, _ = stack
+    srv, app, boot = stack.storaged, stack.app, stack.boot
     await srv.stop(0)
     mount = _corpus(1)
     async with channel(app.address) as ch:
@@ -178,9 +165,9 @@ async def test_submit_with_mounts_is_refused_while_storage_is_unreachable(
 
 
 async def test_a_sweep_with_one_unmountable_entry_creates_no_job_and_pins_nothing(
-    stack, tmp_path: Path  # type: ignore[no-untyped-def]
+    stack: Stack, tmp_path: Path
 ) -> None:
-    srv, app, boot, signer = stack
+    srv, app, boot, signer = stack.storaged, stack.app, stack.boot, stack.signer
     token = signer.sign(TokenClaims(org_id=boot.org_id, operations=ALL_OPERATIONS))
     async with StorageClient(srv.address, token) as user, channel(app.address) as ch:
         one = await _upload(user, tmp_path / "d", "corpus", {"x.bin": b"one"})
@@ -206,9 +193,9 @@ async def test_a_sweep_with_one_unmountable_entry_creates_no_job_and_pins_nothin
 
 
 async def test_an_array_pins_every_members_mounts_before_any_job_exists(
-    stack, tmp_path: Path  # type: ignore[no-untyped-def]
+    stack: Stack, tmp_path: Path
 ) -> None:
-    srv, app, boot, signer = stack
+    srv, app, boot, signer = stack.storaged, stack.app, stack.boot, stack.signer
     token = signer.sign(TokenClaims(org_id=boot.org_id, operations=ALL_OPERATIONS))
     async with StorageClient(srv.address, token) as user, channel(app.address) as ch:
         digest = await _upload(user, tmp_path / "d", "corpus", {"x.bin": b"data"})
@@ -226,12 +213,7 @@ async def test_a_release_lost_while_storage_was_down_is_redone_at_restart(tmp_pa
     finished job is no longer kept in memory, and then forgets it."""
     coord_dir = tmp_path / "coord"
     signer = TokenSigner.load_or_create(coord_dir / "signing-key.pem")
-    verifier = TokenVerifier.from_pem(signer.public_key_pem())
-
-    def storaged_config(listen: str) -> StoragedConfig:
-        return StoragedConfig(data_dir=tmp_path / "store", listen=listen, gc_interval_seconds=0)
-
-    srv = await StoragedServer.start(storaged_config("127.0.0.1:0"), verifier)
+    srv = await start_storaged(tmp_path / "store", signer, gc=False)
     address = srv.address
     config = config_for_test(coord_dir, storage_address=address, keep_finished_s=0)
     app, boot = await start_coordinator(config)
@@ -248,7 +230,7 @@ async def test_a_release_lost_while_storage_was_down_is_redone_at_restart(tmp_pa
     assert await app.repo.pending_releases() == [(job.id, boot.org_id)]
     await app.stop()
 
-    srv = await StoragedServer.start(storaged_config(address), verifier)
+    srv = await start_storaged(tmp_path / "store", signer, listen=address, gc=False)
     try:
         assert await srv.store.meta.live_holds(boot.org_id, "/datasets/corpus", 1)  # still held
         app, _ = await start_coordinator(config)

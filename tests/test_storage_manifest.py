@@ -7,10 +7,13 @@ import random
 import pytest
 
 from c3 import manifest as mf
-from c3 import storage_codec as codec
 from c3.errors import DataLoss, InvalidArgument
-from c3.storage_client import _checked_manifest
+from c3.storage import codec
+from c3.storage.client import _checked_manifest
 from c3.v1 import common_pb2, storage_pb2
+
+pytestmark = pytest.mark.unit
+
 
 DIGEST = "ab" * 32
 

@@ -1,26 +1,19 @@
 """Namespace and versions against a real storaged: commit, resolve, ls, log, rm, du, scopes."""
-# ruff: noqa: F811  (pytest fixtures imported from test_storage_helpers are parameters here)
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from test_storage_helpers import (  # noqa: F401 - fixtures
-    MakeToken,
-    client,
-    make_token,
-    server,
-    signer,
-    text_bytes,
-    write_file,
-)
 
 from c3 import manifest as mf
 from c3.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from c3.storage_client import LocalBlob, StorageClient
+from c3.storage.client import LocalBlob, StorageClient
 from c3.v1 import common_pb2
 from storaged.server import StoragedServer
+from tests.harness.storage import MakeToken, text_bytes, write_file
+
+pytestmark = pytest.mark.unit
 
 
 async def _push_tree(client: StorageClient, files: dict[str, bytes], root: Path) -> str:

@@ -1,7 +1,6 @@
 """Pack storage for small blobs: durable across restarts, torn tails ignored, compaction
 keeps live blobs byte-identical and frees space, concurrent batches (with a compaction
 running alongside) all land intact."""
-# ruff: noqa: F811  (pytest fixtures imported from test_storage_helpers are parameters here)
 
 from __future__ import annotations
 
@@ -11,22 +10,18 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from test_storage_helpers import (  # noqa: F401
-    MakeToken,
-    client,
-    make_token,
-    server,
-    signer,
-    text_bytes,
-    write_file,
-)
+import pytest
 
 from c3 import manifest as mf
-from c3 import storage_codec as codec
-from c3.storage_client import StorageClient
+from c3.storage import codec
+from c3.storage.client import StorageClient
 from c3.v1 import common_pb2
 from storaged.backend import LocalDiskBackend
 from storaged.server import StoragedServer
+from tests.harness.storage import text_bytes, write_file
+
+pytestmark = pytest.mark.unit
+
 
 Blob = tuple[str, int, bytes]
 

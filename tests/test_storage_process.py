@@ -1,5 +1,4 @@
 """The real c3-storaged process: SIGKILL mid-upload, restart, every stored blob verifies."""
-# ruff: noqa: F811  (pytest fixtures imported from test_storage_helpers are parameters here)
 
 from __future__ import annotations
 
@@ -7,52 +6,22 @@ import asyncio
 import hashlib
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import zstandard
-from test_storage_helpers import MakeToken, make_token, random_bytes, signer, write_file  # noqa: F401
 
 from c3 import manifest as mf
-from c3 import storage_codec as codec
 from c3.errors import C3Error
-from c3.storage_client import StorageClient
+from c3.storage import codec
+from c3.storage.client import StorageClient
 from c3.tokens import TokenSigner
 from c3.v1 import common_pb2
+from tests.harness.processes import start_storaged_process
+from tests.harness.storage import MakeToken, random_bytes, write_file
+from tests.harness.waiting import eventually
 
-
-def _start(data_dir: Path, pem: Path, ready: Path) -> subprocess.Popen[bytes]:
-    ready.unlink(missing_ok=True)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "storaged.main",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            str(data_dir),
-            "--token-public-key",
-            str(pem),
-            "--ready-file",
-            str(ready),
-            "--log-level",
-            "WARNING",
-        ],
-    )
-
-
-async def _wait_for(condition, what: str, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        await asyncio.sleep(0.01)
-    pytest.fail(f"timed out waiting for {what}")
+pytestmark = pytest.mark.faults
 
 
 def _verify_packs(data_dir: Path) -> int:
@@ -103,27 +72,23 @@ async def test_sigkill_mid_upload_leaves_a_consistent_store(
         write_file(tmp_path / "src" / f"small{i}.bin", random_bytes(30_000 + i)) for i in range(200)
     ]
 
-    proc = _start(data_dir, pem, ready)
+    proc, address, _ = await start_storaged_process(data_dir, pem, ready)
     try:
-        address = await _wait_for(
-            lambda: ready.exists() and ready.read_text(), "storaged to be ready"
-        )
         async with StorageClient(address, make_token()) as client:
             push = asyncio.create_task(client.push_files(blobs))
             uploads = data_dir / "uploads"
-            await _wait_for(
-                lambda: any(p.stat().st_size > 0 for p in uploads.iterdir()), "a partial upload"
+            await eventually(
+                lambda: any(p.stat().st_size > 0 for p in uploads.iterdir()), 20, "a partial upload"
             )
             proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
+            await asyncio.wait_for(proc.wait(), 10)
             with pytest.raises(C3Error):
                 await push
         kept_partial = sum(p.stat().st_size for p in (data_dir / "uploads").iterdir())
         assert kept_partial > 0
         assert _verify_store(data_dir) < len(blobs)  # the kill really came mid-upload
 
-        proc = _start(data_dir, pem, ready)
-        address = await _wait_for(lambda: ready.exists() and ready.read_text(), "storaged restart")
+        proc, address, _ = await start_storaged_process(data_dir, pem, ready)
         assert _verify_store(data_dir) >= 0
         async with StorageClient(address, make_token()) as client:
             stats = await client.push_files(blobs)
@@ -143,8 +108,8 @@ async def test_sigkill_mid_upload_leaves_a_consistent_store(
                 assert (out / b.path.name).read_bytes() == b.path.read_bytes()
         assert _verify_store(data_dir) == len(blobs) + 1  # + the manifest
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0  # clean shutdown
+        assert await asyncio.wait_for(proc.wait(), 10) == 0  # clean shutdown
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-            proc.wait()
+            await proc.wait()

@@ -1,28 +1,21 @@
 """A job token reads only its own inputs and outputs, even within its org (issue 7)."""
-# ruff: noqa: F811  (pytest fixtures imported from test_storage_helpers are parameters here)
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from test_storage_helpers import (  # noqa: F401 - fixtures
-    MakeToken,
-    client,
-    make_token,
-    random_bytes,
-    server,
-    signer,
-    text_bytes,
-    write_file,
-)
 
 from c3 import manifest as mf
 from c3.errors import PermissionDenied
-from c3.storage_client import SMALL_BLOB_MAX, StorageClient
+from c3.storage.client import StorageClient
+from c3.storage.wire import SMALL_BLOB_MAX
 from c3.tokens import READ, WRITE
 from c3.v1 import common_pb2
 from storaged.server import StoragedServer
+from tests.harness.storage import MakeToken, random_bytes, text_bytes, write_file
+
+pytestmark = pytest.mark.unit
 
 
 async def _tree(c: StorageClient, root: Path, files: dict[str, bytes]) -> tuple[str, list[str]]:

@@ -11,10 +11,12 @@ import time
 import pytest
 
 from c3.errors import InvalidArgument, Unauthenticated
-from c3.storage_upload import encode_chunk, encode_put_blobs
+from c3.storage.wire import encode_chunk, encode_put_blobs, parse_chunk
 from c3.tokens import ALL_OPERATIONS, TokenClaims, TokenSigner, TokenVerifier
 from c3.v1 import storage_pb2
-from storaged.wire import parse_chunk
+
+pytestmark = pytest.mark.unit
+
 
 SIZES = [0, 1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 1 << 40]
 

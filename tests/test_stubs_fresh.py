@@ -7,6 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.unit
+
+
 ROOT = Path(__file__).resolve().parent.parent
 # Version stamps depend on the installed grpcio-tools/protobuf, not on the .proto files.
 VERSION_LINES = re.compile(

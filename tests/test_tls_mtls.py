@@ -11,7 +11,9 @@ import pytest
 from c3 import certs, tls
 from c3.grpcutil import channel
 from c3.v1 import agent_pb2, agent_pb2_grpc
-from coordinator.testing import config_for_test, start_coordinator
+from tests.harness.coordinator import config_for_test, start_coordinator
+
+pytestmark = pytest.mark.unit
 
 
 async def test_agent_needs_a_client_certificate(tmp_path: Path) -> None:

@@ -6,11 +6,15 @@ import asyncio
 import shutil
 from pathlib import Path
 
-from stacktools import c3ctl, running_stack
+import pytest
 
 from c3 import grpcutil, tls
 from c3.userconfig import load_user_config
 from c3ctl.cmd_admin import parse_amount
+from tests.harness.cli import c3ctl, running_stack
+
+pytestmark = pytest.mark.e2e
+
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
 

@@ -13,7 +13,11 @@ import threading
 import time
 from pathlib import Path
 
-from stacktools import LineReader, c3ctl, running_stack
+import pytest
+
+from tests.harness.cli import LineReader, c3ctl, running_stack
+
+pytestmark = pytest.mark.e2e
 
 STORM_S = 3.0
 RATE_HZ = 100

@@ -9,12 +9,15 @@ import time
 from pathlib import Path
 
 import pytest
-from gittools import git, git_files, git_init
 
 from c3.errors import NotFound
 from c3.workspace import IgnoreMatcher, is_editor_temp, scan, scan_with_ignored
+from tests.harness.git import git, git_files, git_init
 
-pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+pytestmark = [
+    pytest.mark.unit,
+    pytest.mark.skipif(shutil.which("git") is None, reason="git not installed"),
+]
 
 ROOT_GITIGNORE = """\
 # comment line

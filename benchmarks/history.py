@@ -20,10 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.figures import rss_mb
 from c3.grpcutil import bearer, channel
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.bench import rss_mb, start_coordinator_process, stop_processes
-from coordinator.testing import client, spec
+from c3.v1 import coordinator_pb2_grpc
+from tests.harness.coordinator import client, spec
+from tests.harness.processes import start_coordinator_process, stop_processes
 
 BATCH = 1000
 PROBES = 30
@@ -33,15 +35,17 @@ async def start(data: Path, keep_s: float) -> tuple[asyncio.subprocess.Process, 
     return await start_coordinator_process(data, "--keep-finished-s", str(keep_s))
 
 
-async def probe(stub: object, md: tuple[tuple[str, str], ...], old_ids: list[str]) -> dict[str, float]:
+async def probe(
+    stub: coordinator_pb2_grpc.CoordinatorStub, md: tuple[tuple[str, str], ...], old_ids: list[str]
+) -> dict[str, float]:
     list_ms, get_ms = [], []
     for i in range(PROBES):
         t0 = time.perf_counter()
-        await stub.ListJobs(pb.ListJobsRequest(limit=50), metadata=md)  # type: ignore[attr-defined]
+        await stub.ListJobs(pb.ListJobsRequest(limit=50), metadata=md)
         list_ms.append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
         job_id = old_ids[(i * 7919) % len(old_ids)]
-        await stub.GetJob(pb.GetJobRequest(job_id=job_id), metadata=md)  # type: ignore[attr-defined]
+        await stub.GetJob(pb.GetJobRequest(job_id=job_id), metadata=md)
         get_ms.append((time.perf_counter() - t0) * 1000)
     return {"list50_p50_ms": statistics.median(list_ms), "get_old_p50_ms": statistics.median(get_ms)}
 

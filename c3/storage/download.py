@@ -7,28 +7,37 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from c3 import manifest as mf
-from c3 import storage_codec as codec
 from c3.errors import DataLoss
-from c3.storage_upload import batches
+from c3.storage import codec
+from c3.storage.batching import batches, run_all
+from c3.storage.blobcache import BlobCache
+from c3.storage.wire import BATCH_BYTES, SMALL_BLOB_MAX
 from c3.v1 import common_pb2, storage_pb2
 
-if TYPE_CHECKING:
-    from c3.blobcache import BlobCache
-    from c3.storage_client import StorageClient
-
+T = TypeVar("T")
 # (target path, executable) for every entry that has one digest.
 Targets = list[tuple[Path, bool]]
-SMALL_BLOB_MAX = 1 << 20
-BATCH_BYTES = 4 << 20
 STREAMS = 2
 BATCHES = 4
 # Blobs of a GetBlobs reply verified and written per thread trip.
 SETTLE_GROUP = 64
+
+
+class BlobSource(Protocol):
+    """What a download needs of the storage client: its blob reads and its thread pool."""
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    def get_blobs(self, digests: Sequence[str]) -> AsyncIterator[storage_pb2.BlobData]: ...
+
+    def get_blob_stream(
+        self, digest: str, offset: int = 0
+    ) -> AsyncIterator[storage_pb2.BlobChunk]: ...
 
 
 def _plan(dest: Path, manifest: common_pb2.Manifest) -> dict[str, Targets]:
@@ -106,7 +115,7 @@ def _link_all(cache: BlobCache, digest: str, targets: Targets, writable: bool) -
 
 
 async def download_tree(
-    client: StorageClient,
+    client: BlobSource,
     manifest: common_pb2.Manifest,
     dest: Path,
     *,
@@ -188,8 +197,6 @@ async def download_tree(
     large = [d for d in plan if sizes[d] > SMALL_BLOB_MAX]
     jobs = [fetch_stream(d) for d in large]
     jobs += [fetch_batch(group) for group in batches(small, BATCH_BYTES, len(small), sizes.__getitem__)]
-    from c3.storage_client import run_all
-
     await run_all(jobs)
     return fetched
 
@@ -198,7 +205,7 @@ def _open_write(path: Path) -> BinaryIO:
     return open(path, "wb")
 
 
-async def _stream_to_file(client: StorageClient, digest: str, size: int, tmp: Path) -> int:
+async def _stream_to_file(client: BlobSource, digest: str, size: int, tmp: Path) -> int:
     """Stream a blob into `tmp`, verifying as it arrives; wire bytes received."""
     wire = 0
     f = await client.run(_open_write, tmp)

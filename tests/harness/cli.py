@@ -1,4 +1,4 @@
-"""Running the real local stack and the real CLI from tests (imported by test modules)."""
+"""The real CLI and the real local stack (`c3 up`) from tests, in a private C3_HOME."""
 
 from __future__ import annotations
 

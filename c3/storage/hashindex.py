@@ -25,7 +25,7 @@ import aiosqlite
 
 from c3.manifest import HASH_CHUNK, sha256_file
 from c3.sqlite import open_database
-from c3.storage_upload import batches
+from c3.storage.batching import batches
 from c3.v1 import common_pb2
 
 _SCHEMA = """

@@ -16,33 +16,28 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
 from c3 import grpcutil
 from c3 import manifest as mf
-from c3 import storage_codec as codec
 from c3.errors import C3Error, DataLoss, from_rpc_error
-from c3.storage_download import download_tree
-from c3.storage_upload import (
+from c3.storage import codec
+from c3.storage.batching import batches, run_all
+from c3.storage.blobcache import BlobCache
+from c3.storage.download import download_tree
+from c3.storage.upload import (
     LargeBlobReader,
-    batches,
     cheaper_to_send,
     compress_batch,
     find_changed,
     prepare_batch,
-    task_group,
 )
+from c3.storage.wire import BATCH_BYTES, SMALL_BLOB_MAX, method_path
 from c3.v1 import common_pb2, storage_pb2, storage_pb2_grpc
 
-if TYPE_CHECKING:
-    from c3.blobcache import BlobCache
-
 T = TypeVar("T")
-# Blobs up to this size travel in PutBlobs/GetBlobs batches; larger ones are streamed.
-SMALL_BLOB_MAX = 1 << 20
-BATCH_BYTES = 4 << 20
 BATCH_COUNT = 2000
 FIND_MISSING_BATCH = 10_000
 BATCH_CONCURRENCY = 6
@@ -50,9 +45,6 @@ STREAM_CONCURRENCY = 4
 # Threads for reading, hashing and compressing (they release the GIL).
 POOL_THREADS = min(8, (os.cpu_count() or 2) + 2)
 Progress = Callable[[int, int], None]
-# The token operation for Hold/Release. Only the coordinator signs it for itself; client
-# and job tokens never carry it.
-HOLD_OPERATION = "hold"
 
 
 @dataclass(frozen=True)
@@ -82,14 +74,6 @@ def _length(blob: tuple[str, bytes]) -> int:
     return len(blob[1])
 
 
-async def run_all(coros: Sequence[Coroutine[Any, Any, Any]]) -> None:
-    """Run concurrently; on the first failure cancel the rest and raise that failure
-    itself (not an ExceptionGroup: callers and users expect one clear error)."""
-    async with task_group() as tg:
-        for coro in coros:
-            tg.create_task(coro)
-
-
 class StorageClient:
     def __init__(
         self, address: str, token: str, *, credentials: grpc.ChannelCredentials | None = None
@@ -99,14 +83,14 @@ class StorageClient:
         self._channel = grpcutil.channel(address, credentials, service="storage")
         self._stub = storage_pb2_grpc.StorageStub(self._channel)
         # PutBlobs and PutBlobStream with requests already serialized on the thread pool
-        # (storage_upload.encode_*), so the event loop never copies payloads.
+        # (c3.storage.wire's encoders), so the event loop never copies payloads.
         self._put_blobs_encoded = self._channel.unary_unary(
-            "/c3.v1.Storage/PutBlobs",
+            method_path("PutBlobs"),
             request_serializer=None,
             response_deserializer=storage_pb2.PutBlobsResponse.FromString,
         )
         self._put_stream_encoded = self._channel.stream_unary(
-            "/c3.v1.Storage/PutBlobStream",
+            method_path("PutBlobStream"),
             request_serializer=None,
             response_deserializer=storage_pb2.PutBlobStreamResponse.FromString,
         )
@@ -287,7 +271,7 @@ class StorageClient:
         return digest
 
     async def get_blobs(self, digests: Sequence[str]) -> AsyncIterator[storage_pb2.BlobData]:
-        """Small blobs as stored (zstd or raw); callers verify with storage_codec."""
+        """Small blobs as stored (zstd or raw); callers verify with c3.storage.codec."""
         with _rpc():
             call = self._stub.GetBlobs(
                 storage_pb2.GetBlobsRequest(digests=list(digests), accept_zstd=True),

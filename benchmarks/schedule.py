@@ -1,9 +1,9 @@
 """Scheduling benchmark (scripts/bench/schedule): many simulated agents, a burst of jobs.
 
-The parent starts the coordinator and a separate agents process, submits the jobs and
-reports placement throughput, submit->assigned latency and the coordinator's RSS. The
-agents process prints one line per assignment: the latency from the job's creation to
-its arrival on the agent, both on this host's clock.
+This process starts the coordinator and a separate agents process (tests/harness/agents.py),
+submits the jobs and reports placement throughput, submit->assigned latency and the
+coordinator's RSS. The agents process prints one line per assignment: the latency from
+the job's creation to its arrival on the agent, both on this host's clock.
 
 The headline burst submits through SubmitJobs, 25 jobs a call (a sweep); the same burst
 is then repeated with one SubmitJob call per job and reported next to it (`unbatched_*`).
@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -28,108 +27,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.figures import cpu_s, percentile, rss_mb
 from c3.grpcutil import bearer, channel
 from c3.limits import MAX_JOBS_PER_SUBMIT
-from c3.v1 import agent_pb2, agent_pb2_grpc, common_pb2, coordinator_pb2_grpc
 from c3.v1 import coordinator_pb2 as pb
-from coordinator.testing import client, spec
+from c3.v1 import coordinator_pb2_grpc
+from tests.harness.agents import HEARTBEAT_MS
+from tests.harness.coordinator import client, spec
+from tests.harness.processes import start_coordinator_process, stop_processes
 
-HEARTBEAT_MS = 10_000
 UNBATCHED_CONCURRENCY = 64
-AGENTS_PER_CHANNEL = 50
-
-
-async def run_agent(
-    stub: agent_pb2_grpc.AgentGatewayStub, secret: str, ready: asyncio.Queue[str]
-) -> None:
-    caps = agent_pb2.AgentCapabilities(
-        profile="l40s-1x", gpu_class="l40", provider="local", capacity=1
-    )
-    reg = await stub.Register(agent_pb2.RegisterAgentRequest(secret=secret, capabilities=caps))
-    call = stub.Connect(metadata=bearer(reg.credential))
-    await call.write(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat()))
-    await ready.put(reg.agent_id)
-
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT_MS / 1000 / 2)
-            await call.write(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat()))
-
-    beater = asyncio.create_task(beat())
-    try:
-        async for message in call:
-            if not message.HasField("assignment"):
-                continue
-            job = message.assignment.job
-            latency_ms = (time.time() - job.created_at.ToNanoseconds() / 1e9) * 1000
-            sys.stdout.write(f"A {job.id} {latency_ms:.3f}\n")
-            # Started and finished at once: both reports travel together, as a real agent
-            # sends whatever it has queued (agent/connection.py's Outbox).
-            reports = agent_pb2.AgentReports(
-                items=[
-                    agent_pb2.AgentReport(
-                        status=agent_pb2.JobStatusUpdate(job_id=job.id, state=state)
-                    )
-                    for state in (common_pb2.JOB_STATE_RUNNING, common_pb2.JOB_STATE_COMPLETED)
-                ]
-            )
-            await call.write(agent_pb2.AgentMessage(reports=reports))
-    finally:
-        beater.cancel()
-
-
-async def agents_child(address: str, secret: str, count: int) -> None:
-    ready: asyncio.Queue[str] = asyncio.Queue()
-    channels = [
-        channel(address) for _ in range((count + AGENTS_PER_CHANNEL - 1) // AGENTS_PER_CHANNEL)
-    ]
-    tasks = [
-        asyncio.create_task(
-            run_agent(
-                agent_pb2_grpc.AgentGatewayStub(channels[i // AGENTS_PER_CHANNEL]), secret, ready
-            )
-        )
-        for i in range(count)
-    ]
-    for _ in range(count):
-        await ready.get()
-    sys.stdout.write("READY\n")
-    sys.stdout.flush()
-    flusher_stop = asyncio.Event()
-
-    async def flusher() -> None:
-        while not flusher_stop.is_set():
-            sys.stdout.flush()
-            await asyncio.sleep(0.005)
-
-    flush_task = asyncio.create_task(flusher())
-    everything = asyncio.gather(*tasks, return_exceptions=True)
-    # End cleanly on SIGTERM so a profiler wrapping this process can write its file.
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, everything.cancel)
-    try:
-        await everything
-    except asyncio.CancelledError:
-        pass
-    flusher_stop.set()
-    await flush_task
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def cpu_s(pid: int) -> float:
-    """User+system CPU seconds a process has used so far (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> tuple[float, float]:
-    fields = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-    )
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
 @dataclass
@@ -184,38 +91,6 @@ class Run:
     peak_rss_mb: float
 
 
-async def start_coordinator_process(
-    data: Path, *args: str, wrap: list[str] | None = None
-) -> tuple[asyncio.subprocess.Process, str, float]:
-    """A `c3-coordinator` on a free port with its data under `data`; (process, address,
-    seconds until it served). Raises SystemExit if it exits or takes over a minute."""
-    ready_file = data / "ready"
-    ready_file.unlink(missing_ok=True)
-    started = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, *(wrap or []), "-m", "coordinator.main", "--listen", "127.0.0.1:0",
-        "--data-dir", str(data / "data"), "--ready-file", str(ready_file),
-        "--bootstrap-file", str(data / "bootstrap.json"), "--log-level", "WARNING",
-        "--concurrency-limits", "free=0", *args,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not ready_file.exists():
-        if proc.returncode is not None or time.monotonic() > deadline:
-            if proc.returncode is None:
-                proc.kill()
-            raise SystemExit("coordinator did not start")
-        await asyncio.sleep(0.01)
-    return proc, ready_file.read_text(), time.perf_counter() - started
-
-
-async def stop_processes(*procs: asyncio.subprocess.Process) -> None:
-    for proc in procs:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        await proc.wait()
-
-
 async def one_run(
     agents: int, jobs: int, single: int, concurrency: int, submit_batch: int, unbatched: bool
 ) -> Run:
@@ -224,8 +99,8 @@ async def one_run(
     profile = os.environ.get("C3_BENCH_PROFILE")
     coord, address, _ = await start_coordinator_process(
         tmp, "--heartbeat-ms", str(HEARTBEAT_MS), "--starting-credit-minor", str(10**12),
-        wrap=["-m", "cProfile", "-o", profile] if profile else None,
-    )  # fmt: skip
+        wrap=["-m", "cProfile", "-o", profile] if profile else (),
+    )
     running = [coord]
     try:
         boot = json.loads((tmp / "bootstrap.json").read_text())
@@ -233,9 +108,9 @@ async def one_run(
         agents_profile = os.environ.get("C3_BENCH_PROFILE_AGENTS")
         agents_wrap = ["-m", "cProfile", "-o", agents_profile] if agents_profile else []
         child = await asyncio.create_subprocess_exec(
-            sys.executable, *agents_wrap, "-m", "coordinator.bench", "--agents-child", address,
+            sys.executable, *agents_wrap, "-m", "tests.harness.agents", address,
             boot["agent_secret"], str(agents), stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        )
         running.insert(0, child)
         assert child.stdout is not None
         out = child.stdout
@@ -307,22 +182,12 @@ def main() -> None:
     p.add_argument(
         "--submit-batch", type=int, default=25, help="jobs per SubmitJobs call (1: SubmitJob)"
     )
-    p.add_argument(
-        "--agents-child", nargs=3, metavar=("ADDRESS", "SECRET", "COUNT"), help=argparse.SUPPRESS
-    )
     args = p.parse_args()
     for name in ("agents", "jobs", "single", "concurrency", "repeat"):
         if getattr(args, name) < 1:
             p.error(f"--{name}: give 1 or more")
     if not 1 <= args.submit_batch <= MAX_JOBS_PER_SUBMIT:
         p.error(f"--submit-batch: give 1 to {MAX_JOBS_PER_SUBMIT} (jobs per SubmitJobs call)")
-    if args.agents_child:
-        address, secret, count = args.agents_child
-        try:
-            asyncio.run(agents_child(address, secret, int(count)))
-        except KeyboardInterrupt:
-            pass
-        return
     result = asyncio.run(
         bench(args.agents, args.jobs, args.single, args.concurrency, args.submit_batch, args.repeat)
     )

@@ -1,5 +1,5 @@
-"""The parts of a push that are not RPCs: batching, and the blocking work run on the
-client's thread pool (read, compress, encode).
+"""The parts of a push that are not RPCs: the blocking work run on the client's thread
+pool (read, compress, encode with c3.storage.wire).
 
 A file edited since it was hashed must not be stored under its old name: the server
 verifies every blob against its digest and refuses a mismatch, and `find_changed` then
@@ -12,53 +12,17 @@ import contextlib
 import io
 import os
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from c3 import storage_codec as codec
 from c3.errors import FailedPrecondition, NotFound
 from c3.manifest import sha256_file
+from c3.storage import codec
+from c3.storage.wire import STREAM_CHUNK, encode_chunk, encode_put_blobs
 
-CHUNK = codec.STREAM_CHUNK
 # What a large blob is read from: a file opened unbuffered, or bytes in memory.
 Source = io.RawIOBase | io.BufferedIOBase
-T = TypeVar("T")
-
-
-@contextlib.asynccontextmanager
-async def task_group() -> AsyncIterator[asyncio.TaskGroup]:
-    """A TaskGroup that raises its first failure itself, not an ExceptionGroup (callers
-    and users expect one clear error); the other tasks are cancelled."""
-    try:
-        async with asyncio.TaskGroup() as tg:
-            yield tg
-    except BaseExceptionGroup as group:
-        first: BaseException = group
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first from None
-
-
-def batches(
-    items: Sequence[T], max_bytes: int, max_count: int, size: Callable[[T], int]
-) -> list[list[T]]:
-    """`items` in order, cut into groups of at most `max_bytes` (one item may exceed it
-    alone) and `max_count` items."""
-    groups: list[list[T]] = []
-    current: list[T] = []
-    current_bytes = 0
-    for item in items:
-        n = size(item)
-        if current and (current_bytes + n > max_bytes or len(current) >= max_count):
-            groups.append(current)
-            current, current_bytes = [], 0
-        current.append(item)
-        current_bytes += n
-    if current:
-        groups.append(current)
-    return groups
-
 
 # Up to this many small blobs go without a find-missing round trip.
 SEND_WITHOUT_ASKING_BLOBS = 8
@@ -98,76 +62,6 @@ def _read(path: Path, size: int) -> bytes:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     finally:
         os.close(fd)
-
-
-def _varint(n: int) -> bytes:
-    """Protobuf's base-128 varint; the sizes of a blob batch take one to three bytes."""
-    if n < 0x80:
-        return _SMALL_VARINTS[n]
-    if n < 0x4000:
-        return bytes(((n & 0x7F) | 0x80, n >> 7))
-    if n < 0x200000:
-        return bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80, n >> 14))
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_SMALL_VARINTS = [bytes((i,)) for i in range(0x80)]
-
-
-def encode_put_blobs(blobs: Iterable[tuple[str, int, int, bytes]]) -> bytes:
-    """The serialized PutBlobsRequest of (digest, size, compression, payload) blobs, built
-    with one copy of each payload. Building BlobData messages and serializing them would
-    copy every payload twice more, and on the event loop (where gRPC serializes)."""
-    parts: list[bytes] = []
-    append = parts.append
-    for digest, size, compression, payload in blobs:
-        # BlobData fields 1 (digest), 2 (size), 3 (compression), 4 (data); zeros omitted,
-        # as protobuf's own encoder does.
-        head = b"\x0a" + _varint(len(digest)) + digest.encode("ascii")
-        if size:
-            head += b"\x10" + _varint(size)
-        if compression:
-            head += b"\x18" + _SMALL_VARINTS[compression]
-        n = len(payload)
-        if n:
-            head += b"\x22" + _varint(n)
-        # PutBlobsRequest field 1 (blobs): one length-delimited BlobData each.
-        append(b"\x0a" + _varint(len(head) + n) + head)
-        append(payload)
-    return b"".join(parts)
-
-
-def encode_chunk(
-    offset: int,
-    data: bytes | memoryview,
-    *,
-    last: bool = False,
-    header: tuple[str, int, int, int] | None = None,
-) -> bytes:
-    """A serialized BlobChunk (one copy of `data`); `header` is (digest, size,
-    compression, total) for the first chunk of a stream."""
-    head = tail = b""
-    if header is not None:
-        digest, size, compression, total = header
-        if total:
-            tail = b"\x30" + _varint(total)
-        head = b"\x0a" + _varint(len(digest)) + digest.encode("ascii")
-        if size:
-            head += b"\x10" + _varint(size)
-        if compression:
-            head += b"\x18" + _SMALL_VARINTS[compression]
-    if offset:
-        head += b"\x20" + _varint(offset)
-    if data:
-        head += b"\x2a" + _varint(len(data))
-    if last:
-        tail += b"\x38\x01"
-    return b"".join((head, data, tail))
 
 
 def compress_batch(blobs: Iterable[tuple[str, bytes]]) -> tuple[bytes, int]:
@@ -246,7 +140,7 @@ class LargeBlobReader:
     def open(self) -> None:
         self._f = self._opener()
         # Decide from the first MiB whether compression pays for this blob.
-        probe = self._f.read(CHUNK)
+        probe = self._f.read(STREAM_CHUNK)
         self._f.seek(0)
         if codec.compress(probe)[0] == codec.ZSTD:
             self.compression = codec.ZSTD
@@ -263,7 +157,7 @@ class LargeBlobReader:
         before the next step), and whether it is the end."""
         assert self._f is not None, "LargeBlobReader is closed"
         if self._buffer is None:
-            self._buffer = bytearray(CHUNK)  # reused: no fresh memory per MiB
+            self._buffer = bytearray(STREAM_CHUNK)  # reused: no fresh memory per MiB
         n = self._f.readinto(self._buffer)
         if n:
             self._count += n
@@ -292,8 +186,8 @@ class LargeBlobReader:
             if end > self._resume:
                 start = max(self._position, self._resume)
                 piece = data[start - self._position :] if start > self._position else data
-                for i in range(0, len(piece), CHUNK):
-                    part = piece[i : i + CHUNK]
+                for i in range(0, len(piece), STREAM_CHUNK):
+                    part = piece[i : i + STREAM_CHUNK]
                     out.append((encode_chunk(start + i, part, header=self._header()), len(part)))
             self._position = end
             if eof:

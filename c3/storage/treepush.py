@@ -25,9 +25,10 @@ from pathlib import Path
 
 from c3 import manifest as mf
 from c3.errors import FailedPrecondition, PermissionDenied
-from c3.hashindex import Hashed, HashIndex, HashStats, entries_for, hash_files
-from c3.storage_client import SMALL_BLOB_MAX, LocalBlob, StorageClient
-from c3.storage_upload import batches, task_group
+from c3.storage.batching import batches, task_group
+from c3.storage.client import LocalBlob, StorageClient
+from c3.storage.hashindex import Hashed, HashIndex, HashStats, entries_for, hash_files
+from c3.storage.wire import SMALL_BLOB_MAX
 from c3.v1 import common_pb2
 from c3.workspace import WorkspaceFile
 

@@ -25,7 +25,6 @@ Compression = storage_pb2.Compression.ValueType
 MIN_COMPRESS_BYTES = 128
 # Compressed output must be at most this share of the input to be worth keeping.
 PAYS_RATIO = 0.95
-STREAM_CHUNK = 1 << 20
 PROBE_BYTES = 4096
 
 _local = threading.local()
