@@ -55,7 +55,13 @@ def held(skip_serving: bool = False) -> Held:
         for t in asyncio.all_tasks()
         if not t.done() and t is not asyncio.current_task() and not (skip_serving and _serving(t))
     }
-    return fds, threading.active_count(), tasks
+    return fds, len([t for t in threading.enumerate() if not _default_executor(t)]), tasks
+
+
+def _default_executor(thread: threading.Thread) -> bool:
+    """A worker of the event loop's default executor: the loop owns these for its life and
+    adds one lazily whenever more calls overlap, so a later start may hold one more."""
+    return thread.name.startswith("asyncio_")
 
 
 async def settled(before: Held, skip_serving: bool = False) -> str:
@@ -70,7 +76,11 @@ async def settled(before: Held, skip_serving: bool = False) -> str:
         if not extra_fds and threads <= before[1] and not extra_tasks:
             return ""
         if loop.time() > deadline:
-            return f"fds {dict(extra_fds)}, threads {threads} > {before[1]}, tasks {extra_tasks}"
+            names = sorted(t.name for t in threading.enumerate())
+            return (
+                f"fds {dict(extra_fds)}, threads {threads} > {before[1]} ({names}),"
+                f" tasks {extra_tasks}"
+            )
         await asyncio.sleep(0.05)
 
 
