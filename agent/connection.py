@@ -186,7 +186,7 @@ class Connection:
             cached_env_hashes=self.executor.cached_env_hashes(),
         )))
 
-    async def _register(self, stub: agent_pb2_grpc.AgentGatewayStub) -> None:
+    async def _register(self, stub: agent_pb2_grpc.AgentGatewayAsyncStub) -> None:
         request = agent_pb2.RegisterAgentRequest(
             capabilities=self.capabilities,
             cached_projects=self.executor.cached_projects(),
@@ -234,7 +234,7 @@ class Connection:
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, BACKOFF_MAX)
 
-    async def _stream(self, stub: agent_pb2_grpc.AgentGatewayStub) -> None:
+    async def _stream(self, stub: agent_pb2_grpc.AgentGatewayAsyncStub) -> None:
         call = stub.Connect(metadata=bearer(self.identity.credential))
         self._resumed = asyncio.Event()
         self.heartbeat()  # first message: what runs here and what is cached
@@ -244,7 +244,7 @@ class Connection:
         try:
             while True:
                 message = await call.read()
-                if message is grpc.aio.EOF:
+                if not isinstance(message, agent_pb2.CoordinatorMessage):  # grpc.aio.EOF
                     log.warning("coordinator closed the stream")
                     return
                 self._handle(message)
@@ -297,7 +297,9 @@ class Connection:
             self.outbox.push_front(message)
         self._resumed.set()
 
-    async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _write(
+        self, call: grpc.aio.StreamStreamCall[agent_pb2.AgentMessage, agent_pb2.CoordinatorMessage]
+    ) -> None:
         # Nothing goes out before ResumeLogs: queued lines must not overtake the resend.
         try:
             await asyncio.wait_for(self._resumed.wait(), RESUME_WAIT_S)

@@ -26,7 +26,6 @@ from agent.artifacts import ArtifactLimits
 from agent.cgroups import CgroupManager, JobCgroup
 from agent.discovery import HostInfo
 from agent.diskwatch import DEFAULT_INTERVAL_SECONDS, watch_disk, watch_pids
-from agent.docker import validate_image
 from agent.envs import EnvCache, EnvError
 from agent.jobnet import JobNetwork, JobNetworks, Netns, NetnsPool
 from agent.logbatch import LogBatcher
@@ -39,6 +38,7 @@ from agent.stage import hand_over, work_dir
 from agent.storagepool import StoragePool
 from agent.warmtree import WarmTrees
 from agent.workspace import DatasetCache, FetchStats, Foreground, cache_fetched, fetch_workspace
+from c3.dockerref import validate_image
 from c3.errors import C3Error
 from c3.storage.blobcache import BlobCache
 from c3.storage.client import StorageClient

@@ -27,6 +27,7 @@ import shutil
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 from c3.v1 import common_pb2
 
@@ -34,7 +35,7 @@ STATE_FILE = "state.json"
 TREE_DIR = "tree"
 MAX_WARM_TREES = 4
 
-Record = list  # [digest, inode, size, mtime_ns, executable]
+Record = list[Any]  # [digest, inode, size, mtime_ns, executable], as state.json keeps it
 
 
 def _key(org_id: str, project: str) -> str:

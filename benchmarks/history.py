@@ -36,7 +36,7 @@ async def start(data: Path, keep_s: float) -> tuple[asyncio.subprocess.Process, 
 
 
 async def probe(
-    stub: coordinator_pb2_grpc.CoordinatorStub, md: tuple[tuple[str, str], ...], old_ids: list[str]
+    stub: coordinator_pb2_grpc.CoordinatorAsyncStub, md: tuple[tuple[str, str], ...], old_ids: list[str]
 ) -> dict[str, float]:
     list_ms, get_ms = [], []
     for i in range(PROBES):
@@ -73,8 +73,8 @@ async def one(jobs: int, keep_s: float) -> dict[str, float]:
         await stop_processes(proc)
         proc, address, restart_s = await start(data, keep_s)
         async with channel(address) as ch:
-            reply = await client(ch).ListJobs(pb.ListJobsRequest(limit=1), metadata=md)
-            assert reply.jobs[0].id == ids[-1], "the restarted coordinator lists the newest job"
+            listed = await client(ch).ListJobs(pb.ListJobsRequest(limit=1), metadata=md)
+            assert listed.jobs[0].id == ids[-1], "the restarted coordinator lists the newest job"
     finally:
         await stop_processes(proc)
         shutil.rmtree(data, ignore_errors=True)

@@ -47,7 +47,7 @@ class Burst:
 
 
 async def burst(
-    stub: coordinator_pb2_grpc.CoordinatorStub,
+    stub: coordinator_pb2_grpc.CoordinatorAsyncStub,
     md: tuple[tuple[str, str], ...],
     out: asyncio.StreamReader,
     procs: dict[str, int],

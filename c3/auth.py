@@ -20,9 +20,10 @@ import grpc
 from grpc import aio
 
 from c3.errors import PermissionDenied, Unauthenticated, rewrap_handler
+from c3.grpctypes import Context, Handler
 
 # (context, full method name, the request; None when the client streams its requests)
-Rule = Callable[[aio.ServicerContext, str, Any], object]
+Rule = Callable[[Context, str, Any], object]
 T = TypeVar("T")
 
 _principal: contextvars.ContextVar[object] = contextvars.ContextVar("c3_principal")
@@ -39,7 +40,7 @@ REFLECTION_METHODS = (
 )
 
 
-def public(context: aio.ServicerContext, method: str, request: Any) -> None:
+def public(context: Context, method: str, request: Any) -> None:
     return None
 
 
@@ -55,7 +56,7 @@ def principal(kind: type[T]) -> T:
 
 
 def _refuse(method: str) -> Rule:
-    def rule(context: aio.ServicerContext, _: str, request: Any) -> object:
+    def rule(context: Context, _: str, request: Any) -> object:
         raise PermissionDenied(f"{method} is open to no caller (it has no permission entry)")
 
     return rule
@@ -63,7 +64,7 @@ def _refuse(method: str) -> Rule:
 
 def _guard_unary(rule: Rule, method: str) -> Callable[[Callable[..., Any], bool], Any]:
     def guard(behavior: Callable[..., Awaitable[Any]], streamed: bool) -> Any:
-        async def wrapper(request: Any, context: aio.ServicerContext) -> Any:
+        async def wrapper(request: Any, context: Context) -> Any:
             # Each call runs in a task of its own: the variable is this call's alone.
             _principal.set(rule(context, method, None if streamed else request))
             return await behavior(request, context)
@@ -75,7 +76,7 @@ def _guard_unary(rule: Rule, method: str) -> Callable[[Callable[..., Any], bool]
 
 def _guard_stream(rule: Rule, method: str) -> Callable[[Callable[..., Any], bool], Any]:
     def guard(behavior: Callable[..., AsyncIterator[Any]], streamed: bool) -> Any:
-        async def wrapper(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+        async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
             _principal.set(rule(context, method, None if streamed else request))
             async for item in behavior(request, context):
                 yield item
@@ -89,13 +90,13 @@ class AuthInterceptor(aio.ServerInterceptor):
     def __init__(self, rules: Mapping[str, Rule]) -> None:
         self.rules = dict(rules)
         # method -> (the handler grpc gave, the guarded one): built once per method.
-        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._guarded: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler  # not served here: grpc answers UNIMPLEMENTED

@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 import grpc
 from grpc import aio
 
+from c3.grpctypes import Context, Handler
+
 log = logging.getLogger(__name__)
 
 
@@ -150,7 +152,7 @@ def from_rpc_error(
 
 
 def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    async def wrapper(request: Any, context: aio.ServicerContext) -> Any:
+    async def wrapper(request: Any, context: Context) -> Any:
         try:
             return await behavior(request, context)
         except C3Error as exc:
@@ -160,7 +162,7 @@ def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaita
 
 
 def _wrap_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
-    async def wrapper(request: Any, context: aio.ServicerContext) -> Any:
+    async def wrapper(request: Any, context: Context) -> Any:
         try:
             async for item in behavior(request, context):
                 yield item
@@ -174,9 +176,7 @@ def _wrap_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
 Rewrap = Callable[[Callable[..., Any], bool], Callable[..., Any]]
 
 
-def rewrap_handler(
-    handler: grpc.RpcMethodHandler, unary: Rewrap, stream: Rewrap
-) -> grpc.RpcMethodHandler:
+def rewrap_handler(handler: Handler, unary: Rewrap, stream: Rewrap) -> Handler:
     """The same method handler with its behavior replaced: by `unary(behavior, streamed)`
     for a method with one answer, by `stream(...)` for one that streams its answers."""
     kinds = (
@@ -202,13 +202,13 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
 
     def __init__(self) -> None:
         # method -> (the handler below, the mapped one): built once per method.
-        self._mapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._mapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -307,19 +307,31 @@ class _Intercept:
 
 
 class _UnaryUnary(_Intercept, aio.UnaryUnaryClientInterceptor):
-    intercept_unary_unary = _Intercept._one_answer
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await self._one_answer(continuation, client_call_details, request)
 
 
 class _UnaryStream(_Intercept, aio.UnaryStreamClientInterceptor):
-    intercept_unary_stream = _Intercept._answers
+    async def intercept_unary_stream(
+        self, continuation: Any, client_call_details: aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await self._answers(continuation, client_call_details, request)
 
 
 class _StreamUnary(_Intercept, aio.StreamUnaryClientInterceptor):
-    intercept_stream_unary = _Intercept._streamed_one_answer
+    async def intercept_stream_unary(
+        self, continuation: Any, client_call_details: aio.ClientCallDetails, request_iterator: Any
+    ) -> Any:
+        return await self._streamed_one_answer(continuation, client_call_details, request_iterator)
 
 
 class _StreamStream(_Intercept, aio.StreamStreamClientInterceptor):
-    intercept_stream_stream = _Intercept._answers
+    async def intercept_stream_stream(
+        self, continuation: Any, client_call_details: aio.ClientCallDetails, request_iterator: Any
+    ) -> Any:
+        return await self._answers(continuation, client_call_details, request_iterator)
 
 
 def client_interceptors(calls: ClientCalls) -> list[aio.ClientInterceptor]:

@@ -10,6 +10,7 @@ from grpc import aio
 
 from c3.auth import AuthInterceptor, Rule
 from c3.errors import ClientCalls, ErrorMappingInterceptor, Unauthenticated, client_interceptors
+from c3.grpctypes import Context
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -46,15 +47,14 @@ def storage_metadata(token: str) -> tuple[tuple[str, str], ...]:
     return ((STORAGE_TOKEN, token),)
 
 
-def metadata_value(context: aio.ServicerContext, key: str) -> str:
-    for item in context.invocation_metadata() or ():
-        if item.key == key:
-            value = item.value
+def metadata_value(context: Context, key: str) -> str:
+    for name, value in context.invocation_metadata() or ():
+        if name == key:
             return value.decode() if isinstance(value, bytes) else value
     return ""
 
 
-def bearer_secret(context: aio.ServicerContext) -> str:
+def bearer_secret(context: Context) -> str:
     value = metadata_value(context, AUTHORIZATION)
     if not value:
         raise Unauthenticated("missing credentials: set C3_API_KEY or run `c3ctl up`")

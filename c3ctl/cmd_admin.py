@@ -35,7 +35,7 @@ def parse_amount(text: str) -> int:
     return int(minor)
 
 
-def _admin(call: Callable[[admin_pb2_grpc.AdminStub], Awaitable[T]]) -> T:
+def _admin(call: Callable[[admin_pb2_grpc.AdminAsyncStub], Awaitable[T]]) -> T:
     """One typed Admin call with the caller's key (run to completion)."""
 
     async def go() -> T:

@@ -20,7 +20,7 @@ from c3.v1 import daemon_pb2, daemon_pb2_grpc
 START_TIMEOUT_S = 15.0
 
 
-async def _answers(stub: daemon_pb2_grpc.DaemonStub) -> daemon_pb2.DaemonStatusResponse | None:
+async def _answers(stub: daemon_pb2_grpc.DaemonAsyncStub) -> daemon_pb2.DaemonStatusResponse | None:
     try:
         return await stub.Status(daemon_pb2.DaemonStatusRequest(), timeout=2.0)
     except C3Error:

@@ -9,11 +9,10 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from grpc import aio
-
 import c3
 from c3 import workspace
 from c3.errors import InvalidArgument, Unavailable, Unimplemented
+from c3.grpctypes import Context
 from c3.storage.client import StorageClient
 from c3.v1 import common_pb2, coordinator_pb2, daemon_pb2, daemon_pb2_grpc
 from c3d.connections import Connections
@@ -34,7 +33,7 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
         self.deploy_lock = asyncio.Lock()
 
     async def Deploy(
-        self, request: daemon_pb2.DeployRequest, context: aio.ServicerContext
+        self, request: daemon_pb2.DeployRequest, context: Context
     ) -> AsyncIterator[daemon_pb2.DeployEvent]:
         if not os.path.isabs(request.project_dir):
             raise InvalidArgument(f"project_dir must be absolute, got {request.project_dir!r}")
@@ -42,7 +41,7 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
             yield event
 
     async def Logs(
-        self, request: daemon_pb2.LogsRequest, context: aio.ServicerContext
+        self, request: daemon_pb2.LogsRequest, context: Context
     ) -> AsyncIterator[common_pb2.JobEvent]:
         client = await self._check_access(request)
         async for event in tail_events(
@@ -51,7 +50,7 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
             yield event
 
     async def Follow(
-        self, request: daemon_pb2.LogsRequest, context: aio.ServicerContext
+        self, request: daemon_pb2.LogsRequest, context: Context
     ) -> AsyncIterator[daemon_pb2.DeployEvent]:
         client = await self._check_access(request)
         target = self.connections.target(request)
@@ -76,7 +75,7 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
         return client
 
     async def ListFiles(
-        self, request: daemon_pb2.ListFilesRequest, context: aio.ServicerContext
+        self, request: daemon_pb2.ListFilesRequest, context: Context
     ) -> daemon_pb2.ListFilesResponse:
         root = Path(request.project_dir)
         if request.ignored:
@@ -91,7 +90,7 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
         return daemon_pb2.ListFilesResponse(files=listed, total_size=sum(f.size for f in listed))
 
     async def Status(
-        self, request: daemon_pb2.DaemonStatusRequest, context: aio.ServicerContext
+        self, request: daemon_pb2.DaemonStatusRequest, context: Context
     ) -> daemon_pb2.DaemonStatusResponse:
         return daemon_pb2.DaemonStatusResponse(
             version=c3.__version__,
@@ -103,13 +102,13 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
         )
 
     async def Shutdown(
-        self, request: daemon_pb2.ShutdownRequest, context: aio.ServicerContext
+        self, request: daemon_pb2.ShutdownRequest, context: Context
     ) -> daemon_pb2.ShutdownResponse:
         self.shutdown.set()
         return daemon_pb2.ShutdownResponse()
 
     async def Watch(
-        self, request: daemon_pb2.WatchRequest, context: aio.ServicerContext
+        self, request: daemon_pb2.WatchRequest, context: Context
     ) -> AsyncIterator[daemon_pb2.DeployEvent]:
         root = Path(request.project_dir)
         if not root.is_absolute():
@@ -128,7 +127,7 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
                 self.projects.forget(project.root)
 
     async def SetWatchPaused(
-        self, request: daemon_pb2.SetWatchPausedRequest, context: aio.ServicerContext
+        self, request: daemon_pb2.SetWatchPausedRequest, context: Context
     ) -> daemon_pb2.SetWatchPausedResponse:
         state = self.watching.get(Path(request.project_dir).resolve())
         if state is None:
@@ -138,7 +137,7 @@ class DaemonService(daemon_pb2_grpc.DaemonServicer):
         return daemon_pb2.SetWatchPausedResponse(watching=True)
 
     async def Unwatch(
-        self, request: daemon_pb2.UnwatchRequest, context: aio.ServicerContext
+        self, request: daemon_pb2.UnwatchRequest, context: Context
     ) -> daemon_pb2.UnwatchResponse:
         self.projects.forget(Path(request.project_dir))
         return daemon_pb2.UnwatchResponse()

@@ -6,8 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from grpc import aio
-
+from c3.grpctypes import Context
 from c3.v1 import admin_pb2, admin_pb2_grpc
 from coordinator.accounts import Accounts
 from coordinator.agents import AgentRegistry, AgentState
@@ -50,7 +49,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         )  # fmt: skip
 
     async def CreateOrg(
-        self, request: admin_pb2.CreateOrgRequest, context: aio.ServicerContext
+        self, request: admin_pb2.CreateOrgRequest, context: Context
     ) -> admin_pb2.CreateOrgResponse:
         who = caller()
         org, key = await self._accounts.create_org_with_admin(
@@ -60,12 +59,12 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         return admin_pb2.CreateOrgResponse(org=self._info(org), admin_key=key)
 
     async def ListOrgs(
-        self, request: admin_pb2.ListOrgsRequest, context: aio.ServicerContext
+        self, request: admin_pb2.ListOrgsRequest, context: Context
     ) -> admin_pb2.ListOrgsResponse:
         return admin_pb2.ListOrgsResponse(orgs=[self._info(o) for o in self._accounts.list_orgs()])
 
     async def TopUp(
-        self, request: admin_pb2.TopUpRequest, context: aio.ServicerContext
+        self, request: admin_pb2.TopUpRequest, context: Context
     ) -> admin_pb2.TopUpResponse:
         who = caller()
         org = await self._accounts.top_up(request.org, request.amount_minor)
@@ -74,7 +73,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         return admin_pb2.TopUpResponse(org=self._info(org), currency=self._currency)
 
     async def CreateAgentToken(
-        self, request: admin_pb2.CreateAgentTokenRequest, context: aio.ServicerContext
+        self, request: admin_pb2.CreateAgentTokenRequest, context: Context
     ) -> admin_pb2.CreateAgentTokenResponse:
         who = caller()
         secret = await self._accounts.create_provisioning_secret(one_time=True)
@@ -82,7 +81,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         return admin_pb2.CreateAgentTokenResponse(secret=secret)
 
     async def ChangePlan(
-        self, request: admin_pb2.ChangePlanRequest, context: aio.ServicerContext
+        self, request: admin_pb2.ChangePlanRequest, context: Context
     ) -> admin_pb2.ChangePlanResponse:
         who = caller()
         target = self._accounts.find_org(request.org) if request.org else who.org
@@ -107,13 +106,13 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         return info
 
     async def ListAgents(
-        self, request: admin_pb2.ListAgentsRequest, context: aio.ServicerContext
+        self, request: admin_pb2.ListAgentsRequest, context: Context
     ) -> admin_pb2.ListAgentsResponse:
         states = [self._agents.states[r.id] for r in self._agents.records()]
         return admin_pb2.ListAgentsResponse(agents=[self._agent_info(s) for s in states])
 
     async def RevokeAgent(
-        self, request: admin_pb2.RevokeAgentRequest, context: aio.ServicerContext
+        self, request: admin_pb2.RevokeAgentRequest, context: Context
     ) -> admin_pb2.RevokeAgentResponse:
         who = caller()
         state, newly = await self._agents.revoke(request.agent_id)

@@ -14,10 +14,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from grpc import aio
-
 from c3.auth import PUBLIC_METHODS, Rule, principal, public
 from c3.errors import C3Error
+from c3.grpctypes import Context
 from c3.grpcutil import bearer_secret
 from coordinator.accounts import Accounts, Caller
 from coordinator.agents import AgentRegistry, AgentState
@@ -66,10 +65,10 @@ def agent() -> AgentState:
 
 
 def rules(accounts: Accounts, agents: AgentRegistry) -> Mapping[str, Rule]:
-    def member(context: aio.ServicerContext, method: str, request: Any) -> Caller:
+    def member(context: Context, method: str, request: Any) -> Caller:
         return accounts.authenticate(bearer_secret(context))
 
-    def operator(context: aio.ServicerContext, method: str, request: Any) -> Caller:
+    def operator(context: Context, method: str, request: Any) -> Caller:
         found = member(context, method, request)
         try:
             accounts.require_operator(found)
@@ -79,7 +78,7 @@ def rules(accounts: Accounts, agents: AgentRegistry) -> Mapping[str, Rule]:
             raise
         return found
 
-    def enrolled_agent(context: aio.ServicerContext, method: str, request: Any) -> AgentState:
+    def enrolled_agent(context: Context, method: str, request: Any) -> AgentState:
         return agents.authenticate(bearer_secret(context))
 
     checks: dict[Permission, Rule] = {

@@ -11,8 +11,8 @@ def job_to_proto(job: Job) -> common_pb2.Job:
     msg = common_pb2.Job(
         id=job.id,
         org_id=job.org_id,
-        state=int(job.state),  # type: ignore[arg-type]
-        failure_reason=int(job.failure_reason),  # type: ignore[arg-type]
+        state=common_pb2.JobState.ValueType(job.state),
+        failure_reason=common_pb2.FailureReason.ValueType(job.failure_reason),
         exit_code=job.exit_code,
         message=job.message,
         agent_id=job.agent_id,
@@ -32,7 +32,7 @@ def job_to_proto(job: Job) -> common_pb2.Job:
     if job.finished_at:
         msg.finished_at.FromNanoseconds(int(job.finished_at * 1e9))
     for t in job.transitions:
-        added = msg.transitions.add(state=int(t.state), note=t.note)  # type: ignore[arg-type]
+        added = msg.transitions.add(state=common_pb2.JobState.ValueType(t.state), note=t.note)
         added.at.FromNanoseconds(int(t.at * 1e9))
     fill_startup(msg.startup, job.startup)
     return msg

@@ -6,9 +6,8 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-from grpc import aio
-
 from c3.errors import C3Error
+from c3.grpctypes import Context
 from c3.v1 import agent_pb2, agent_pb2_grpc
 from coordinator.agents import AgentRegistry, AgentState
 from coordinator.auth import agent as calling_agent
@@ -35,7 +34,7 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
         self._heartbeat_ms = heartbeat_ms
 
     async def Register(
-        self, request: agent_pb2.RegisterAgentRequest, context: aio.ServicerContext
+        self, request: agent_pb2.RegisterAgentRequest, context: Context
     ) -> agent_pb2.RegisterAgentResponse:
         agent, credential = await self._agents.register(request)
         log.info("agent %s registered (%s, %s)", agent.id, agent.caps.profile, agent.caps.provider)
@@ -44,7 +43,7 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
         )
 
     async def Connect(
-        self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], context: aio.ServicerContext
+        self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], context: Context
     ) -> AsyncIterator[agent_pb2.CoordinatorMessage]:
         agent = calling_agent()
         outbox: asyncio.Queue[agent_pb2.CoordinatorMessage | None] = asyncio.Queue()

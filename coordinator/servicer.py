@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from grpc import aio
-
 from c3.errors import InvalidArgument
+from c3.grpctypes import Context
 from c3.limits import MAX_JOBS_PER_SUBMIT
 from c3.tokens import ALL_OPERATIONS
 from c3.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
@@ -54,7 +53,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         return self._catalog_providers | self._agents.providers
 
     async def SubmitJob(
-        self, request: pb.SubmitJobRequest, context: aio.ServicerContext
+        self, request: pb.SubmitJobRequest, context: Context
     ) -> pb.SubmitJobResponse:
         who = caller()
         self._accounts.require_credit(who.org.id)
@@ -69,7 +68,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         return pb.SubmitJobResponse(job=job_to_proto(job))
 
     async def SubmitJobs(
-        self, request: pb.SubmitJobsRequest, context: aio.ServicerContext
+        self, request: pb.SubmitJobsRequest, context: Context
     ) -> pb.SubmitJobsResponse:
         who = caller()
         if not request.jobs:
@@ -98,16 +97,12 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         )
         return pb.SubmitJobsResponse(jobs=[job_to_proto(job) for job in jobs])
 
-    async def GetJob(
-        self, request: pb.GetJobRequest, context: aio.ServicerContext
-    ) -> pb.GetJobResponse:
+    async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
         who = caller()
         job = await self._jobs.find(who.org.id, request.job_id)
         return pb.GetJobResponse(job=job_to_proto(job))
 
-    async def ListJobs(
-        self, request: pb.ListJobsRequest, context: aio.ServicerContext
-    ) -> pb.ListJobsResponse:
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
         who = caller()
         jobs = await self._jobs.list_jobs(
             who.org.id, request.states, request.project, request.limit
@@ -115,7 +110,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         return pb.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs])
 
     async def CancelJob(
-        self, request: pb.CancelJobRequest, context: aio.ServicerContext
+        self, request: pb.CancelJobRequest, context: Context
     ) -> pb.CancelJobResponse:
         who = caller()
         if not request.job_ids:
@@ -124,14 +119,14 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         return pb.CancelJobResponse(jobs=[job_to_proto(j) for j in jobs])
 
     async def MarkSynced(
-        self, request: pb.MarkSyncedRequest, context: aio.ServicerContext
+        self, request: pb.MarkSyncedRequest, context: Context
     ) -> pb.MarkSyncedResponse:
         who = caller()
         job = await self._jobs.mark_synced(who.org.id, request.job_id)
         return pb.MarkSyncedResponse(job=job_to_proto(job))
 
     async def StreamJobEvents(
-        self, request: pb.StreamJobEventsRequest, context: aio.ServicerContext
+        self, request: pb.StreamJobEventsRequest, context: Context
     ) -> AsyncIterator[common_pb2.JobEvent]:
         who = caller()
         job = await self._jobs.find(who.org.id, request.job_id)
@@ -141,7 +136,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             yield event
 
     async def WatchJobs(
-        self, request: pb.WatchJobsRequest, context: aio.ServicerContext
+        self, request: pb.WatchJobsRequest, context: Context
     ) -> AsyncIterator[common_pb2.Job]:
         who = caller()
         queue = self._jobs.watch(who.org.id)
@@ -165,7 +160,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             self._jobs.unwatch(who.org.id, queue)
 
     async def ListHardware(
-        self, request: pb.ListHardwareRequest, context: aio.ServicerContext
+        self, request: pb.ListHardwareRequest, context: Context
     ) -> pb.ListHardwareResponse:
         idle: dict[str, int] = {}
         extra: dict[str, pb.HardwareProfile] = {}
@@ -195,7 +190,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         return pb.ListHardwareResponse(profiles=profiles + list(extra.values()))
 
     async def GetBalance(
-        self, request: pb.GetBalanceRequest, context: aio.ServicerContext
+        self, request: pb.GetBalanceRequest, context: Context
     ) -> pb.GetBalanceResponse:
         who = caller()
         org = self._accounts.org(who.org.id)
@@ -214,29 +209,27 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         return reply
 
     async def CreateApiKey(
-        self, request: pb.CreateApiKeyRequest, context: aio.ServicerContext
+        self, request: pb.CreateApiKeyRequest, context: Context
     ) -> pb.CreateApiKeyResponse:
         who = caller()
         key, secret = await self._accounts.create_key(who.org.id, request.name)
         return pb.CreateApiKeyResponse(key=key_to_proto(key), secret=secret)
 
     async def ListApiKeys(
-        self, request: pb.ListApiKeysRequest, context: aio.ServicerContext
+        self, request: pb.ListApiKeysRequest, context: Context
     ) -> pb.ListApiKeysResponse:
         who = caller()
         keys = self._accounts.list_keys(who.org.id)
         return pb.ListApiKeysResponse(keys=[key_to_proto(k) for k in keys])
 
     async def RevokeApiKey(
-        self, request: pb.RevokeApiKeyRequest, context: aio.ServicerContext
+        self, request: pb.RevokeApiKeyRequest, context: Context
     ) -> pb.RevokeApiKeyResponse:
         who = caller()
         key = await self._accounts.revoke_key(who.org.id, request.key_id)
         return pb.RevokeApiKeyResponse(key=key_to_proto(key))
 
-    async def WhoAmI(
-        self, request: pb.WhoAmIRequest, context: aio.ServicerContext
-    ) -> pb.WhoAmIResponse:
+    async def WhoAmI(self, request: pb.WhoAmIRequest, context: Context) -> pb.WhoAmIResponse:
         who = caller()
         return pb.WhoAmIResponse(
             key_id=who.key.id, key_name=who.key.name, org_id=who.org.id,
@@ -244,7 +237,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         )  # fmt: skip
 
     async def IssueStorageToken(
-        self, request: pb.IssueStorageTokenRequest, context: aio.ServicerContext
+        self, request: pb.IssueStorageTokenRequest, context: Context
     ) -> pb.IssueStorageTokenResponse:
         who = caller()
         ops = tuple(request.operations) or ALL_OPERATIONS

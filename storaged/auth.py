@@ -14,10 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from grpc import aio
-
 from c3.auth import PUBLIC_METHODS, Rule, principal
 from c3.errors import PermissionDenied
+from c3.grpctypes import Context
 from c3.grpcutil import STORAGE_TOKEN, metadata_value
 from c3.tokens import DELETE, HOLD, READ, WRITE, TokenClaims, TokenVerifier
 from storaged import namespace
@@ -68,7 +67,7 @@ def require_path(claims: TokenClaims, operation: str, path: str) -> None:
 
 def rules(verifier: TokenVerifier) -> Mapping[str, Rule]:
     def needs(operation: str, path_field: str) -> Rule:
-        def rule(context: aio.ServicerContext, method: str, request: Any) -> Grant:
+        def rule(context: Context, method: str, request: Any) -> Grant:
             token = metadata_value(context, STORAGE_TOKEN)
             claims = verifier.verify(token)
             if path_field:

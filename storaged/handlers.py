@@ -4,10 +4,11 @@ generated code does."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
+from c3.grpctypes import Handler
 from c3.storage.wire import SERVICE_NAME
 from c3.v1 import storage_pb2_grpc
 
@@ -18,7 +19,7 @@ RAW_REQUEST_METHODS = ("PutBlobStream",)
 class _Capture:
     """Stands in for the server while the generated code builds the service's handlers."""
 
-    handlers: dict[str, grpc.RpcMethodHandler] | None = None
+    handlers: dict[str, Handler] | None = None
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
         pass
@@ -31,7 +32,7 @@ def add_storage_service(servicer: storage_pb2_grpc.StorageServicer, server: Any)
     """Register Storage like `add_StorageServicer_to_server`, except that the handlers of
     RAW_REQUEST_METHODS receive serialized requests (parsed with c3.storage.wire)."""
     capture = _Capture()
-    storage_pb2_grpc.add_StorageServicer_to_server(servicer, capture)
+    storage_pb2_grpc.add_StorageServicer_to_server(servicer, cast(Any, capture))
     handlers = capture.handlers
     if handlers is None:
         raise RuntimeError("the generated Storage stubs no longer register handlers by method")

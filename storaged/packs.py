@@ -133,7 +133,7 @@ class PackStore:
                 path.unlink(missing_ok=True)
             elif path.stat().st_size > end:
                 os.truncate(path, end)
-        return max([*files, *ends, 0])
+        return int(max([*files, *ends, 0]))
 
     def close(self) -> None:
         with self._append_lock:

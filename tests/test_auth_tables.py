@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from c3 import grpcutil
 from c3.auth import PUBLIC_METHODS, principal
 from c3.errors import PermissionDenied
+from c3.grpctypes import Context
 from c3.tokens import READ, TokenClaims, TokenSigner
 from c3.v1 import coordinator_pb2 as pb
 from c3.v1 import coordinator_pb2_grpc, storage_pb2, storage_pb2_grpc
@@ -88,15 +89,11 @@ async def test_a_method_missing_from_the_table_is_refused_before_its_handler(
     ran: list[str] = []
 
     class Probe(coordinator_pb2_grpc.CoordinatorServicer):
-        async def GetJob(
-            self, request: pb.GetJobRequest, context: aio.ServicerContext
-        ) -> pb.GetJobResponse:
+        async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
             ran.append("GetJob")
             return pb.GetJobResponse()
 
-        async def WhoAmI(
-            self, request: pb.WhoAmIRequest, context: aio.ServicerContext
-        ) -> pb.WhoAmIResponse:
+        async def WhoAmI(self, request: pb.WhoAmIRequest, context: Context) -> pb.WhoAmIResponse:
             ran.append("WhoAmI")
             return pb.WhoAmIResponse(key_id=principal(str))
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from grpc import aio
 
 from c3 import grpcutil
 from c3 import manifest as mf
@@ -84,11 +85,15 @@ class StorageClient:
         self._stub = storage_pb2_grpc.StorageStub(self._channel)
         # PutBlobs and PutBlobStream with requests already serialized on the thread pool
         # (c3.storage.wire's encoders), so the event loop never copies payloads.
+        self._put_blobs_encoded: aio.UnaryUnaryMultiCallable[bytes, storage_pb2.PutBlobsResponse]
         self._put_blobs_encoded = self._channel.unary_unary(
             method_path("PutBlobs"),
             request_serializer=None,
             response_deserializer=storage_pb2.PutBlobsResponse.FromString,
         )
+        self._put_stream_encoded: aio.StreamUnaryMultiCallable[
+            bytes, storage_pb2.PutBlobStreamResponse
+        ]
         self._put_stream_encoded = self._channel.stream_unary(
             method_path("PutBlobStream"),
             request_serializer=None,

@@ -64,7 +64,7 @@ def new_stream_compressor() -> zstandard.ZstdCompressionObj:
 
 def zstd_reader(f: BinaryIO) -> BinaryIO:
     """A file-like reader of the decompressed content of a zstd file object."""
-    return zstandard.ZstdDecompressor().stream_reader(f, closefd=True)  # type: ignore[return-value]
+    return zstandard.ZstdDecompressor().stream_reader(f, closefd=True)
 
 
 def check_compression(compression: int) -> int:

@@ -19,7 +19,7 @@ AGENTS_PER_CHANNEL = 50
 
 
 async def answer_assignments(
-    stub: agent_pb2_grpc.AgentGatewayStub, secret: str, ready: asyncio.Queue[str]
+    stub: agent_pb2_grpc.AgentGatewayAsyncStub, secret: str, ready: asyncio.Queue[str]
 ) -> None:
     caps = agent_pb2.AgentCapabilities(
         profile="l40s-1x", gpu_class="l40", provider="local", capacity=1

@@ -70,7 +70,7 @@ async def start_coordinator(config: CoordinatorConfig) -> tuple[Coordinator, Boo
     return app, Bootstrap(raw["org_id"], raw["api_key"], raw["agent_secret"])
 
 
-def client(ch: aio.Channel) -> coordinator_pb2_grpc.CoordinatorStub:
+def client(ch: aio.Channel) -> coordinator_pb2_grpc.CoordinatorAsyncStub:
     return coordinator_pb2_grpc.CoordinatorStub(ch)
 
 
